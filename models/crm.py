@@ -1,0 +1,150 @@
+"""Campaigns, requests (заявки), their history, and the city cash book."""
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from models.base import Base, created_ts, intpk, money, updated_ts
+from models.enums import REQUEST_STATUSES, STATUS_NEW, sql_in
+from models.lookups import City, Direction, RequestType, TransactionType
+from models.users import User
+
+
+class AdvertisingCampaign(Base):
+    __tablename__ = "advertising_campaigns"
+    __table_args__ = (
+        # A tracking line belongs to one active campaign, or calls could not be attributed.
+        Index("uq_advertising_campaigns_active_phone", "phone", unique=True, postgresql_where=text("is_active")),
+    )
+
+    id: Mapped[intpk]
+    city_id: Mapped[int] = mapped_column(ForeignKey("cities.id", ondelete="RESTRICT"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    phone_number: Mapped[str] = mapped_column(String(40))  # as typed, for display
+    phone: Mapped[str | None] = mapped_column(String(20), index=True)  # normalised, for matching
+    is_active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"), default=True)
+    created_at: Mapped[created_ts]
+    updated_at: Mapped[updated_ts]
+
+    city: Mapped[City] = relationship(lazy="joined")
+
+
+class Request(Base):
+    __tablename__ = "requests"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({sql_in(REQUEST_STATUSES)})", name="status"),
+        CheckConstraint("version > 0", name="version_positive"),
+        Index("ix_requests_created_at", text("created_at DESC")),
+        Index("ix_requests_city_id_status_created_at", "city_id", "status", text("created_at DESC")),
+        Index("ix_requests_master_id_status", "master_id", "status"),
+        Index("ix_requests_client_phone_created_at", "client_phone", text("created_at DESC")),
+    )
+
+    id: Mapped[intpk]
+    advertising_campaign_id: Mapped[int | None] = mapped_column(
+        ForeignKey("advertising_campaigns.id", ondelete="SET NULL"), index=True
+    )
+    city_id: Mapped[int] = mapped_column(ForeignKey("cities.id", ondelete="RESTRICT"), index=True)
+    request_type_id: Mapped[int] = mapped_column(
+        ForeignKey("request_types.id", ondelete="RESTRICT"), index=True
+    )
+    client_phone: Mapped[str] = mapped_column(String(20))  # normalised digits
+    client_phone_raw: Mapped[str | None] = mapped_column(String(40))  # as typed
+    client_name: Mapped[str | None] = mapped_column(String(200))
+    address: Mapped[str | None] = mapped_column(Text)
+    meeting_date: Mapped[datetime | None]
+    direction_id: Mapped[int | None] = mapped_column(
+        ForeignKey("directions.id", ondelete="SET NULL"), index=True
+    )
+    problem: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(50), server_default=STATUS_NEW, default=STATUS_NEW, index=True)
+    master_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    master_notes: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[money | None]
+    expenses: Mapped[money] = mapped_column(server_default=text("0"), default=Decimal("0"))
+    net_amount: Mapped[money] = mapped_column(server_default=text("0"), default=Decimal("0"))
+    master_handover: Mapped[money] = mapped_column(server_default=text("0"), default=Decimal("0"))
+    ats_number: Mapped[str | None] = mapped_column(String(50))
+    call_center_name: Mapped[str | None] = mapped_column(String(200))
+    call_center_notes: Mapped[str | None] = mapped_column(Text)
+    avito_chat_id: Mapped[str | None] = mapped_column(String(100))
+    # When it last entered Готово: the date of its income transaction.
+    completed_at: Mapped[datetime | None]
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    version: Mapped[int] = mapped_column(Integer, server_default=text("1"), default=1)
+    created_at: Mapped[created_ts]
+    updated_at: Mapped[updated_ts]
+
+    __mapper_args__ = {"version_id_col": version}
+
+    city: Mapped[City] = relationship(lazy="joined")
+    request_type: Mapped[RequestType] = relationship(lazy="joined")
+    direction: Mapped[Direction | None] = relationship(lazy="joined")
+    advertising_campaign: Mapped[AdvertisingCampaign | None] = relationship(lazy="joined")
+    master: Mapped[User | None] = relationship(foreign_keys=[master_id], lazy="joined")
+    created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
+
+
+class RequestEvent(Base):
+    """Append-only history of a request. No foreign key to requests on purpose: the history of a
+    deleted request (who deleted it, what it held) outlives it."""
+
+    __tablename__ = "request_events"
+    __table_args__ = (Index("ix_request_events_request_id_id", "request_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    request_id: Mapped[int] = mapped_column(Integer)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    action: Mapped[str] = mapped_column(String(20))  # created, updated, deleted
+    field: Mapped[str | None] = mapped_column(String(50))
+    old_value: Mapped[str | None] = mapped_column(Text)
+    new_value: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(20), server_default="api", default="api")  # api, mango, system
+    created_at: Mapped[created_ts]
+
+
+class Transaction(Base):
+    """City cash book: income positive, expense negative; balance = Σ amount."""
+
+    __tablename__ = "transactions"
+    __table_args__ = (
+        Index("ix_transactions_city_id_specified_date", "city_id", text("specified_date DESC")),
+        Index("ix_transactions_specified_date", text("specified_date DESC")),
+        Index("ix_transactions_created_at", text("created_at DESC")),
+        # The income of a completed request exists at most once.
+        Index("uq_transactions_request_id", "request_id", unique=True,
+              postgresql_where=text("request_id IS NOT NULL")),
+    )
+
+    id: Mapped[intpk]
+    city_id: Mapped[int] = mapped_column(ForeignKey("cities.id", ondelete="RESTRICT"))
+    transaction_type_id: Mapped[int] = mapped_column(
+        ForeignKey("transaction_types.id", ondelete="RESTRICT"), index=True
+    )
+    amount: Mapped[money]
+    notes: Mapped[str | None] = mapped_column(Text)
+    specified_date: Mapped[date] = mapped_column(Date)
+    payment_reason: Mapped[str | None] = mapped_column(Text)
+    # Deleting the request removes its income row with it.
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"))
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[created_ts]
+    updated_at: Mapped[updated_ts]
+
+    city: Mapped[City] = relationship(lazy="joined")
+    transaction_type: Mapped[TransactionType] = relationship(lazy="joined")
+    request: Mapped[Request | None] = relationship()

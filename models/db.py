@@ -1,0 +1,51 @@
+"""The engine and the session used by both the API and the workers.
+
+One scoped session per thread: the API removes it at the end of each request, workers after each
+task; a forked worker process disposes the inherited pool before its first query.
+"""
+from __future__ import annotations
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import scoped_session, sessionmaker
+
+from settings import settings
+
+_engine: Engine | None = None
+Session = scoped_session(sessionmaker(expire_on_commit=False, future=True))
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Use the psycopg 3 driver whatever scheme the URL came with."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def database_url() -> str:
+    import embedded
+
+    return sqlalchemy_url(embedded.resolve_database_url(settings.DATABASE_URL))
+
+
+def configure(url: str | None = None, **engine_options) -> Engine:
+    """(Re)build the engine; tests call this with their own database URL."""
+    global _engine
+    if _engine is not None:
+        _engine.dispose()
+    options = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10, "pool_recycle": 1800}
+    options.update(engine_options)
+    _engine = create_engine(sqlalchemy_url(url or database_url()), **options)
+    Session.remove()
+    Session.configure(bind=_engine)
+    return _engine
+
+
+def get_engine() -> Engine:
+    return _engine if _engine is not None else configure()
+
+
+def dispose_after_fork() -> None:
+    """A forked process must not reuse the parent's connections."""
+    if _engine is not None:
+        _engine.dispose(close=False)

@@ -1,0 +1,60 @@
+"""One table for everyone who signs in: administrators, office staff and masters."""
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, String, Text, func
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from models.base import Base, created_ts, intpk, updated_ts
+from models.enums import MASTER, STATUSES_ALLOWED_TO_SIGN_IN, USER_STATUSES, sql_in
+from models.lookups import City, Role
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        Index("ix_users_role_id_city_id", "role_id", "city_id"),
+        Index("ix_users_city_id_status", "city_id", "status"),
+        CheckConstraint(f"status IN ({sql_in(USER_STATUSES)})", name="status"),
+    )
+
+    id: Mapped[intpk]
+    login: Mapped[str] = mapped_column(String(100))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role_id: Mapped[int] = mapped_column(ForeignKey("roles.id", ondelete="RESTRICT"), index=True)
+    status: Mapped[str] = mapped_column(String(20), server_default="active", default="active")
+    # A director's or a master's city; null for a director means every city.
+    city_id: Mapped[int | None] = mapped_column(ForeignKey("cities.id", ondelete="RESTRICT"), index=True)
+    full_name: Mapped[str] = mapped_column(String(200))
+    phone_number: Mapped[str | None] = mapped_column(String(40))
+    phone: Mapped[str | None] = mapped_column(String(20), index=True)
+    birth_date: Mapped[date | None] = mapped_column(Date)
+    passport: Mapped[str | None] = mapped_column(String(40))
+    chat_id: Mapped[str | None] = mapped_column(String(100))
+    notes: Mapped[str | None] = mapped_column(Text)
+    last_login_at: Mapped[datetime | None]
+    created_at: Mapped[created_ts]
+    updated_at: Mapped[updated_ts]
+
+    role: Mapped[Role] = relationship(lazy="joined")
+    city: Mapped[City | None] = relationship(lazy="joined")
+
+    @property
+    def role_name(self) -> str:
+        return self.role.name
+
+    @property
+    def is_master(self) -> bool:
+        return self.role.name == MASTER
+
+    @property
+    def may_sign_in(self) -> bool:
+        return self.status in STATUSES_ALLOWED_TO_SIGN_IN
+
+    def __repr__(self) -> str:
+        return f"<User {self.id} {self.role.name if self.role else '?'}>"
+
+
+# Logins are unique across everyone, whatever the case.
+Index("uq_users_login_lower", func.lower(User.login), unique=True)

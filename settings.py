@@ -1,0 +1,264 @@
+"""Every setting of leadline, read from the environment once, typed.
+
+API, workers, beat and the CLI import this module and read `settings.<name>`. Canonical names are
+those of SPEC §6; the names the old backend used are accepted as aliases. Development and test get
+safe defaults; production refuses to start without its secrets.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote
+
+BASE_DIR = Path(__file__).resolve().parent
+VAR_DIR = Path(os.environ.get("LEADLINE_VAR_DIR") or BASE_DIR / "var")
+
+ENVIRONMENTS = ("development", "test", "production")
+SECRETS_REQUIRED_IN_PRODUCTION = (
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "FLOWER_PASSWORD",
+)
+WEAK_SECRET_KEYS = {"", "change-me", "your-secret-key-here", "your-very-secure-secret-key-here-min-32-chars"}
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or malformed; the process must not start."""
+
+
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+def _parse_list(raw: str) -> list[str]:
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def _parse_decimal(raw: str) -> Decimal:
+    try:
+        return Decimal(raw.strip())
+    except InvalidOperation as exc:
+        raise ValueError(f"not a number: {raw!r}") from exc
+
+
+# Keyed by the annotation text (annotations are strings under `from __future__ import annotations`).
+PARSERS: dict[str, Callable[[str], Any]] = {
+    "str": lambda raw: raw,
+    "int": lambda raw: int(raw.strip()),
+    "float": lambda raw: float(raw.strip()),
+    "bool": _parse_bool,
+    "list": _parse_list,
+    "Decimal": _parse_decimal,
+}
+
+
+def setting(default: Any = None, *, aliases: tuple[str, ...] = (), secret: bool = False, doc: str = "") -> Any:
+    """Declare one setting: its default, the old names it may come under, whether it is a secret."""
+    return field(default=default, metadata={"aliases": aliases, "secret": secret, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # core
+    APP_ENV: str = setting("development", aliases=("ENVIRONMENT",), doc="development / test / production")
+    SECRET_KEY: str = setting(None, aliases=("JWT_SECRET_KEY",), secret=True, doc="signs sessions")
+    DATABASE_URL: str = setting(None, secret=True, doc="PostgreSQL; unset outside production = embedded")
+    REDIS_URL: str = setting(None, doc="Redis; unset outside production = embedded")
+    CELERY_BROKER_URL: str = setting(None, doc="Celery broker (defaults to REDIS_URL)")
+    BUSINESS_TZ: str = setting("Europe/Moscow", doc="time zone for local times (file names, report days)")
+    LOG_LEVEL: str = setting("INFO")
+    LOG_JSON: bool = setting(None, doc="JSON logs (default: on in production)")
+
+    # processes
+    API_HOST: str = setting("127.0.0.1")
+    API_PORT: int = setting(8000)
+    API_WORKERS: int = setting(2, aliases=("WORKERS",), doc="gunicorn worker processes")
+    FLOWER_PORT: int = setting(5555)
+    FLOWER_USER: str = setting("admin")
+    FLOWER_PASSWORD: str = setting(None, secret=True)
+    ADMIN_LOGIN: str = setting("admin", doc="the administrator `make run` creates")
+    ADMIN_PASSWORD: str = setting(None, secret=True)
+
+    # web
+    CORS_ORIGINS: list = setting(
+        None, aliases=("ALLOWED_ORIGINS",), doc="comma list of SPA origins allowed with credentials"
+    )
+    COOKIE_SECURE: bool = setting(None, doc="Secure flag on the session cookie (default: on in production)")
+    COOKIE_DOMAIN: str = setting(None, doc="parent domain so the SPA's /api proxy carries the cookie")
+    COOKIE_SAMESITE: str = setting("Lax")
+    TRUSTED_PROXIES: int = setting(0, doc="number of reverse-proxy hops in front of the API")
+    SESSION_IDLE_MINUTES: int = setting(60, doc="a session unused this long expires")
+    SESSION_MAX_HOURS: int = setting(16, doc="a session ends this long after login, used or not")
+    LOGIN_MAX_FAILURES: int = setting(5)
+    LOGIN_FAILURE_WINDOW_MINUTES: int = setting(60)
+    LOGIN_LOCKOUT_MINUTES: int = setting(30)
+    RATE_LIMIT_PER_CLIENT: str = setting("1200 per minute", doc="API calls per client IP")
+    RATE_LIMIT_PER_USER: str = setting("600 per minute", doc="API calls per signed-in user")
+    RATE_LIMIT_LOGIN: str = setting("30 per minute", doc="login attempts per client IP")
+    MAX_REQUEST_MB: int = setting(60, doc="largest request body the API reads")
+
+    # money
+    MASTER_SHARE: Decimal = setting(Decimal("0.5"))
+
+    # files
+    MEDIA_ROOT: str = setting(str(VAR_DIR / "media"))
+    QUARANTINE_ROOT: str = setting(str(VAR_DIR / "quarantine"))
+    MAX_UPLOAD_MB: int = setting(10)
+    MAX_RECORDING_UPLOAD_MB: int = setting(50)
+    FILES_RETENTION_DAYS: int = setting(30)
+    X_ACCEL_REDIRECT_PREFIX: str = setting(None, doc="serve files through nginx X-Accel-Redirect")
+
+    # Mango Office
+    MANGO_API_KEY: str = setting(None, secret=True)
+    MANGO_API_SALT: str = setting(None, aliases=("MANGO_WEBHOOK_SECRET",), secret=True)
+    MANGO_ALLOWED_IPS: list = setting(None, doc="comma list of addresses or networks")
+    MANGO_API_URL: str = setting("https://app.mango-office.ru/vpbx/")
+    MANGO_REPEAT_WINDOW_MIN: int = setting(30)
+    MANGO_MISSED_CREATES_REQUEST: bool = setting(True)
+    MANGO_MAX_BODY_KB: int = setting(256)
+    MANGO_SWEEP_AFTER_SECONDS: int = setting(60)
+
+    # IMAP
+    IMAP_HOST: str = setting(None, aliases=("RAMBLER_IMAP_HOST",))
+    IMAP_PORT: int = setting(993, aliases=("RAMBLER_IMAP_PORT",))
+    IMAP_USER: str = setting(None, aliases=("RAMBLER_IMAP_USERNAME",))
+    IMAP_PASSWORD: str = setting(None, aliases=("RAMBLER_IMAP_PASSWORD",), secret=True)
+    IMAP_SECURITY: str = setting("ssl", doc="ssl / starttls / plain")
+    IMAP_FOLDER: str = setting("INBOX")
+    IMAP_PROCESSED_FOLDER: str = setting(None, doc="move imported messages here")
+    IMAP_MARK_SEEN: bool = setting(False)
+    IMAP_TIMEOUT_SECONDS: int = setting(30)
+    RECORDINGS_CHECK_INTERVAL: int = setting(300)
+    RECORDING_MATCH_WINDOW_MIN: int = setting(30)
+
+    # alerts
+    TELEGRAM_BOT_TOKEN: str = setting(None, secret=True)
+    TELEGRAM_CHAT_ID: str = setting(None)
+    TELEGRAM_API_URL: str = setting("https://api.telegram.org")
+    ALERT_COOLDOWN_MINUTES: int = setting(30)
+    ALERT_API_5XX_RATIO: float = setting(0.05)
+    ALERT_QUEUE_BACKLOG: int = setting(500)
+    ALERT_QUEUE_AGE_SECONDS: int = setting(300)
+    ALERT_BEAT_SILENT_SECONDS: int = setting(180)
+    ALERT_INBOX_LAG_SECONDS: int = setting(120)
+    ALERT_DISK_FREE_PERCENT: float = setting(10.0)
+    ALERT_DB_CONNECTIONS_PERCENT: float = setting(80.0)
+
+    # workers
+    TASK_SOFT_TIME_LIMIT: int = setting(300)
+    TASK_TIME_LIMIT: int = setting(360)
+    BROKER_VISIBILITY_TIMEOUT: int = setting(3600)
+    BEAT_HEARTBEAT_SECONDS: int = setting(30)
+    BEAT_HEARTBEAT_MAX_AGE: int = setting(120, doc="readiness fails when beat is silent this long")
+
+    # ---- derived ------------------------------------------------------------------------------
+    @property
+    def is_production(self) -> bool:
+        return self.APP_ENV == "production"
+
+    @property
+    def is_test(self) -> bool:
+        return self.APP_ENV == "test"
+
+    @property
+    def broker_url(self) -> str | None:
+        return self.CELERY_BROKER_URL or self.REDIS_URL
+
+    @property
+    def cookie_secure(self) -> bool:
+        return self.is_production if self.COOKIE_SECURE is None else self.COOKIE_SECURE
+
+    @property
+    def log_json(self) -> bool:
+        return self.is_production if self.LOG_JSON is None else self.LOG_JSON
+
+    @property
+    def cors_origins(self) -> list[str]:
+        if self.CORS_ORIGINS is not None:
+            return self.CORS_ORIGINS
+        if self.is_production:
+            return []
+        return ["http://localhost:3000", "http://127.0.0.1:3000"]
+
+    def public(self) -> dict[str, Any]:
+        """Settings as a dict with secrets masked, for diagnostics."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = "***" if f.metadata["secret"] and value else value
+        return out
+
+
+def _legacy_database_url(env: dict[str, str]) -> str | None:
+    host = env.get("POSTGRESQL_HOST")
+    if not host:
+        return None
+    user = quote(env.get("POSTGRESQL_USER", "postgres"))
+    password = env.get("POSTGRESQL_PASSWORD")
+    auth = f"{user}:{quote(password)}" if password else user
+    port = env.get("POSTGRESQL_PORT", "5432")
+    name = env.get("POSTGRESQL_DBNAME", "leadline")
+    return f"postgresql://{auth}@{host}:{port}/{name}"
+
+
+def _legacy_redis_url(env: dict[str, str]) -> str | None:
+    host = env.get("REDIS_HOST")
+    if not host:
+        return None
+    password = env.get("REDIS_PASSWORD")
+    auth = f":{quote(password)}@" if password else ""
+    return f"redis://{auth}{host}:{env.get('REDIS_PORT', '6379')}/{env.get('REDIS_DB', '0')}"
+
+
+def load(env: dict[str, str] | None = None) -> Settings:
+    """Build Settings from an environment mapping; raise SettingsError on anything wrong."""
+    env = dict(os.environ if env is None else env)
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for f in fields(Settings):
+        for name in (f.name, *f.metadata["aliases"]):
+            raw = env.get(name)
+            if raw is not None and raw != "":
+                break
+        else:
+            continue
+        try:
+            values[f.name] = PARSERS[f.type](raw)
+        except (ValueError, KeyError) as exc:
+            problems.append(f"{name}: {exc}")
+
+    values.setdefault("DATABASE_URL", _legacy_database_url(env))
+    values.setdefault("REDIS_URL", _legacy_redis_url(env))
+    if values["DATABASE_URL"] is None:
+        del values["DATABASE_URL"]
+    if values["REDIS_URL"] is None:
+        del values["REDIS_URL"]
+
+    built = Settings(**values)
+    if built.APP_ENV not in ENVIRONMENTS:
+        problems.append(f"APP_ENV must be one of {', '.join(ENVIRONMENTS)}")
+    if built.IMAP_SECURITY not in ("ssl", "starttls", "plain"):
+        problems.append("IMAP_SECURITY must be ssl, starttls or plain")
+    if not Decimal("0") <= built.MASTER_SHARE <= Decimal("1"):
+        problems.append("MASTER_SHARE must be between 0 and 1")
+    if built.is_production:
+        missing = [name for name in SECRETS_REQUIRED_IN_PRODUCTION if not getattr(built, name)]
+        if missing:
+            problems.append("production needs " + ", ".join(missing))
+        if built.SECRET_KEY and (built.SECRET_KEY in WEAK_SECRET_KEYS or len(built.SECRET_KEY) < 32):
+            problems.append("SECRET_KEY must be at least 32 characters and not a placeholder")
+    if problems:
+        raise SettingsError("invalid settings: " + "; ".join(problems))
+    return built
+
+
+settings = load()
