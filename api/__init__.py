@@ -1,0 +1,131 @@
+"""The HTTP API: a thin Flask app that validates, authorizes, reads/writes, enqueues and answers.
+
+`flask --app api ...` finds `create_app` here.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from settings import settings
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    register_config(app, config)
+    register_logging(app)
+    register_database(app)
+    register_extensions(app)
+    register_blueprints(app)
+    register_errors(app)
+    register_middleware(app)
+    register_cli(app)
+    return app
+
+
+def register_config(app: Flask, config: dict[str, Any] | None) -> None:
+    from datetime import timedelta
+
+    app.config.update(
+        SECRET_KEY=settings.SECRET_KEY or _development_secret(),
+        MAX_CONTENT_LENGTH=settings.MAX_REQUEST_MB * 1024 * 1024,
+        JSON_SORT_KEYS=False,
+        # flask-smorest / OpenAPI
+        API_TITLE="leadline",
+        API_VERSION="1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        API_SPEC_OPTIONS={
+            "servers": [{"url": "/"}],
+            "info": {"description": "leadline back office API. Also mounted at /api/v1."},
+            "components": {
+                "securitySchemes": {
+                    "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                    "cookie": {"type": "apiKey", "in": "cookie", "name": "access_token"},
+                }
+            },
+        },
+        # flask-jwt-extended: the SPA uses the cookie, other clients the bearer header.
+        JWT_TOKEN_LOCATION=["headers", "cookies"],
+        JWT_ACCESS_COOKIE_NAME="access_token",
+        JWT_ACCESS_COOKIE_PATH="/",
+        JWT_COOKIE_SECURE=settings.cookie_secure,
+        JWT_COOKIE_SAMESITE=settings.COOKIE_SAMESITE,
+        JWT_COOKIE_DOMAIN=settings.COOKIE_DOMAIN,
+        # The SPA sends no CSRF header; unsafe cookie requests are checked by Origin instead.
+        JWT_COOKIE_CSRF_PROTECT=False,
+        JWT_SESSION_COOKIE=False,
+        JWT_ACCESS_TOKEN_EXPIRES=timedelta(minutes=settings.SESSION_IDLE_MINUTES),
+        JWT_ERROR_MESSAGE_KEY="detail",
+        # flask-limiter
+        RATELIMIT_HEADERS_ENABLED=True,
+        RATELIMIT_SWALLOW_ERRORS=True,  # Redis down must not turn every call into a 500
+    )
+    app.json.sort_keys = False  # keep "detail" first in error bodies, fields in schema order
+    if config:
+        app.config.update(config)
+
+
+def _development_secret() -> str:
+    if settings.is_production:  # settings.load() already refuses this; belt and braces
+        raise RuntimeError("SECRET_KEY is required in production")
+    from api.devsecrets import development_secret
+
+    return development_secret("SECRET_KEY")
+
+
+def register_logging(app: Flask) -> None:
+    from api.logconfig import configure_logging
+
+    configure_logging()
+
+
+def register_database(app: Flask) -> None:
+    from models.db import Session
+
+    @app.teardown_appcontext
+    def remove_session(exc: BaseException | None) -> None:
+        Session.remove()
+
+
+def register_extensions(app: Flask) -> None:
+    from api.extensions import init_extensions
+
+    init_extensions(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    from api.auth.routes import blp as auth_blp
+    from api.health.routes import blp as health_blp
+    from api.jobs.routes import blp as jobs_blp
+
+    api = app.extensions["leadline_api"]
+    for blp in (auth_blp, health_blp, jobs_blp):
+        api.register_blueprint(blp)
+
+
+def register_errors(app: Flask) -> None:
+    from api.errors import init_error_handlers
+
+    init_error_handlers(app)
+
+
+def register_middleware(app: Flask) -> None:
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    from api.middleware import PathNormalizer
+
+    if settings.TRUSTED_PROXIES:
+        n = settings.TRUSTED_PROXIES
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+    app.wsgi_app = PathNormalizer(app.wsgi_app)  # type: ignore[method-assign]
+
+
+def register_cli(app: Flask) -> None:
+    from api.cli import init_cli
+
+    init_cli(app)

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+
+class LoginSchema(Schema):
+    login = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    password = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=256))
+
+
+class LoginResultSchema(Schema):
+    user_id = fields.Integer()
+    user_type = fields.String()
+    role = fields.String()
+    city_id = fields.Integer(allow_none=True)
+    access_token = fields.String()
+    token_type = fields.String()
+
+
+class MeSchema(Schema):
+    id = fields.Integer()
+    login = fields.String()
+    name = fields.Function(lambda user: user.full_name)
+    full_name = fields.String()
+    status = fields.String()
+    user_type = fields.String()
+    role = fields.String(attribute="role_name")
+    city_id = fields.Integer(allow_none=True)
+
+
+class MessageSchema(Schema):
+    message = fields.String()

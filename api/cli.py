@@ -1,0 +1,195 @@
+"""Console commands: `flask --app api <command>`.
+
+They work while `make run` is running: with DATABASE_URL / REDIS_URL unset they find the embedded
+services under ./var that the stack started (or start them).
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+
+import click
+from flask import Flask
+from sqlalchemy import func, select, text
+
+from settings import BASE_DIR, settings
+
+
+def init_cli(app: Flask) -> None:
+    for command in (stack, migrate, downgrade, create_admin, check_db, seed_demo):
+        app.cli.add_command(command)
+
+
+@click.command("migrate")
+def migrate() -> None:
+    """Apply database migrations up to the newest revision."""
+    from models import migrate as migrations
+
+    migrations.upgrade()
+    click.echo("migrations: at head")
+
+
+@click.command("downgrade")
+@click.argument("revision", default="base")
+def downgrade(revision: str) -> None:
+    """Revert database migrations (to `base` by default: drops every table)."""
+    from models import migrate as migrations
+
+    migrations.downgrade(revision=revision)
+    click.echo(f"migrations: at {revision}")
+
+
+def ensure_admin(login: str, password: str | None, *, reset: bool = False) -> tuple[bool, str | None]:
+    """Make sure an active admin `login` exists. Returns (created, generated_password)."""
+    from models.db import Session
+    from models.lookups import Role
+    from models.passwords import hash_password
+    from models.users import User
+
+    user = Session.scalar(select(User).where(func.lower(User.login) == login.lower()))
+    if user is not None and not reset:
+        return False, None
+    generated = None
+    if not password:
+        generated = password = secrets.token_urlsafe(12)
+    role = Session.scalar(select(Role).where(Role.name == "admin"))
+    if user is None:
+        user = User(login=login, full_name="Администратор", role=role, status="active")
+        Session.add(user)
+    user.role = role
+    user.status = "active"
+    user.password_hash = hash_password(password)
+    Session.commit()
+    return True, generated
+
+
+@click.command("create-admin")
+@click.option("--login", default=lambda: settings.ADMIN_LOGIN, show_default="ADMIN_LOGIN")
+@click.option("--password", default=None, help="Asked for when omitted (ADMIN_PASSWORD if set).")
+@click.option("--reset/--no-reset", default=True, help="Reset the password of an existing user.")
+def create_admin(login: str, password: str | None, reset: bool) -> None:
+    """Create an administrator, or reset an existing user's password and make it an active admin."""
+    password = password or settings.ADMIN_PASSWORD
+    if not password and sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if password is not None and len(password) < 8:
+        raise click.UsageError("the password must be at least 8 characters")
+    _created, generated = ensure_admin(login, password, reset=reset)
+    click.echo(f"admin {login!r} is ready")
+    if generated:
+        click.echo(f"generated password (shown once): {generated}")
+
+
+@click.command("check-db")
+def check_db() -> None:
+    """Connectivity, migrations at head, row counts. Exits non-zero when something is wrong."""
+    from models import Base
+    from models import migrate as migrations
+    from models.db import Session, get_engine
+
+    engine = get_engine()
+    try:
+        version = Session.scalar(text("SHOW server_version"))
+    except Exception as exc:  # noqa: BLE001
+        click.echo(f"database: UNREACHABLE ({type(exc).__name__}: {exc})", err=True)
+        sys.exit(2)
+    click.echo(f"database: ok (PostgreSQL {version}, {engine.url.render_as_string(hide_password=True)})")
+    current, head = migrations.current_revision(engine), migrations.head_revision()
+    at_head = current == head
+    click.echo(f"migrations: {'at head' if at_head else 'BEHIND'} (current {current}, head {head})")
+    if current is None:
+        sys.exit(3)
+    for table in Base.metadata.sorted_tables:
+        count = Session.scalar(select(func.count()).select_from(table))
+        click.echo(f"  {table.name:<22} {count:>8}")
+    Session.rollback()
+    if not at_head:
+        sys.exit(3)
+
+
+@click.command("seed-demo")
+@click.option("--requests", "request_count", default=400, show_default=True)
+@click.option("--seed", "random_seed", default=20261127, show_default=True)
+def seed_demo(request_count: int, random_seed: int) -> None:
+    """Fill the database with realistic demo data (cities, campaigns, staff, requests, cash)."""
+    from models.demo import seed
+
+    summary = seed(request_count=request_count, random_seed=random_seed)
+    for name, count in summary.items():
+        click.echo(f"  {name:<22} {count:>6}")
+
+
+# ---- the development stack ------------------------------------------------------------------------
+
+def stack_environment() -> tuple[dict[str, str], list[str]]:
+    """Environment for every process of the stack, and the embedded services it started."""
+    import embedded
+    from api.devsecrets import development_secret
+
+    env = dict(os.environ)
+    started = []
+    if not settings.DATABASE_URL:
+        env["DATABASE_URL"] = embedded.postgres_url()
+        started.append("postgres")
+    if not settings.REDIS_URL:
+        env["REDIS_URL"] = embedded.redis_url()
+        started.append("redis")
+    env.setdefault("SECRET_KEY", settings.SECRET_KEY or development_secret("SECRET_KEY"))
+    flower_password = settings.FLOWER_PASSWORD or development_secret("FLOWER_PASSWORD", 18)
+    env["FLOWER_BASIC_AUTH"] = f"{settings.FLOWER_USER}:{flower_password}"
+    env.update(
+        API_HOST=settings.API_HOST,
+        API_PORT=str(settings.API_PORT),
+        API_WORKERS=str(settings.API_WORKERS),
+        FLOWER_PORT=str(settings.FLOWER_PORT),
+        PYTHONUNBUFFERED="1",
+    )
+    bin_dir = os.path.dirname(sys.executable)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    return env, started
+
+
+@click.command("stack")
+def stack() -> None:
+    """Run everything: migrations, admin, then API, workers, beat and Flower with merged logs."""
+    import embedded
+    from models import migrate as migrations
+    from models.db import configure
+
+    env, started = stack_environment()
+    try:
+        configure(env["DATABASE_URL"])
+        migrations.upgrade(env["DATABASE_URL"])
+        created, generated = ensure_admin(settings.ADMIN_LOGIN, settings.ADMIN_PASSWORD)
+        click.echo(f"leadline: API http://{settings.API_HOST}:{settings.API_PORT}/api "
+                   f"(docs /api/docs), Flower http://{settings.API_HOST}:{settings.FLOWER_PORT}")
+        if generated:
+            click.echo(f"leadline: created admin {settings.ADMIN_LOGIN!r} with password {generated} "
+                       "(shown once; set ADMIN_PASSWORD or run `flask --app api create-admin` to change)")
+        if not settings.FLOWER_PASSWORD:
+            click.echo(f"leadline: Flower user {settings.FLOWER_USER!r}, password in var/dev-secrets.json")
+        if started:
+            click.echo(f"leadline: embedded {', '.join(started)} under ./var")
+        honcho = subprocess.Popen(
+            [os.path.join(os.path.dirname(sys.executable), "honcho"), "start", "-f", str(BASE_DIR / "Procfile"),
+             "-d", str(BASE_DIR)],
+            env=env,
+            cwd=BASE_DIR,
+        )
+        signal.signal(signal.SIGTERM, lambda *_: honcho.send_signal(signal.SIGTERM))
+        try:
+            code = honcho.wait()
+        except KeyboardInterrupt:
+            honcho.send_signal(signal.SIGINT)
+            code = honcho.wait()
+    finally:
+        if started:
+            click.echo("leadline: stopping embedded " + ", ".join(started))
+            if "redis" in started:
+                embedded.stop_redis()
+            if "postgres" in started:
+                embedded.stop_postgres()
+    sys.exit(code)

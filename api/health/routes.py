@@ -1,0 +1,88 @@
+"""Liveness and readiness."""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from flask import jsonify
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from sqlalchemy import text
+
+from api.extensions import limiter
+from models.db import Session
+from models.kv import get_redis
+from settings import settings
+
+blp = Blueprint("health", __name__, url_prefix="/api/health", description="Liveness and readiness")
+
+
+def _timed(check: Callable[[], str]) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        detail = check()
+        ok = True
+    except Exception as exc:  # noqa: BLE001 - any failure is reported, not raised
+        detail = f"{type(exc).__name__}: {str(exc)[:200]}"
+        ok = False
+    return {"ok": ok, "detail": detail, "ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+def check_database() -> str:
+    Session.execute(text("SELECT 1"))
+    Session.rollback()
+    return "ok"
+
+
+def check_redis() -> str:
+    get_redis().ping()
+    return "ok"
+
+
+def check_worker() -> str:
+    from tasks.celery_app import celery_app
+
+    replies = celery_app.control.ping(timeout=1.0)
+    if not replies:
+        raise RuntimeError("no worker answered within 1 s")
+    return f"{len(replies)} answering: " + ", ".join(sorted(name for reply in replies for name in reply))
+
+
+def check_beat() -> str:
+    from tasks.maintenance import heartbeat_age
+
+    age = heartbeat_age()
+    if age is None:
+        raise RuntimeError("no heartbeat from beat yet")
+    if age > settings.BEAT_HEARTBEAT_MAX_AGE:
+        raise RuntimeError(f"last heartbeat {age:.0f} s ago")
+    return f"last heartbeat {age:.0f} s ago"
+
+
+@blp.route("")
+class Liveness(MethodView):
+    decorators = [limiter.exempt]
+
+    def get(self):
+        """The API process is up."""
+        return {"status": "ok"}
+
+
+@blp.route("/ready")
+class Readiness(MethodView):
+    decorators = [limiter.exempt]
+
+    def get(self):
+        """Ready to work: database, Redis, a worker answering and beat alive. 503 otherwise."""
+        checks = {"database": _timed(check_database), "redis": _timed(check_redis)}
+        if checks["redis"]["ok"]:
+            checks["worker"] = _timed(check_worker)
+            checks["beat"] = _timed(check_beat)
+        else:
+            # Without the broker neither can be asked; skip the long broker timeouts.
+            for name in ("worker", "beat"):
+                checks[name] = {"ok": False, "detail": "Redis недоступен", "ms": 0.0}
+        ready = all(c["ok"] for c in checks.values())
+        response = jsonify({"status": "ok" if ready else "unavailable", "checks": checks})
+        response.status_code = 200 if ready else 503
+        return response

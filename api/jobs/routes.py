@@ -1,0 +1,77 @@
+"""Background jobs: their state, and a no-op job that proves the workers run."""
+from __future__ import annotations
+
+import uuid
+
+from flask import g
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields
+
+from api.errors import ApiError
+from api.security import login_required, roles_required
+from models import jobs
+from models.db import Session
+from models.enums import ADMIN, MANAGER
+from models.ops import Job
+
+blp = Blueprint("jobs", __name__, url_prefix="/api/jobs", description="Background jobs")
+
+
+class JobSchema(Schema):
+    id = fields.UUID()
+    kind = fields.String()
+    status = fields.String(metadata={"enum": ["queued", "running", "succeeded", "failed"]})
+    params = fields.Dict()
+    result = fields.Dict(allow_none=True)
+    error = fields.String(allow_none=True)
+    attempts = fields.Integer()
+    created_at = fields.DateTime()
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+
+
+class JobAcceptedSchema(Schema):
+    job_id = fields.UUID()
+    status = fields.String()
+
+
+def enqueue_job(kind: str, task, params: dict | None = None) -> Job:
+    """Create the job row, commit, then enqueue: the worker always finds the row it is given."""
+    job = jobs.create_job(kind, params, created_by_id=g.current_user.id)
+    Session.commit()
+    try:
+        task.delay(str(job.id))
+    except Exception as exc:  # the broker is down: the job must not sit 'queued' forever
+        jobs.fail(job.id, "очередь задач недоступна")
+        raise ApiError(503, "Очередь задач недоступна, повторите позже", code="broker_unavailable") from exc
+    return job
+
+
+@blp.route("/<job_id>")
+class JobItem(MethodView):
+    @login_required
+    @blp.response(200, JobSchema)
+    def get(self, job_id: str):
+        """State of a job: queued, running, succeeded or failed."""
+        try:
+            key = uuid.UUID(job_id)
+        except ValueError:
+            raise ApiError(404, "Задача не найдена", code="job_not_found")
+        job = Session.get(Job, key)
+        user = g.current_user
+        if job is None or (job.created_by_id != user.id and user.role_name not in (ADMIN, MANAGER)):
+            raise ApiError(404, "Задача не найдена", code="job_not_found")
+        return job
+
+
+@blp.route("/ping")
+class JobPing(MethodView):
+    @roles_required(ADMIN)
+    @blp.response(202, JobAcceptedSchema)
+    def post(self):
+        """Enqueue a no-op job (admin): shows that a worker picks up and finishes work."""
+        from tasks.jobs import ping
+
+        job = enqueue_job("ping", ping)
+        return {"job_id": job.id, "status": job.status}

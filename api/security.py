@@ -1,0 +1,288 @@
+"""Who is calling and what they may do: sessions, roles, city and ownership scope.
+
+Sessions are JWTs carried in an httpOnly cookie (the SPA) or an `Authorization: Bearer` header.
+Each token carries a session id (`sid`); logout revokes the session in Redis, so every token of
+that session (including silently extended ones) stops working at once. A token is re-issued while
+it is used, up to SESSION_MAX_HOURS after sign-in, so nobody is logged out in the middle of a shift.
+"""
+from __future__ import annotations
+
+import functools
+import ipaddress
+import logging
+import secrets
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterable
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, g, request
+from flask_jwt_extended import (
+    JWTManager,
+    create_access_token,
+    get_jwt,
+    get_jwt_request_location,
+    set_access_cookies,
+    verify_jwt_in_request,
+)
+from flask_jwt_extended import current_user as jwt_current_user
+from flask_jwt_extended.exceptions import JWTExtendedException
+from jwt.exceptions import PyJWTError
+
+from api.errors import ApiError, error_response
+from models.db import Session
+from models.enums import ADMIN, DIRECTOR, MANAGER, MASTER
+from models.kv import get_redis, key
+from models.users import User
+from settings import settings
+
+log = logging.getLogger(__name__)
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+# ---- client identity ----------------------------------------------------------------------------
+
+def client_ip() -> str:
+    """The caller's address. ProxyFix (TRUSTED_PROXIES hops) has already replaced remote_addr with
+    the address the trusted proxies saw; a client-sent X-Forwarded-For is never read directly."""
+    addr = request.remote_addr or "unknown"
+    try:
+        return str(ipaddress.ip_address(addr))
+    except ValueError:
+        return "unknown"
+
+
+# ---- tokens -------------------------------------------------------------------------------------
+
+def _session_key(sid: str) -> str:
+    return key("session", "revoked", sid)
+
+
+def issue_token(user: User, *, sid: str | None = None, started_at: int | None = None) -> str:
+    """A token for `user`; expires after the idle period, never past the session's hard end."""
+    started_at = started_at or int(time.time())
+    hard_end = started_at + settings.SESSION_MAX_HOURS * 3600
+    lifetime = min(settings.SESSION_IDLE_MINUTES * 60, hard_end - int(time.time()))
+    return create_access_token(
+        identity=str(user.id),
+        additional_claims={
+            "sid": sid or secrets.token_urlsafe(16),
+            "sst": started_at,
+            "role": user.role_name,
+        },
+        expires_delta=timedelta(seconds=max(lifetime, 1)),
+    )
+
+
+def revoke_session(claims: dict) -> None:
+    """Revoke the session the token belongs to, for as long as any of its tokens could live."""
+    sid = claims.get("sid")
+    if not sid:
+        return
+    remaining = int(claims.get("sst", time.time())) + settings.SESSION_MAX_HOURS * 3600 - int(time.time())
+    get_redis().set(_session_key(sid), "1", ex=max(remaining, 1) + 60)
+
+
+def init_jwt_callbacks(jwt: JWTManager) -> None:
+    @jwt.user_lookup_loader
+    def load_user(_header: dict, claims: dict) -> User | None:
+        try:
+            user_id = int(claims["sub"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        user = Session.get(User, user_id)
+        if user is None or not user.may_sign_in:
+            return None
+        return user
+
+    @jwt.token_in_blocklist_loader
+    def is_revoked(_header: dict, claims: dict) -> bool:
+        sid = claims.get("sid")
+        if not sid:
+            return True
+        # Fail closed: if Redis cannot say the session is alive, the request is refused (503 below).
+        return bool(get_redis().exists(_session_key(sid)))
+
+    @jwt.user_lookup_error_loader
+    def user_gone(_header: dict, _claims: dict) -> Response:
+        return error_response(401, "Пользователь не найден или отключён", "user_inactive")
+
+    @jwt.unauthorized_loader
+    def missing_token(_reason: str) -> Response:
+        return error_response(401, "Требуется вход в систему", "not_authenticated")
+
+    @jwt.invalid_token_loader
+    def invalid_token(_reason: str) -> Response:
+        return error_response(401, "Недействительный токен, войдите снова", "token_invalid")
+
+    @jwt.expired_token_loader
+    def expired_token(_header: dict, _claims: dict) -> Response:
+        return error_response(401, "Сессия истекла, войдите снова", "token_expired")
+
+    @jwt.revoked_token_loader
+    def revoked_token(_header: dict, _claims: dict) -> Response:
+        return error_response(401, "Сессия завершена, войдите снова", "token_revoked")
+
+
+def init_session_extension(app: Flask) -> None:
+    @app.after_request
+    def extend_session(response: Response) -> Response:
+        """Re-issue a token that has used half its idle lifetime, while the user keeps working."""
+        user = g.get("current_user")
+        if user is None or response.status_code >= 400 or g.get("session_ended"):
+            return response
+        try:
+            claims = get_jwt()
+        except RuntimeError:
+            return response
+        remaining = claims["exp"] - time.time()
+        if remaining > settings.SESSION_IDLE_MINUTES * 60 / 2:
+            return response
+        hard_end = claims.get("sst", 0) + settings.SESSION_MAX_HOURS * 3600
+        if hard_end - time.time() <= remaining:
+            return response  # the session cannot be extended past its hard end
+        token = issue_token(user, sid=claims["sid"], started_at=claims["sst"])
+        if get_jwt_request_location() == "cookies":
+            set_access_cookies(response, token, max_age=settings.SESSION_IDLE_MINUTES * 60)
+        else:
+            response.headers["X-Access-Token"] = token
+        return response
+
+
+def optional_user_id() -> int | None:
+    """The signed-in user's id if a valid token came with the request (for rate-limit keys)."""
+    if "rate_limit_user" in g:
+        return g.rate_limit_user
+    user_id = None
+    try:
+        verify_jwt_in_request(optional=True, verify_type=False)
+        claims = get_jwt()
+        user_id = int(claims["sub"]) if claims else None
+    except (JWTExtendedException, PyJWTError, KeyError, ValueError, RuntimeError):
+        user_id = None
+    except Exception:  # Redis down while checking the blocklist: limit by client only
+        user_id = None
+    g.rate_limit_user = user_id
+    return user_id
+
+
+# ---- origin check -------------------------------------------------------------------------------
+
+def _origin_allowed(origin: str) -> bool:
+    if origin in settings.cors_origins:
+        return True
+    parts = urlsplit(origin)
+    return bool(parts.netloc) and parts.netloc == request.host
+
+
+def check_origin() -> None:
+    """Cookies are sent by the browser on its own; an unsafe call carried by a cookie must come
+    from one of our SPA origins (or the API's own origin), never from a third-party page."""
+    if request.method not in UNSAFE_METHODS or get_jwt_request_location() != "cookies":
+        return
+    origin = request.headers.get("Origin")
+    if not origin:
+        referer = request.headers.get("Referer")
+        if referer:
+            parts = urlsplit(referer)
+            origin = f"{parts.scheme}://{parts.netloc}"
+    if not origin or not _origin_allowed(origin):
+        raise ApiError(403, "Запрос с недопустимого источника", code="origin_forbidden")
+
+
+# ---- authentication and roles -------------------------------------------------------------------
+
+def current_user() -> User:
+    user = g.get("current_user")
+    if user is None:
+        raise ApiError(401, "Требуется вход в систему", code="not_authenticated")
+    return user
+
+
+def authenticate() -> User:
+    """Verify the token (cookie or bearer), the session and the user; set g.current_user."""
+    try:
+        verify_jwt_in_request()
+    except (JWTExtendedException, PyJWTError):
+        raise
+    except Exception as exc:  # the session store cannot be asked: refuse rather than guess
+        log.error("session check failed: %s", type(exc).__name__)
+        raise ApiError(503, "Сервис сессий недоступен, повторите позже", code="session_store_unavailable")
+    user = jwt_current_user
+    check_origin()
+    g.current_user = user._get_current_object() if hasattr(user, "_get_current_object") else user
+    return g.current_user
+
+
+def login_required(view: Callable) -> Callable:
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        authenticate()
+        return view(*args, **kwargs)
+
+    wrapper._leadline_auth = True  # noqa: SLF001 - read by the authorization matrix test
+    return wrapper
+
+
+def roles_required(*roles: str) -> Callable[[Callable], Callable]:
+    """Allow only these roles (admin is always allowed)."""
+    allowed = frozenset(roles) | {ADMIN}
+
+    def decorator(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            user = authenticate()
+            if user.role_name not in allowed:
+                raise ApiError(403, "Недостаточно прав", code="forbidden")
+            return view(*args, **kwargs)
+
+        wrapper._leadline_roles = allowed  # noqa: SLF001
+        return wrapper
+
+    return decorator
+
+
+# ---- scope: which cities and requests a user may touch --------------------------------------------
+
+def city_scope(user: User) -> int | None:
+    """None = every city. Directors and masters are held to their city (a director without a city
+    sees all); everyone else works across cities."""
+    if user.role_name in (DIRECTOR, MASTER):
+        return user.city_id
+    return None
+
+
+def may_access_city(user: User, city_id: int | None) -> bool:
+    scope = city_scope(user)
+    return scope is None or scope == city_id
+
+
+def require_city(user: User, city_id: int | None) -> None:
+    if not may_access_city(user, city_id):
+        raise ApiError(403, "Нет доступа к данным другого города", code="other_city")
+
+
+def may_access_request(user: User, *, city_id: int | None, master_id: int | None) -> bool:
+    if user.role_name == MASTER:
+        return master_id == user.id
+    return may_access_city(user, city_id)
+
+
+def require_request_access(user: User, *, city_id: int | None, master_id: int | None) -> None:
+    if not may_access_request(user, city_id=city_id, master_id=master_id):
+        if user.role_name == MASTER:
+            raise ApiError(403, "Мастер видит только свои заявки", code="not_own_request")
+        raise ApiError(403, "Нет доступа к данным другого города", code="other_city")
+
+
+def has_role(user: User, roles: Iterable[str]) -> bool:
+    return user.role_name in set(roles) | {ADMIN}
+
+
+MANAGEMENT_ROLES = (ADMIN, MANAGER)
+OFFICE_ROLES = (ADMIN, MANAGER, DIRECTOR)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)

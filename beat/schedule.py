@@ -1,0 +1,17 @@
+"""Every periodic job, in one place. Entries only enqueue; the work runs on the workers.
+
+Single instance: beat runs with redbeat's scheduler (tasks/celery_app.py), which holds a Redis lock
+while it runs, so a second beat started by mistake waits instead of duplicating every entry.
+"""
+from __future__ import annotations
+
+from settings import settings
+
+SCHEDULE = {
+    "beat-heartbeat": {
+        "task": "maintenance.heartbeat",
+        "schedule": float(settings.BEAT_HEARTBEAT_SECONDS),
+        # A heartbeat that waited longer than its interval is worthless: drop it.
+        "options": {"queue": "light", "expires": float(settings.BEAT_HEARTBEAT_SECONDS)},
+    },
+}

@@ -1,0 +1,119 @@
+"""The one Celery app. Workers, beat and Flower start from here: `celery -A tasks ...`.
+
+Rules of the road (ARCHITECTURE.md): late acks and redelivery when a worker dies, one message
+prefetched per process, a visibility timeout longer than any task, soft and hard time limits, JSON
+only, results ignored (business state lives in PostgreSQL), two queues by cost.
+"""
+from __future__ import annotations
+
+import logging
+
+from celery import Celery, Task
+from celery.signals import task_postrun, worker_process_init
+from kombu import Queue
+
+from settings import settings
+
+log = logging.getLogger(__name__)
+
+LIGHT, HEAVY = "light", "heavy"
+
+
+def broker_url() -> str:
+    import embedded
+
+    return embedded.resolve_redis_url(settings.broker_url)
+
+
+class AppContextTask(Task):
+    """Runs every task inside the Flask app context (Flask's own Celery pattern)."""
+
+    abstract = True
+    _flask_app = None
+
+    def __call__(self, *args, **kwargs):
+        with flask_app().app_context():
+            return self.run(*args, **kwargs)
+
+
+_app = None
+
+
+def flask_app():
+    global _app
+    if _app is None:
+        from api import create_app
+
+        _app = create_app()
+    return _app
+
+
+def make_celery() -> Celery:
+    from beat.schedule import SCHEDULE
+
+    url = broker_url()
+    app = Celery("leadline", task_cls=AppContextTask)
+    app.conf.update(
+        broker_url=url,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": settings.BROKER_VISIBILITY_TIMEOUT},
+        result_backend=None,
+        task_ignore_result=True,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_soft_time_limit=settings.TASK_SOFT_TIME_LIMIT,
+        task_time_limit=settings.TASK_TIME_LIMIT,
+        task_default_queue=LIGHT,
+        task_queues=(Queue(LIGHT), Queue(HEAVY)),
+        task_routes={
+            "telephony.*": {"queue": LIGHT},
+            "alerts.*": {"queue": LIGHT},
+            "jobs.*": {"queue": LIGHT},
+            "files.*": {"queue": HEAVY},
+            "recordings.*": {"queue": HEAVY},
+            "maintenance.heartbeat": {"queue": LIGHT},
+            "maintenance.*": {"queue": HEAVY},
+        },
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        worker_max_tasks_per_child=1000,
+        enable_utc=True,
+        timezone="UTC",
+        # One beat at a time: redbeat keeps the schedule in Redis and holds a lock while it runs.
+        beat_schedule=SCHEDULE,
+        beat_scheduler="redbeat.RedBeatScheduler",
+        beat_max_loop_interval=5,
+        redbeat_redis_url=url,
+        redbeat_key_prefix="leadline:redbeat:",
+        redbeat_lock_timeout=60,
+    )
+    return app
+
+
+celery_app = make_celery()
+
+# Task modules register themselves on import.
+import tasks.jobs  # noqa: E402,F401
+import tasks.maintenance  # noqa: E402,F401
+
+
+@worker_process_init.connect
+def _reset_connections_after_fork(**_kwargs) -> None:
+    """A forked child must not share the parent's database or Redis sockets."""
+    from models import kv
+    from models.db import dispose_after_fork
+
+    dispose_after_fork()
+    kv.reset()
+
+
+@task_postrun.connect
+def _remove_session(**_kwargs) -> None:
+    from models.db import Session
+
+    Session.remove()

@@ -1,0 +1,15 @@
+"""Generic job tasks: the no-op ping that proves the pipeline API -> Redis -> worker -> PostgreSQL."""
+from __future__ import annotations
+
+import os
+import socket
+
+from models import jobs
+from tasks.celery_app import celery_app
+
+
+@celery_app.task(name="jobs.ping", soft_time_limit=30, time_limit=60)
+def ping(job_id: str) -> None:
+    if not jobs.claim(job_id):
+        return  # already finished: a redelivery does nothing
+    jobs.succeed(job_id, {"pong": True, "worker": f"{socket.gethostname()}:{os.getpid()}"})
