@@ -13,12 +13,13 @@ import os
 import socket
 import subprocess
 import time
-
-import psycopg
-
-from settings import VAR_DIR
+from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+# Kept free of project imports: tests resolve the embedded URLs before settings are read.
+BASE_DIR = Path(__file__).resolve().parent
+VAR_DIR = Path(os.environ.get("LEADLINE_VAR_DIR") or BASE_DIR / "var")
 
 PG_DIR = VAR_DIR / "pg"
 REDIS_DIR = VAR_DIR / "redis"
@@ -45,6 +46,8 @@ def _pg_server():
 
 def postgres_url(database: str = "leadline") -> str:
     """Start (or find) the embedded PostgreSQL, make sure `database` exists, return its URL."""
+    import psycopg
+
     server = _pg_server()
     info = server.get_postmaster_info()
     socket_dir = info.socket_dir

@@ -9,12 +9,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import quote
 
-BASE_DIR = Path(__file__).resolve().parent
-VAR_DIR = Path(os.environ.get("LEADLINE_VAR_DIR") or BASE_DIR / "var")
+from embedded import BASE_DIR, VAR_DIR  # noqa: F401 - the project folders, defined once there
 
 ENVIRONMENTS = ("development", "test", "production")
 SECRETS_REQUIRED_IN_PRODUCTION = (

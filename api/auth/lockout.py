@@ -24,9 +24,10 @@ def record_failure(login: str, ip: str) -> int:
     redis = get_redis()
     failures_key = key("login", "failures", subject)
     pipe = redis.pipeline()
+    # The window starts at the first failure (SET NX EX works on Redis 6 as well as 7).
+    pipe.set(failures_key, 0, ex=settings.LOGIN_FAILURE_WINDOW_MINUTES * 60, nx=True)
     pipe.incr(failures_key)
-    pipe.expire(failures_key, settings.LOGIN_FAILURE_WINDOW_MINUTES * 60, nx=True)
-    failures = pipe.execute()[0]
+    failures = pipe.execute()[1]
     if failures >= settings.LOGIN_MAX_FAILURES:
         lock_seconds = settings.LOGIN_LOCKOUT_MINUTES * 60
         pipe = redis.pipeline()

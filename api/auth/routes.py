@@ -113,6 +113,13 @@ class Me(MethodView):
     def get(self):
         """The signed-in user."""
         user = g.current_user
-        data = MeSchema().dump(user)
-        data["user_type"] = user_type_of(user)
-        return data
+        return {
+            "id": user.id,
+            "login": user.login,
+            "name": user.full_name,
+            "full_name": user.full_name,
+            "status": user.status,
+            "user_type": user_type_of(user),
+            "role": user.role_name,
+            "city_id": user.city_id,
+        }

@@ -20,11 +20,11 @@ class LoginResultSchema(Schema):
 class MeSchema(Schema):
     id = fields.Integer()
     login = fields.String()
-    name = fields.Function(lambda user: user.full_name)
+    name = fields.String()
     full_name = fields.String()
     status = fields.String()
     user_type = fields.String()
-    role = fields.String(attribute="role_name")
+    role = fields.String()
     city_id = fields.Integer(allow_none=True)
 
 

@@ -1,0 +1,211 @@
+"""Shared fixtures: real PostgreSQL, real Redis, a real Celery worker.
+
+PostgreSQL and Redis come from DATABASE_URL / REDIS_URL when set (CI points them at the machine's
+services), otherwise from the embedded services under ./var. The URLs are settled here, before any
+project module reads its settings.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Iterator
+
+import pytest
+
+os.environ["APP_ENV"] = "test"
+os.environ.setdefault("SECRET_KEY", "test-secret-key-that-is-long-enough-for-hs256-signing")
+os.environ.setdefault("CORS_ORIGINS", "http://spa.test")
+
+import embedded  # noqa: E402
+
+TEST_DATABASE = "leadline_test"
+
+
+def _test_database_url() -> str:
+    configured = os.environ.get("DATABASE_URL")
+    if not configured:
+        return embedded.postgres_url(TEST_DATABASE)
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(configured)
+    if not url.database or url.database in ("postgres", "template1"):
+        url = url.set(database=TEST_DATABASE)
+    admin = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (url.database,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{url.database}"')
+    return url.render_as_string(hide_password=False)
+
+
+os.environ["DATABASE_URL"] = _test_database_url()
+os.environ["REDIS_URL"] = os.environ.get("REDIS_URL") or embedded.redis_url(db=1)
+
+from sqlalchemy import text  # noqa: E402
+
+from models import Base, Session  # noqa: E402
+from models import migrate as migrations  # noqa: E402
+from models.db import configure, get_engine  # noqa: E402
+from models.kv import get_redis  # noqa: E402
+from models.passwords import hash_password  # noqa: E402
+
+# Lookups seeded by the migration survive the per-test cleanup of committed data.
+SEEDED_TABLES = {"roles", "request_types", "transaction_types"}
+TEST_PASSWORD = "correct-horse-42"
+_PASSWORD_HASH = hash_password(TEST_PASSWORD)
+
+
+def clear_app_keys() -> None:
+    """Remove the application's Redis keys (sessions, lockouts, limits, heartbeats) between tests.
+
+    Broker keys (queues, bindings) are left alone: the worker thread depends on them.
+    """
+    redis = get_redis()
+    for pattern in ("leadline:*", "LIMITS:*", "leadline-rl*"):
+        keys = list(redis.scan_iter(match=pattern, count=500))
+        if keys:
+            redis.delete(*keys)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def database() -> Iterator[None]:
+    """A fresh schema for the run, built by the migrations themselves."""
+    url = os.environ["DATABASE_URL"]
+    migrations.downgrade(url, "base")
+    with configure(url).begin() as conn:  # tables left by anything else (e.g. a crashed run)
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    migrations.upgrade(url)
+    configure(url)
+    yield
+    Session.remove()
+    get_engine().dispose()
+
+
+@pytest.fixture(scope="session")
+def app():
+    from api import create_app
+
+    flask_app = create_app({"TESTING": True, "RATELIMIT_ENABLED": False})
+    return flask_app
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis_keys() -> Iterator[None]:
+    clear_app_keys()
+    yield
+
+
+@pytest.fixture()
+def db(database) -> Iterator:
+    """Each test inside a transaction that is rolled back; commits inside become savepoints."""
+    connection = get_engine().connect()
+    outer = connection.begin()
+    Session.remove()
+    Session.configure(bind=connection, join_transaction_mode="create_savepoint")
+    try:
+        yield Session
+    finally:
+        Session.remove()
+        outer.rollback()
+        connection.close()
+        Session.configure(bind=get_engine(), join_transaction_mode="conditional_savepoint")
+
+
+@pytest.fixture()
+def committed(database) -> Iterator:
+    """For tests whose data another process or thread must see (the worker): real commits,
+    then every non-seed table is emptied afterwards."""
+    Session.remove()
+    yield Session
+    Session.remove()
+    tables = [t.name for t in Base.metadata.sorted_tables if t.name not in SEEDED_TABLES]
+    with get_engine().begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(scope="session")
+def celery_worker_thread(database):
+    """A real Celery worker consuming both queues from the real Redis, in a thread."""
+    from celery.contrib.testing.worker import start_worker
+
+    from tasks.celery_app import celery_app
+
+    with start_worker(
+        celery_app,
+        pool="solo",
+        perform_ping_check=False,
+        queues=["light", "heavy"],
+        loglevel="WARNING",
+        shutdown_timeout=30,
+        without_heartbeat=False,
+    ) as worker:
+        yield worker
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05):
+    """Poll until predicate() is truthy; returns its value or fails the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+# ---- data factories -----------------------------------------------------------------------------
+
+@pytest.fixture()
+def make_city(db):
+    from models import City
+
+    counter = iter(range(1, 10_000))
+
+    def make(name: str | None = None) -> City:
+        city = City(name=name or f"Город {next(counter)}")
+        Session.add(city)
+        Session.commit()  # inside the test's outer transaction: released savepoint, still rolled back
+        return city
+
+    return make
+
+
+def create_user(role: str, *, login: str | None = None, status: str = "active", city_id: int | None = None,
+                full_name: str | None = None):
+    from sqlalchemy import select
+
+    from models import Role, User
+
+    role_row = Session.scalar(select(Role).where(Role.name == role))
+    user = User(
+        login=login or f"{role}_{os.urandom(4).hex()}",
+        password_hash=_PASSWORD_HASH,
+        role=role_row,
+        status=status,
+        city_id=city_id,
+        full_name=full_name or f"Тест {role}",
+    )
+    Session.add(user)
+    Session.commit()  # inside the test's outer transaction when used with the db fixture
+    return user
+
+
+@pytest.fixture()
+def make_user(db):
+    return create_user
+
+
+def login(client, user, *, password: str = TEST_PASSWORD):
+    response = client.post("/api/auth/login", json={"login": user.login, "password": password})
+    assert response.status_code == 200, response.json
+    return response
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
