@@ -40,6 +40,9 @@ def _pg_server():
     import pgserver
 
     VAR_DIR.mkdir(parents=True, exist_ok=True)
+    if not postgres_running():
+        # pgserver caches one handle per data folder; a stopped or crashed server needs a new one.
+        pgserver.PostgresServer._instances.pop(PG_DIR.resolve(), None)
     # cleanup_mode=None: no process stops the server at exit by accident; stop_all() stops it.
     return pgserver.get_server(PG_DIR, cleanup_mode=None)
 

@@ -1,0 +1,63 @@
+"""A job accepted by the API is executed by a real Celery worker on the real Redis."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from models import jobs
+from tests.conftest import create_user, login, wait_for
+
+SPA = {"Origin": "http://spa.test"}
+
+
+@pytest.mark.worker
+def test_ping_job_runs_on_a_real_worker(app, committed, celery_worker_thread):
+    admin = create_user("admin")
+    client = app.test_client()
+    login(client, admin)
+
+    accepted = client.post("/api/jobs/ping", headers=SPA)
+    assert accepted.status_code == 202
+    job_id = accepted.json["job_id"]
+    assert accepted.json["status"] == "queued"
+
+    def finished():
+        state = client.get(f"/api/jobs/{job_id}").json
+        return state if state["status"] in ("succeeded", "failed") else None
+
+    state = wait_for(finished, timeout=30)
+    assert state["status"] == "succeeded"
+    assert state["kind"] == "ping"
+    assert state["result"]["pong"] is True
+    assert state["attempts"] == 1
+    assert state["started_at"] and state["finished_at"]
+
+
+@pytest.mark.worker
+def test_redelivered_job_is_not_run_twice(committed):
+    """The claim is a conditional UPDATE: a finished job stays finished when its task comes back."""
+    from tasks.jobs import ping
+
+    job = jobs.create_job("ping")
+    committed.commit()
+    ping.run(str(job.id))
+    ping.run(str(job.id))
+    committed.expire_all()
+    assert job.status == "succeeded"
+    assert job.attempts == 1
+
+
+def test_job_is_visible_only_to_its_creator_and_managers(client, make_user, db):
+    owner, stranger, manager = make_user("callcentr"), make_user("callcentr"), make_user("manager")
+    job = jobs.create_job("ping", created_by_id=owner.id)
+    db.commit()
+    for user, status in ((owner, 200), (stranger, 404), (manager, 200)):
+        client.post("/api/auth/logout", headers=SPA)
+        login(client, user)
+        assert client.get(f"/api/jobs/{job.id}").status_code == status
+
+
+def test_unknown_job_id(client, make_user):
+    login(client, make_user("admin"))
+    assert client.get(f"/api/jobs/{uuid.uuid4()}").status_code == 404

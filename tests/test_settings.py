@@ -1,0 +1,100 @@
+"""Settings: typed, aliases of the old names, safe defaults, refusal in production."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from settings import SettingsError, load
+
+PRODUCTION = {
+    "APP_ENV": "production",
+    "SECRET_KEY": "x" * 48,
+    "DATABASE_URL": "postgresql://leadline@db/leadline",
+    "REDIS_URL": "redis://redis:6379/0",
+    "FLOWER_PASSWORD": "flower-secret",
+}
+
+
+def test_development_defaults():
+    s = load({})
+    assert s.APP_ENV == "development"
+    assert s.API_HOST == "127.0.0.1" and s.API_PORT == 8000 and s.FLOWER_PORT == 5555
+    assert s.MASTER_SHARE == Decimal("0.5")
+    assert s.BUSINESS_TZ == "Europe/Moscow"
+    assert s.MAX_UPLOAD_MB == 10 and s.MAX_RECORDING_UPLOAD_MB == 50
+    assert s.MANGO_REPEAT_WINDOW_MIN == 30 and s.MANGO_MISSED_CREATES_REQUEST is True
+    assert s.IMAP_PORT == 993 and s.IMAP_SECURITY == "ssl" and s.RECORDINGS_CHECK_INTERVAL == 300
+    assert s.TRUSTED_PROXIES == 0
+    assert s.cookie_secure is False
+    assert s.DATABASE_URL is None and s.REDIS_URL is None  # embedded services
+
+
+def test_types_are_parsed():
+    s = load({"API_PORT": "9001", "COOKIE_SECURE": "yes", "MASTER_SHARE": "0.6",
+              "CORS_ORIGINS": "https://a.example, https://b.example", "MANGO_MISSED_CREATES_REQUEST": "false"})
+    assert s.API_PORT == 9001
+    assert s.cookie_secure is True
+    assert s.MASTER_SHARE == Decimal("0.6")
+    assert s.cors_origins == ["https://a.example", "https://b.example"]
+    assert s.MANGO_MISSED_CREATES_REQUEST is False
+
+
+@pytest.mark.parametrize("env, name", [
+    ({"API_PORT": "eighty"}, "API_PORT"),
+    ({"COOKIE_SECURE": "maybe"}, "COOKIE_SECURE"),
+    ({"MASTER_SHARE": "1.5"}, "MASTER_SHARE"),
+    ({"APP_ENV": "staging"}, "APP_ENV"),
+    ({"IMAP_SECURITY": "tls"}, "IMAP_SECURITY"),
+])
+def test_malformed_values_are_refused(env, name):
+    with pytest.raises(SettingsError, match=name):
+        load(env)
+
+
+def test_old_names_are_aliases():
+    s = load({
+        "POSTGRESQL_HOST": "db", "POSTGRESQL_PORT": "6543", "POSTGRESQL_USER": "crm",
+        "POSTGRESQL_PASSWORD": "p@ss word", "POSTGRESQL_DBNAME": "crm",
+        "REDIS_HOST": "cache", "REDIS_PORT": "6380",
+        "RAMBLER_IMAP_USERNAME": "calls@example.ru", "RAMBLER_IMAP_PASSWORD": "imap",
+        "RAMBLER_IMAP_HOST": "imap.example.ru", "RAMBLER_IMAP_PORT": "143",
+        "MANGO_WEBHOOK_SECRET": "salt", "ENVIRONMENT": "test", "ALLOWED_ORIGINS": "https://lead.example",
+    })
+    assert s.DATABASE_URL == "postgresql://crm:p%40ss%20word@db:6543/crm"
+    assert s.REDIS_URL == "redis://cache:6380/0"
+    assert (s.IMAP_USER, s.IMAP_PASSWORD, s.IMAP_HOST, s.IMAP_PORT) == (
+        "calls@example.ru", "imap", "imap.example.ru", 143)
+    assert s.MANGO_API_SALT == "salt"
+    assert s.APP_ENV == "test"
+    assert s.cors_origins == ["https://lead.example"]
+
+
+def test_canonical_name_wins_over_alias():
+    assert load({"IMAP_USER": "new", "RAMBLER_IMAP_USERNAME": "old"}).IMAP_USER == "new"
+
+
+def test_production_refuses_to_start_without_secrets():
+    for missing in ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "FLOWER_PASSWORD"):
+        env = {k: v for k, v in PRODUCTION.items() if k != missing}
+        with pytest.raises(SettingsError, match=missing):
+            load(env)
+
+
+def test_production_refuses_weak_secret_key():
+    with pytest.raises(SettingsError, match="SECRET_KEY"):
+        load({**PRODUCTION, "SECRET_KEY": "short"})
+
+
+def test_production_defaults_are_safe():
+    s = load(PRODUCTION)
+    assert s.is_production
+    assert s.cookie_secure is True
+    assert s.log_json is True
+    assert s.cors_origins == []
+
+
+def test_secrets_are_masked():
+    public = load(PRODUCTION).public()
+    assert public["SECRET_KEY"] == "***" and public["DATABASE_URL"] == "***"
+    assert public["API_PORT"] == 8000
