@@ -1,0 +1,32 @@
+# leadline: `make run` starts everything, `make test` runs every test. Both install what is missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint check-db clean-var
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/flask --app api stack
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/flake8
+	$(BIN)/isort --check-only --diff .
+
+check-db: install
+	$(BIN)/flask --app api check-db
+
+# Stops the embedded services and removes their data (PostgreSQL, Redis, media) under ./var.
+clean-var: install
+	$(BIN)/python -c "import embedded; embedded.stop_all()"
+	rm -rf var
