@@ -85,7 +85,9 @@ def register_logging(app: Flask) -> None:
 
 
 def register_database(app: Flask) -> None:
-    from models.db import Session
+    from models.db import Session, get_engine
+
+    get_engine()  # bind the session (tests and the CLI may have configured it already)
 
     @app.teardown_appcontext
     def remove_session(exc: BaseException | None) -> None:

@@ -146,6 +146,8 @@ def stack_environment() -> tuple[dict[str, str], list[str]]:
         API_WORKERS=str(settings.API_WORKERS),
         FLOWER_PORT=str(settings.FLOWER_PORT),
         PYTHONUNBUFFERED="1",
+        # Celery imports task modules after changing its import path: keep the project on it.
+        PYTHONPATH=os.pathsep.join(filter(None, [str(BASE_DIR), env.get("PYTHONPATH")])),
     )
     bin_dir = os.path.dirname(sys.executable)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
