@@ -31,12 +31,17 @@ class EmbeddedServiceError(RuntimeError):
 
 # ---- PostgreSQL ---------------------------------------------------------------------------------
 
-def _pg_server():
-    # pgserver keeps its inter-process lock under XDG_RUNTIME_DIR and warns when it is unset.
+def _prepare_pgserver() -> None:
+    """pgserver keeps its inter-process lock under XDG_RUNTIME_DIR and warns when it is unset."""
     runtime_dir = VAR_DIR / "run"
     runtime_dir.mkdir(parents=True, exist_ok=True)
     runtime_dir.chmod(0o700)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime_dir))
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+
+
+def _pg_server():
+    _prepare_pgserver()
     import pgserver
 
     VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -63,6 +68,7 @@ def postgres_url(database: str = "leadline") -> str:
 
 
 def postgres_running() -> bool:
+    _prepare_pgserver()
     from pgserver.utils import PostmasterInfo
 
     if not (PG_DIR / "PG_VERSION").exists():
@@ -74,6 +80,7 @@ def postgres_running() -> bool:
 def stop_postgres() -> None:
     if not postgres_running():
         return
+    _prepare_pgserver()
     from pgserver._commands import pg_ctl
 
     user = "pgserver" if os.geteuid() == 0 else None

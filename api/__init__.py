@@ -66,6 +66,7 @@ def register_config(app: Flask, config: dict[str, Any] | None) -> None:
         RATELIMIT_SWALLOW_ERRORS=True,  # Redis down must not turn every call into a 500
     )
     app.json.sort_keys = False  # keep "detail" first in error bodies, fields in schema order
+    app.json.ensure_ascii = False  # Russian text as text, not \\u escapes
     if config:
         app.config.update(config)
 

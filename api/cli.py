@@ -186,7 +186,10 @@ def stack() -> None:
             code = honcho.wait()
         except KeyboardInterrupt:
             honcho.send_signal(signal.SIGINT)
-            code = honcho.wait()
+            honcho.wait()
+            code = 0  # Ctrl-C is how the stack is meant to stop
+        if code in (130, -signal.SIGINT):
+            code = 0
     finally:
         if started:
             click.echo("leadline: stopping embedded " + ", ".join(started))

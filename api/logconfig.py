@@ -25,3 +25,5 @@ def configure_logging() -> None:
     if not root.handlers:
         root.addHandler(handler)
     root.setLevel(settings.LOG_LEVEL)
+    for noisy in ("pgserver", "alembic.runtime.plugins"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

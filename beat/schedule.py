@@ -5,6 +5,8 @@ while it runs, so a second beat started by mistake waits instead of duplicating 
 """
 from __future__ import annotations
 
+from celery.signals import beat_init
+
 from settings import settings
 
 SCHEDULE = {
@@ -15,3 +17,10 @@ SCHEDULE = {
         "options": {"queue": "light", "expires": float(settings.BEAT_HEARTBEAT_SECONDS)},
     },
 }
+
+
+@beat_init.connect
+def announce_start(sender=None, **_kwargs) -> None:
+    """Beat has the lock and runs: beat at once rather than after the first interval."""
+    sender.app.send_task("maintenance.heartbeat", queue="light",
+                         expires=float(settings.BEAT_HEARTBEAT_SECONDS))
