@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, or_, select
@@ -41,6 +41,7 @@ from models.enums import (
     TRANSACTION_TYPE_INCOME,
 )
 from models.lookups import City, Direction, RequestType, Role, TransactionType
+from models.money import CENT, request_money
 from models.passwords import hash_password
 from models.phones import normalize_phone
 from models.users import User
@@ -49,7 +50,6 @@ from settings import settings
 DEMO_PASSWORD = "demo12345"
 DAYS_BACK = 60  # requests and cash entries fall within this many days before now
 OLDEST = DAYS_BACK - 1  # in whole local days
-CENT = Decimal("0.01")
 REPEAT_CLIENT_SHARE = 0.12
 
 
@@ -286,12 +286,6 @@ def _roubles(rng: random.Random, bounds: tuple[int, int]) -> Decimal:
     return Decimal(rng.randrange(bounds[0], bounds[1] + 1, 10)).quantize(CENT)
 
 
-def request_money(result: Decimal, expenses: Decimal) -> tuple[Decimal, Decimal]:
-    """(net_amount, master_handover) of a job, as the API computes them."""
-    net = (result - expenses).quantize(CENT)
-    return net, (net * settings.MASTER_SHARE).quantize(CENT, rounding=ROUND_HALF_UP)
-
-
 # ---- reference data: get or create --------------------------------------------------------------
 
 def _get_or_create_named(model, names, created: dict[str, int]) -> dict[str, object]:
@@ -470,7 +464,7 @@ def _request(rng: random.Random, ctx: _Context, city_name: str, client: _Client,
     from_avito = campaign is not None and campaign.name.startswith(AVITO)
     creator = ctx.avitolog if from_avito else rng.choice(ctx.operators)
     direction = rng.choice(ctx.directions)
-    problems, works = DIRECTIONS.get(direction.name, (("Требуется диагностика",), ("Выполнен ремонт",)))
+    problems, works = DIRECTIONS[direction.name]
     phone_raw = _typed_phone(rng, client.ten)
 
     request = Request(

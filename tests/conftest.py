@@ -116,16 +116,21 @@ def db(database) -> Iterator:
         Session.configure(bind=get_engine(), join_transaction_mode="conditional_savepoint")
 
 
+def truncate_committed_data() -> None:
+    """Empty every table but the lookups the migration seeds."""
+    Session.remove()
+    tables = [t.name for t in Base.metadata.sorted_tables if t.name not in SEEDED_TABLES]
+    with get_engine().begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+
+
 @pytest.fixture()
 def committed(database) -> Iterator:
     """For tests whose data another process or thread must see (the worker): real commits,
     then every non-seed table is emptied afterwards."""
     Session.remove()
     yield Session
-    Session.remove()
-    tables = [t.name for t in Base.metadata.sorted_tables if t.name not in SEEDED_TABLES]
-    with get_engine().begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    truncate_committed_data()
 
 
 @pytest.fixture(scope="session")

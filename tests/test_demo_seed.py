@@ -1,10 +1,9 @@
 """The demo seed on a real PostgreSQL: the data it creates holds together, and a second run adds nothing.
 
-Self-contained: it builds its own database on the embedded PostgreSQL and points the session at it.
+The seed commits, so the module seeds once and empties the tables afterwards.
 """
 from __future__ import annotations
 
-import os
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
@@ -12,10 +11,8 @@ from decimal import ROUND_HALF_UP, Decimal
 import pytest
 from sqlalchemy import func, select
 
-import embedded
-from models import migrate
 from models.crm import AdvertisingCampaign, Request, Transaction
-from models.db import Session, configure
+from models.db import Session
 from models.demo import DEMO_PASSWORD, seed
 from models.enums import (
     DIRECTOR,
@@ -33,26 +30,19 @@ from models.passwords import verify_password
 from models.phones import normalize_phone
 from models.users import User
 from settings import settings
+from tests.conftest import truncate_committed_data
 
 REQUEST_COUNT = 120
-DATABASE = "leadline_demo_test"
 
 
 @pytest.fixture(scope="module")
-def summary():
-    """Seed a database of its own, then give the shared session back to the run's database."""
-    shared_url = os.environ.get("DATABASE_URL")  # set by tests/conftest.py for the rest of the run
-    url = embedded.postgres_url(DATABASE)
-    migrate.downgrade(url)
-    migrate.upgrade(url)
-    engine = configure(url)
+def summary(database):
+    """Seed the test database once for the module (committed), empty it afterwards."""
+    truncate_committed_data()
     try:
         yield seed(request_count=REQUEST_COUNT, random_seed=1)
     finally:
-        Session.remove()
-        engine.dispose()
-        if shared_url:
-            configure(shared_url)
+        truncate_committed_data()
 
 
 @pytest.fixture
