@@ -1,0 +1,54 @@
+"""Which rows a user may see (SPEC §1), as SQL conditions shared by lists, details and reports.
+
+admin, manager: everything. director: their city (every city when their city_id is null).
+master: only their own requests. callcentr, avitolog: requests of every city.
+"""
+from __future__ import annotations
+
+from sqlalchemy import ColumnElement, false, true
+
+from models.crm import Request, Transaction
+from models.enums import ADMIN, AVITOLOG, CALLCENTR, DIRECTOR, MANAGER, MASTER
+from models.users import User
+
+
+def city_of(user: User) -> int | None:
+    """The one city a user is held to, or None for every city."""
+    if user.role_name in (DIRECTOR, MASTER):
+        return user.city_id
+    return None
+
+
+def requests_visible_to(user: User) -> ColumnElement[bool]:
+    role = user.role_name
+    if role == MASTER:
+        return Request.master_id == user.id
+    if role == DIRECTOR and user.city_id is not None:
+        return Request.city_id == user.city_id
+    if role in (ADMIN, MANAGER, DIRECTOR, CALLCENTR, AVITOLOG):
+        return true()
+    return false()
+
+
+def transactions_visible_to(user: User) -> ColumnElement[bool]:
+    role = user.role_name
+    if role == DIRECTOR:
+        return true() if user.city_id is None else Transaction.city_id == user.city_id
+    if role in (ADMIN, MANAGER):
+        return true()
+    return false()
+
+
+def city_condition(user: User, column) -> ColumnElement[bool]:
+    """`column` (a city_id column) restricted to the user's city, if they are held to one."""
+    city = city_of(user)
+    return true() if city is None else column == city
+
+
+def may_see_request(user: User, request: Request) -> bool:
+    role = user.role_name
+    if role == MASTER:
+        return request.master_id == user.id
+    if role == DIRECTOR:
+        return user.city_id is None or request.city_id == user.city_id
+    return role in (ADMIN, MANAGER, CALLCENTR, AVITOLOG)
