@@ -105,9 +105,10 @@ def register_blueprints(app: Flask) -> None:
     from api.auth.routes import blp as auth_blp
     from api.health.routes import blp as health_blp
     from api.jobs.routes import blp as jobs_blp
+    from api.requests.routes import blp as requests_blp
 
     api = app.extensions["leadline_api"]
-    for blp in (auth_blp, health_blp, jobs_blp):
+    for blp in (auth_blp, health_blp, jobs_blp, requests_blp):
         api.register_blueprint(blp)
 
 

@@ -141,3 +141,7 @@ class Text(fields.String):
         if text == "" and not self.required:
             return None
         return text
+
+    def _validate(self, value):
+        if value is not None:  # '' turned into None: nothing left to validate
+            super()._validate(value)

@@ -15,7 +15,8 @@ T = TypeVar("T")
 def get_or_404(model: type[T], ident: int, detail: str = "Запись не найдена", *, for_update: bool = False) -> T:
     if not isinstance(ident, int) or ident <= 0 or ident > 2_147_483_647:
         raise ApiError(404, detail, code="not_found")
-    obj = Session.get(model, ident, with_for_update=for_update)
+    # FOR UPDATE OF the row itself: eager-loaded relationships are outer joins.
+    obj = Session.get(model, ident, with_for_update={"of": model} if for_update else None)
     if obj is None:
         raise ApiError(404, detail, code="not_found")
     return obj

@@ -1,0 +1,392 @@
+"""Requests (заявки): list, read, create, update, delete, history."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import g
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from sqlalchemy import and_, case, or_, select
+from sqlalchemy.orm import aliased
+
+from api.errors import ApiError
+from api.listing import json_response, list_response
+from api.requests.schemas import (
+    LEGACY_STATUS_KEYS,
+    HistoryEventSchema,
+    RequestCreateSchema,
+    RequestOutSchema,
+    RequestQuerySchema,
+    RequestUpdateSchema,
+)
+from api.resources import commit_or_409, deleted, get_or_404
+from api.security import login_required, roles_required
+from models import request_rules
+from models.crm import AdvertisingCampaign, Request, RequestEvent
+from models.db import Session
+from models.enums import (
+    ADMIN,
+    AVITOLOG,
+    CALLCENTR,
+    DIRECTOR,
+    FINAL_STATUSES,
+    MANAGER,
+    MASTER,
+    REQUEST_TYPE_FIRST,
+    REQUEST_TYPE_REPEAT,
+)
+from models.files import File
+from models.lookups import City, Direction, RequestType
+from models.phones import normalize_phone
+from models.scoping import requests_visible_to
+from models.timez import local_day_start, to_local
+from models.users import User
+
+blp = Blueprint("requests", __name__, url_prefix="/api/requests", description="Requests (заявки)")
+
+NOT_FOUND = "Заявка не найдена"
+
+# Who may change which fields. Fields sent unchanged are always accepted (the SPA sends the whole form).
+DIRECTOR_FIELDS = frozenset({"status", "master_id", "result", "expenses", "master_handover", "master_notes",
+                             "meeting_date"})
+MASTER_FIELDS = frozenset({"status", "master_notes", "result", "expenses"})
+MASTER_STATUSES = frozenset({"Принял", "В пути", "В работе", "Готово", "Отказ", "Модерн", "НеЗаказ"})
+# The work-order page's status order (spa-contract §5).
+SPA_STATUS_ORDER = ["Ожидает", "Ожидает принятия", "Принял", "В пути", "В работе", "Модерн", "НеЗаказ",
+                    "Готово", "Отказ"]
+
+master_user = aliased(User, name="master_user")
+campaign = aliased(AdvertisingCampaign, name="campaign")
+
+
+# ---- serialisation --------------------------------------------------------------------------------
+
+def _iso(value):
+    return None if value is None else value.isoformat()
+
+
+def _money(value):
+    return None if value is None else float(value)
+
+
+def list_columns():
+    """A lean Core select for lists: no ORM objects, one row per request."""
+    r = Request.__table__.c
+    return (
+        select(
+            r.id, r.status, r.client_phone, r.client_phone_raw, r.client_name, r.address, r.problem,
+            r.meeting_date, r.city_id, r.request_type_id, r.direction_id, r.advertising_campaign_id,
+            r.master_id, r.master_notes, r.result, r.expenses, r.net_amount, r.master_handover,
+            r.ats_number, r.call_center_name, r.call_center_notes, r.avito_chat_id, r.version,
+            r.completed_at, r.created_at, r.updated_at,
+            City.name.label("city_name"),
+            RequestType.name.label("request_type_name"),
+            Direction.name.label("direction_name"),
+            master_user.full_name.label("master_name"),
+            master_user.phone_number.label("master_phone"),
+            master_user.city_id.label("master_city_id"),
+            campaign.name.label("campaign_name"),
+            campaign.phone_number.label("campaign_phone"),
+            campaign.city_id.label("campaign_city_id"),
+        )
+        .select_from(Request)
+        .join(City, City.id == Request.city_id)
+        .join(RequestType, RequestType.id == Request.request_type_id)
+        .outerjoin(Direction, Direction.id == Request.direction_id)
+        .outerjoin(master_user, master_user.id == Request.master_id)
+        .outerjoin(campaign, campaign.id == Request.advertising_campaign_id)
+    )
+
+
+def serialize_row(row) -> dict:
+    meeting = row.meeting_date
+    return {
+        "id": row.id,
+        "status": row.status,
+        "client_phone": row.client_phone_raw or row.client_phone,
+        "client_phone_normalized": row.client_phone,
+        "client_name": row.client_name or "",
+        "address": row.address,
+        "problem": row.problem,
+        "meeting_date": None if meeting is None else to_local(meeting).isoformat(),
+        "city_id": row.city_id,
+        "request_type_id": row.request_type_id,
+        "direction_id": row.direction_id,
+        "advertising_campaign_id": row.advertising_campaign_id,
+        "master_id": row.master_id,
+        "master_notes": row.master_notes,
+        "result": _money(row.result),
+        "expenses": _money(row.expenses),
+        "net_amount": _money(row.net_amount),
+        "master_handover": _money(row.master_handover),
+        "ats_number": row.ats_number,
+        "call_center_name": row.call_center_name,
+        "call_center_notes": row.call_center_notes,
+        "avito_chat_id": row.avito_chat_id,
+        "version": row.version,
+        "completed_at": _iso(row.completed_at),
+        "created_at": _iso(row.created_at),
+        "updated_at": _iso(row.updated_at),
+        "city": {"id": row.city_id, "name": row.city_name},
+        "request_type": {"id": row.request_type_id, "name": row.request_type_name},
+        "direction": None if row.direction_id is None else {"id": row.direction_id, "name": row.direction_name},
+        "master": None if row.master_id is None else {
+            "id": row.master_id, "full_name": row.master_name, "phone_number": row.master_phone or "",
+            "city_id": row.master_city_id,
+        },
+        "advertising_campaign": None if row.advertising_campaign_id is None else {
+            "id": row.advertising_campaign_id, "name": row.campaign_name, "phone_number": row.campaign_phone,
+            "city_id": row.campaign_city_id,
+        },
+    }
+
+
+FILE_PATH_FIELDS = {"bso": "bso_file_path", "expense": "expense_file_path", "recording": "recording_file_path"}
+
+
+def detail(request_id: int) -> dict:
+    row = Session.execute(list_columns().where(Request.id == request_id)).one()
+    data = serialize_row(row)
+    files = Session.execute(
+        select(File.id, File.kind, File.original_name, File.storage_path, File.status, File.created_at)
+        .where(File.request_id == request_id, File.replaced_by_id.is_(None))
+        .order_by(File.id)
+    ).all()
+    for field in FILE_PATH_FIELDS.values():
+        data[field] = None
+    for f in files:
+        if f.status == "ready" and f.kind in FILE_PATH_FIELDS:
+            data[FILE_PATH_FIELDS[f.kind]] = f.storage_path
+    data["files"] = [
+        {"id": f.id, "kind": f.kind, "file_type": f.kind, "original_name": f.original_name,
+         "file_path": f.storage_path, "status": f.status, "request_id": request_id,
+         "created_at": _iso(f.created_at)}
+        for f in files
+    ]
+    return data
+
+
+# ---- filters -------------------------------------------------------------------------------------
+
+SORTS = {
+    "created_at": Request.created_at,
+    "updated_at": Request.updated_at,
+    "meeting_date": Request.meeting_date,
+    "id": Request.id,
+    "status": Request.status,
+}
+
+
+def apply_filters(stmt, args: dict):
+    conditions = []
+    raw_status = args.get("status")
+    if raw_status:
+        statuses = [LEGACY_STATUS_KEYS.get(s.strip(), s.strip()) for s in raw_status.split(",") if s.strip()]
+        conditions.append(Request.status.in_(statuses) if len(statuses) > 1 else Request.status == statuses[0])
+    for name in ("city_id", "master_id", "advertising_campaign_id", "request_type_id", "direction_id"):
+        if args.get(name) is not None:
+            conditions.append(getattr(Request, name) == args[name])
+    if args.get("date_from"):
+        conditions.append(Request.created_at >= local_day_start(args["date_from"]))
+    if args.get("date_to"):
+        conditions.append(Request.created_at < local_day_start(args["date_to"] + timedelta(days=1)))
+    if args.get("meeting_from"):
+        conditions.append(Request.meeting_date >= local_day_start(args["meeting_from"]))
+    if args.get("meeting_to"):
+        conditions.append(Request.meeting_date < local_day_start(args["meeting_to"] + timedelta(days=1)))
+    search = (args.get("search") or "").strip()
+    if search:
+        digits = "".join(ch for ch in search if ch.isdigit())
+        like = f"%{search.replace('%', '').replace('_', '')}%"
+        options = [Request.client_name.ilike(like), Request.address.ilike(like)]
+        if len(digits) >= 3:
+            normalized = normalize_phone(digits) if len(digits) >= 10 else digits
+            options.append(Request.client_phone.contains(normalized, autoescape=True))
+        conditions.append(or_(*options))
+    return stmt.where(and_(*conditions)) if conditions else stmt
+
+
+def apply_sort(stmt, sort: str | None):
+    sort = (sort or "-created_at").strip()
+    if sort == "spa":
+        order = case({status: i for i, status in enumerate(SPA_STATUS_ORDER)}, value=Request.status,
+                     else_=len(SPA_STATUS_ORDER))
+        return stmt.order_by(order, Request.created_at.desc(), Request.id.desc())
+    descending = sort.startswith("-")
+    column = SORTS.get(sort.lstrip("-"))
+    if column is None:
+        raise ApiError(422, "Неизвестная сортировка", code="validation_error",
+                       errors={"sort": [f"Допустимо: {', '.join(SORTS)}, spa; '-' для убывания"]})
+    primary = column.desc().nulls_last() if descending else column.asc().nulls_last()
+    return stmt.order_by(primary, Request.id.desc() if descending else Request.id.asc())
+
+
+# ---- authorisation helpers -------------------------------------------------------------------------
+
+def load_visible(request_id: int, *, for_update: bool = False) -> Request:
+    """The request if the caller may see it; 404 otherwise (its existence does not leak)."""
+    request = get_or_404(Request, request_id, NOT_FOUND, for_update=for_update)
+    visible = Session.scalar(select(Request.id).where(Request.id == request.id, requests_visible_to(g.current_user)))
+    if visible is None:
+        raise ApiError(404, NOT_FOUND, code="not_found")
+    return request
+
+
+def check_references(data: dict, user: User) -> None:
+    """Referenced rows exist (and a master is a master of the right city): a 422 naming the field."""
+    errors: dict[str, list[str]] = {}
+    checks = (
+        ("city_id", City, "Город не найден"),
+        ("request_type_id", RequestType, "Тип заявки не найден"),
+        ("direction_id", Direction, "Направление не найдено"),
+        ("advertising_campaign_id", AdvertisingCampaign, "Рекламная кампания не найдена"),
+    )
+    for field, model, message in checks:
+        if data.get(field) is not None and Session.get(model, data[field]) is None:
+            errors[field] = [message]
+    master_id = data.get("master_id")
+    if master_id is not None:
+        master = Session.get(User, master_id)
+        if master is None or master.role_name != MASTER:
+            errors["master_id"] = ["Мастер не найден"]
+        elif user.role_name == DIRECTOR and user.city_id is not None and master.city_id != user.city_id:
+            errors["master_id"] = ["Мастер из другого города"]
+    if errors:
+        raise ApiError(422, "Ошибка в данных заявки", code="validation_error", errors=errors)
+
+
+def check_city(user: User, city_id: int | None) -> None:
+    if user.role_name == DIRECTOR and user.city_id is not None and city_id != user.city_id:
+        raise ApiError(403, "Нет доступа к заявкам другого города", code="other_city")
+
+
+def check_update_rights(user: User, request: Request, changes: dict) -> None:
+    role = user.role_name
+    changed = {name for name, value in changes.items() if getattr(request, name, None) != value}
+    if role in (ADMIN, MANAGER, CALLCENTR):
+        return
+    if role == DIRECTOR:
+        if request.status in FINAL_STATUSES:
+            raise ApiError(403, f"Заявка в статусе «{request.status}»: директор не может её изменять",
+                           code="final_status")
+        allowed = DIRECTOR_FIELDS
+    elif role == MASTER:
+        allowed = MASTER_FIELDS
+        if "status" in changed and changes["status"] not in MASTER_STATUSES:
+            raise ApiError(403, f"Мастер не может установить статус «{changes['status']}»", code="status_forbidden")
+    else:
+        raise ApiError(403, "Недостаточно прав", code="forbidden")
+    forbidden = sorted(changed - allowed)
+    if forbidden:
+        raise ApiError(403, "Недостаточно прав для изменения полей: " + ", ".join(forbidden),
+                       code="field_forbidden", errors={name: ["Нельзя изменить"] for name in forbidden})
+
+
+def default_request_type(phone: str) -> int:
+    """Впервые for a new phone, Повтор when the phone already has a request."""
+    normalized = normalize_phone(phone)
+    seen = normalized and Session.scalar(select(Request.id).where(Request.client_phone == normalized).limit(1))
+    name = REQUEST_TYPE_REPEAT if seen else REQUEST_TYPE_FIRST
+    type_id = Session.scalar(select(RequestType.id).where(RequestType.name == name))
+    if type_id is None:
+        raise ApiError(422, "Укажите тип заявки", code="validation_error",
+                       errors={"request_type_id": ["Тип заявки не указан"]})
+    return type_id
+
+
+def _payload(data: dict) -> dict:
+    return {k: v for k, v in data.items() if k not in RequestCreateSchema.IGNORED and k != "version"}
+
+
+# ---- routes --------------------------------------------------------------------------------------
+
+@blp.route("")
+class RequestCollection(MethodView):
+    @login_required
+    @blp.arguments(RequestQuerySchema, location="query")
+    @blp.response(200, RequestOutSchema(many=True))
+    def get(self, args):
+        """Requests visible to the caller: the complete array, or a page with `page`/`page_size`."""
+        stmt = list_columns().where(requests_visible_to(g.current_user))
+        stmt = apply_sort(apply_filters(stmt, args), args.get("sort"))
+        return list_response(stmt, serialize_row, args)
+
+    @roles_required(MANAGER, DIRECTOR, CALLCENTR, AVITOLOG)
+    @blp.arguments(RequestCreateSchema)
+    @blp.response(201, RequestOutSchema)
+    def post(self, data):
+        """Create a request. Status defaults to Новая; money is computed on the server."""
+        user = g.current_user
+        data = _payload(data)
+        check_city(user, data.get("city_id"))
+        check_references(data, user)
+        if data.get("request_type_id") is None:
+            data["request_type_id"] = default_request_type(data["client_phone"])
+        request = Request(created_by_id=user.id)
+        request_rules.apply_changes(request, data, user_id=user.id)
+        commit_or_409()
+        return json_response(detail(request.id), status=201)
+
+
+@blp.route("/<int:request_id>")
+class RequestItem(MethodView):
+    @login_required
+    @blp.response(200, RequestOutSchema)
+    def get(self, request_id: int):
+        """One request, with the paths of its documents."""
+        load_visible(request_id)
+        return json_response(detail(request_id))
+
+    @login_required
+    @blp.arguments(RequestUpdateSchema(partial=True))
+    @blp.response(200, RequestOutSchema)
+    def put(self, data, request_id: int):
+        """Partial update: only the fields sent change. `version` (optional) guards against
+        overwriting someone else's save (409)."""
+        user = g.current_user
+        if user.role_name == AVITOLOG:
+            raise ApiError(403, "Недостаточно прав", code="forbidden")
+        request = load_visible(request_id, for_update=True)
+        if "version" in data and data["version"] != request.version:
+            raise ApiError(409, "Заявка изменена другим пользователем, обновите страницу",
+                           code="version_conflict")
+        changes = _payload(data)
+        check_update_rights(user, request, changes)
+        if "city_id" in changes:
+            check_city(user, changes["city_id"])
+        check_references({k: v for k, v in changes.items() if getattr(request, k, None) != v}, user)
+        request_rules.apply_changes(request, changes, user_id=user.id)
+        commit_or_409()
+        return json_response(detail(request_id))
+
+    patch = put
+
+    @roles_required(MANAGER)
+    @blp.response(200)
+    def delete(self, request_id: int):
+        """Delete a request (admin, manager). Its income goes with it; its history stays."""
+        request = load_visible(request_id, for_update=True)
+        request_rules.record_deletion(request, user_id=g.current_user.id)
+        Session.delete(request)
+        commit_or_409(in_use="Заявка используется и не может быть удалена")
+        return deleted("Заявка удалена")
+
+
+@blp.route("/<int:request_id>/history")
+class RequestHistory(MethodView):
+    @login_required
+    @blp.response(200, HistoryEventSchema(many=True))
+    def get(self, request_id: int):
+        """Every change of the request: who, when, which field, old and new value."""
+        load_visible(request_id)
+        rows = Session.execute(
+            select(RequestEvent, User.full_name)
+            .outerjoin(User, User.id == RequestEvent.user_id)
+            .where(RequestEvent.request_id == request_id)
+            .order_by(RequestEvent.id)
+        ).all()
+        return [
+            {"id": e.id, "action": e.action, "field": e.field, "old_value": e.old_value, "new_value": e.new_value,
+             "user_id": e.user_id, "user_name": name, "source": e.source, "created_at": e.created_at}
+            for e, name in rows
+        ]
