@@ -27,7 +27,9 @@ class OptionalId(fields.Integer):
         if value in (0, "0", "", None):
             return None
         result = super()._deserialize(value, attr, data, **kwargs)
-        if result is not None and result < 0:
+        if result == 0:
+            return None  # "-0", " 0", 0.0: still "not chosen"
+        if result is not None and not 0 < result <= 2_147_483_647:
             raise ValidationError("Идентификатор должен быть положительным числом")
         return result
 
