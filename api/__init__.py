@@ -103,12 +103,18 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     from api.auth.routes import blp as auth_blp
+    from api.directories.routes import blp as directories_blp
     from api.health.routes import blp as health_blp
     from api.jobs.routes import blp as jobs_blp
+    from api.reports.routes import blp as reports_blp
     from api.requests.routes import blp as requests_blp
+    from api.transactions.routes import blp as transactions_blp
+    from api.users.routes import blp as users_blp
 
     api = app.extensions["leadline_api"]
-    for blp in (auth_blp, health_blp, jobs_blp, requests_blp):
+    for blp in (auth_blp, health_blp, jobs_blp, requests_blp, reports_blp, users_blp):
+        api.register_blueprint(blp)
+    for blp in (directories_blp, transactions_blp):
         api.register_blueprint(blp)
 
 

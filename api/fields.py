@@ -13,6 +13,52 @@ from models.phones import normalize_phone
 from models.timez import as_aware, to_local
 
 MAX_AMOUNT = Decimal("9999999999.99")
+# NUL and lone surrogates cannot be stored in PostgreSQL text: refuse them as input errors.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _check_storable(text: str) -> None:
+    if _UNSTORABLE.search(text):
+        raise ValidationError("Недопустимый символ в тексте")
+
+
+def _russian_messages() -> None:
+    """marshmallow's built-in messages, in the language the SPA shows."""
+    fields.Field.default_error_messages.update({
+        "required": "Обязательное поле", "null": "Поле не может быть пустым", "validator_failed": "Недопустимое значение",
+    })
+    for field, messages in (
+        (fields.String, {"invalid": "Ожидается строка", "invalid_utf8": "Некорректная строка"}),
+        (fields.Number, {"invalid": "Ожидается число", "too_large": "Слишком большое число"}),
+        (fields.Integer, {"invalid": "Ожидается целое число"}),
+        (fields.Boolean, {"invalid": "Ожидается логическое значение"}),
+        (fields.Date, {"invalid": "Некорректная дата", "format": "Некорректная дата"}),
+        (fields.DateTime, {"invalid": "Некорректные дата и время", "format": "Некорректные дата и время"}),
+        (fields.List, {"invalid": "Ожидается список"}),
+        (fields.Dict, {"invalid": "Ожидается объект"}),
+        (fields.Nested, {"type": "Ожидается объект"}),
+        (fields.UUID, {"invalid_uuid": "Некорректный идентификатор"}),
+    ):
+        field.default_error_messages = {**field.default_error_messages, **messages}
+    from marshmallow import Schema, validate
+
+    Schema._default_error_messages = {"type": "Ожидается объект JSON", "unknown": "Неизвестное поле"}
+    # Range builds its messages in two steps: {min_op} first, then {min}/{max}.
+    validate.Range.message_min = "Должно быть {min_op} {{min}}"
+    validate.Range.message_max = "Должно быть {max_op} {{max}}"
+    validate.Range.message_all = "Должно быть {min_op} {{min}} и {max_op} {{max}}"
+    validate.Range.message_gte = "не меньше"
+    validate.Range.message_gt = "больше"
+    validate.Range.message_lte = "не больше"
+    validate.Range.message_lt = "меньше"
+    validate.Length.message_min = "Не короче {min} символов"
+    validate.Length.message_max = "Не длиннее {max} символов"
+    validate.Length.message_all = "Длина от {min} до {max} символов"
+    validate.Length.message_equal = "Длина должна быть {equal}"
+    validate.OneOf.default_message = "Допустимые значения: {choices}"
+
+
+_russian_messages()
 
 
 class OptionalId(fields.Integer):
@@ -26,6 +72,8 @@ class OptionalId(fields.Integer):
     def _deserialize(self, value, attr, data, **kwargs):
         if value in (0, "0", "", None):
             return None
+        if isinstance(value, float) and not value.is_integer():
+            raise self.make_error("invalid")
         result = super()._deserialize(value, attr, data, **kwargs)
         if result == 0:
             return None  # "-0", " 0", 0.0: still "not chosen"
@@ -126,6 +174,7 @@ class Phone(fields.String):
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs).strip()
+        _check_storable(text)
         digits = normalize_phone(text)
         if digits is None or not 5 <= len(digits) <= 15:
             raise self.make_error("phone")
@@ -138,8 +187,7 @@ class Text(fields.String):
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
         text = text.strip()
-        if "\x00" in text:
-            raise ValidationError("Недопустимый символ в тексте")
+        _check_storable(text)
         if text == "" and not self.required:
             return None
         return text

@@ -20,10 +20,15 @@ from flask import Flask, Response, g, request
 from flask_jwt_extended import (
     JWTManager,
     create_access_token,
-    decode_token,
 )
 from flask_jwt_extended import current_user as jwt_current_user
-from flask_jwt_extended import get_jwt, get_jwt_request_location, set_access_cookies, verify_jwt_in_request
+from flask_jwt_extended import (
+    decode_token,
+    get_jwt,
+    get_jwt_request_location,
+    set_access_cookies,
+    verify_jwt_in_request,
+)
 from flask_jwt_extended.exceptions import JWTExtendedException
 from jwt.exceptions import PyJWTError
 

@@ -1,0 +1,1 @@
+"""Directories (cities, roles, request types, directions, transaction types) and campaigns."""

@@ -1,0 +1,1 @@
+"""Reports computed on the server: dashboard, call centre, cities, masters, campaigns, cash."""

@@ -1,0 +1,1 @@
+"""The city cash book: transactions and their balance."""

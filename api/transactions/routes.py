@@ -1,0 +1,275 @@
+"""The city cash book: income positive, expense negative, balance = Σ amount.
+
+Admins and managers work with every city; a director with their own (every city when their
+city_id is null); nobody else touches the cash. The automatic income of a completed request is
+owned by the request and cannot be changed here.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import g
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from sqlalchemy import func, or_, select
+
+from api.auth.schemas import MessageSchema
+from api.errors import ApiError
+from api.listing import json_response, list_response
+from api.resources import commit_or_409, deleted, get_or_404
+from api.security import may_access_city, require_city, roles_required
+from api.transactions.schemas import (
+    BalanceArgs,
+    BalanceSchema,
+    TransactionCreateSchema,
+    TransactionListArgs,
+    TransactionSchema,
+    TransactionUpdateSchema,
+)
+from models.crm import Transaction
+from models.db import Session
+from models.enums import DIRECTOR, MANAGER
+from models.lookups import City, TransactionType
+from models.scoping import city_condition, transactions_visible_to
+from models.timez import today_local
+
+blp = Blueprint("transactions", __name__, url_prefix="/api/transactions", description="City cash book")
+
+CASH_ROLES = (MANAGER, DIRECTOR)
+NOT_FOUND = "Операция не найдена"
+
+
+# ---- reading ------------------------------------------------------------------------------------
+
+def _select():
+    return (
+        select(
+            Transaction.id, Transaction.amount, Transaction.city_id, City.name.label("city_name"),
+            Transaction.transaction_type_id, TransactionType.name.label("type_name"), Transaction.notes,
+            Transaction.specified_date, Transaction.payment_reason, Transaction.request_id,
+            Transaction.created_at, Transaction.updated_at, Transaction.created_by_id,
+        )
+        .join(City, City.id == Transaction.city_id)
+        .join(TransactionType, TransactionType.id == Transaction.transaction_type_id)
+    )
+
+
+def _row(row) -> dict[str, Any]:
+    """Both naming sets the SPA reads (spa-contract §3.2): transaction_type/type, notes/description.
+
+    The hottest function of the cash book (the complete list is serialised row by row): the row is
+    unpacked once, and dates and timestamps are left to orjson (RFC 3339, as stored)."""
+    (id_, amount, city_id, city_name, type_id, type_name, notes, specified_date, payment_reason, request_id,
+     created_at, updated_at, created_by_id) = row
+    kind = {"id": type_id, "name": type_name}
+    return {
+        "id": id_,
+        "amount": float(amount),
+        "city_id": city_id,
+        "city": {"id": city_id, "name": city_name},
+        "transaction_type_id": type_id,
+        "transaction_type": kind,
+        "type_id": type_id,
+        "type": kind,
+        "notes": notes,
+        "description": notes,
+        "specified_date": specified_date,
+        "payment_reason": payment_reason,
+        "request_id": request_id,
+        "file_path": None,
+        "expense_receipt_path": None,
+        "created_at": created_at,
+        "updated_at": updated_at,
+        "created_by_id": created_by_id,
+    }
+
+
+def _response(transaction_id: int, status: int = 200):
+    row = Session.execute(_select().where(Transaction.id == transaction_id)).one()
+    return json_response(_row(row), status)
+
+
+def _load_visible(transaction_id: int, *, for_update: bool = False) -> Transaction:
+    """The transaction if the user may see it; another city's row is simply not found."""
+    transaction = get_or_404(Transaction, transaction_id, NOT_FOUND, for_update=for_update)
+    if not may_access_city(g.current_user, transaction.city_id):
+        raise ApiError(404, NOT_FOUND, code="not_found")
+    return transaction
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _date_conditions(args: dict) -> list:
+    conditions = []
+    if args.get("date_from"):
+        conditions.append(Transaction.specified_date >= args["date_from"])
+    if args.get("date_to"):
+        conditions.append(Transaction.specified_date <= args["date_to"])
+    if args.get("city_id"):
+        conditions.append(Transaction.city_id == args["city_id"])
+    return conditions
+
+
+# ---- writing ------------------------------------------------------------------------------------
+
+def _require_reference(model, ident: int, field: str, detail: str) -> None:
+    if Session.get(model, ident) is None:
+        raise ApiError(422, detail, code="validation_error", errors={field: [detail]})
+
+
+def _check_city(city_id: int) -> None:
+    require_city(g.current_user, city_id)  # 403 other_city before revealing whether it exists
+    _require_reference(City, city_id, "city_id", "Город не найден")
+
+
+def _check_type(type_id: int) -> None:
+    _require_reference(TransactionType, type_id, "transaction_type_id", "Тип операции не найден")
+
+
+def _refuse_request_income(transaction: Transaction) -> None:
+    if transaction.request_id is not None:
+        raise ApiError(409, "Приход по заявке меняется через заявку", code="request_income")
+
+
+def _commit() -> None:
+    commit_or_409(in_use="Операция используется другими записями",
+                  invalid_reference="Город или тип операции не найден")
+
+
+@blp.route("")
+class TransactionList(MethodView):
+    @roles_required(*CASH_ROLES)
+    @blp.arguments(TransactionListArgs, location="query")
+    @blp.response(200, TransactionSchema(many=True))
+    def get(self, args):
+        """The cash book, newest first: the complete array, or a page with page/page_size.
+
+        Filters: city_id, transaction_type_id (type_id), date_from/date_to (specified_date,
+        inclusive), kind=income|expense, request_id, search (notes, payment_reason)."""
+        stmt = _select().where(transactions_visible_to(g.current_user), *_date_conditions(args))
+        type_id = args.get("transaction_type_id") or args.get("type_id")
+        if type_id:
+            stmt = stmt.where(Transaction.transaction_type_id == type_id)
+        if args.get("kind") == "income":
+            stmt = stmt.where(Transaction.amount > 0)
+        elif args.get("kind") == "expense":
+            stmt = stmt.where(Transaction.amount < 0)
+        if args.get("request_id"):
+            stmt = stmt.where(Transaction.request_id == args["request_id"])
+        if args.get("search"):
+            pattern = _like(args["search"])
+            stmt = stmt.where(or_(Transaction.notes.ilike(pattern, escape="\\"),
+                                  Transaction.payment_reason.ilike(pattern, escape="\\")))
+        stmt = stmt.order_by(Transaction.specified_date.desc(), Transaction.id.desc())
+        return list_response(stmt, _row, args)
+
+    @roles_required(*CASH_ROLES)
+    @blp.arguments(TransactionCreateSchema)
+    @blp.response(201, TransactionSchema)
+    @blp.alt_response(403, description="A director writing into another city")
+    def post(self, body):
+        """Book an operation: amount signed as sent; no specified_date means today (business time zone)."""
+        _check_city(body["city_id"])
+        _check_type(body["transaction_type_id"])
+        transaction = Transaction(
+            city_id=body["city_id"],
+            transaction_type_id=body["transaction_type_id"],
+            amount=body["amount"],
+            notes=body.get("notes"),
+            payment_reason=body.get("payment_reason"),
+            specified_date=body.get("specified_date") or today_local(),
+            created_by_id=g.current_user.id,
+        )
+        Session.add(transaction)
+        _commit()
+        return _response(transaction.id, 201)
+
+
+@blp.route("/<int:transaction_id>")
+class TransactionItem(MethodView):
+    @roles_required(*CASH_ROLES)
+    @blp.response(200, TransactionSchema)
+    def get(self, transaction_id: int):
+        """One operation."""
+        _load_visible(transaction_id)
+        return _response(transaction_id)
+
+    @roles_required(*CASH_ROLES)
+    @blp.arguments(TransactionUpdateSchema)
+    @blp.response(200, TransactionSchema)
+    @blp.alt_response(409, description="The income of a request is changed through the request")
+    def put(self, body, transaction_id: int):
+        """Change an operation; only the fields sent are changed (old names accepted)."""
+        transaction = _load_visible(transaction_id, for_update=True)
+        _refuse_request_income(transaction)
+        if "city_id" in body:
+            _check_city(body["city_id"])
+        if "transaction_type_id" in body:
+            _check_type(body["transaction_type_id"])
+        for name, value in body.items():
+            setattr(transaction, name, value)
+        _commit()
+        return _response(transaction.id)
+
+    @roles_required(*CASH_ROLES)
+    @blp.response(200, MessageSchema)
+    @blp.alt_response(409, description="The income of a request is removed through the request")
+    def delete(self, transaction_id: int):
+        """Delete an operation."""
+        transaction = _load_visible(transaction_id, for_update=True)
+        _refuse_request_income(transaction)
+        Session.delete(transaction)
+        _commit()
+        return deleted("Операция удалена")
+
+
+@blp.route("/balance")
+class Balance(MethodView):
+    @roles_required(*CASH_ROLES)
+    @blp.arguments(BalanceArgs, location="query")
+    @blp.response(200, BalanceSchema)
+    def get(self, args):
+        """Income, expense and balance per city and per type for a date range (specified_date, inclusive)."""
+        user = g.current_user
+        conditions = [transactions_visible_to(user), *_date_conditions(args)]
+        income = func.coalesce(func.sum(Transaction.amount).filter(Transaction.amount > 0), 0)
+        expense = func.coalesce(func.sum(Transaction.amount).filter(Transaction.amount < 0), 0)
+        balance = func.coalesce(func.sum(Transaction.amount), 0)
+        count = func.count(Transaction.id)
+
+        total = Session.execute(select(income.label("income"), expense.label("expense"), balance.label("balance"),
+                                       count.label("count")).where(*conditions)).one()
+
+        def grouped(key):
+            return (select(key.label("key"), income.label("income"), expense.label("expense"),
+                           balance.label("balance"), count.label("count"))
+                    .where(*conditions).group_by(key).subquery())
+
+        by_city = grouped(Transaction.city_id)
+        city_rows = Session.execute(
+            select(City.id, City.name, by_city.c.income, by_city.c.expense, by_city.c.balance, by_city.c.count)
+            .outerjoin(by_city, by_city.c.key == City.id)
+            .where(city_condition(user, City.id), *([City.id == args["city_id"]] if args.get("city_id") else []))
+            .order_by(City.name, City.id)
+        ).all()
+        by_type = grouped(Transaction.transaction_type_id)
+        type_rows = Session.execute(
+            select(TransactionType.id, TransactionType.name, by_type.c.income, by_type.c.expense,
+                   by_type.c.balance, by_type.c.count)
+            .outerjoin(by_type, by_type.c.key == TransactionType.id)
+            .order_by(TransactionType.id)
+        ).all()
+
+        def sums(row) -> dict[str, Any]:
+            return {"income": float(row.income or 0), "expense": float(row.expense or 0),
+                    "balance": float(row.balance or 0), "count": int(row.count or 0)}
+
+        return json_response({
+            "date_from": args["date_from"].isoformat() if args.get("date_from") else None,
+            "date_to": args["date_to"].isoformat() if args.get("date_to") else None,
+            "total": sums(total),
+            "cities": [{"city_id": row.id, "city_name": row.name, **sums(row)} for row in city_rows],
+            "types": [{"transaction_type_id": row.id, "name": row.name, **sums(row)} for row in type_rows],
+        })

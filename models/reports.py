@@ -1,0 +1,545 @@
+"""Reports (SPEC §3, original-backend §5.7) computed in SQL with the Russian statuses.
+
+Each report is a few GROUP BY statements over indexed columns, with conditional aggregates
+(`count(*) FILTER (WHERE status IN ...)`) or counts per (key, status), so its cost is a pass or
+three over the rows of the date range; Python only shapes the aggregate rows that come back.
+
+Every function takes the `Filters` and the reader's `Scope` (row visibility from models.scoping)
+and returns plain dicts: counts as int, money as Decimal (kopecks), rates as float percentages
+with one decimal, days as dates.
+
+Conventions shared by all reports:
+- requests are dated by `created_at`, business-local days (`date_to` inclusive); transactions by
+  `specified_date`;
+- income = Σ positive amounts, expense = Σ of the negative amounts as a positive number,
+  balance = income − expense;
+- status groups are models.enums.STATUS_GROUPS (completed = Готово).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Iterable
+
+from sqlalchemy import ColumnElement, Date, and_, cast, func, literal_column, or_, select, true, tuple_
+
+from models.crm import AdvertisingCampaign, Request, Transaction
+from models.db import Session
+from models.enums import MASTER, REQUEST_STATUSES, STATUS_GROUPS, STATUS_NEW
+from models.lookups import City, Role, TransactionType
+from models.money import to_money
+from models.phones import normalize_phone
+from models.scoping import city_of, requests_visible_to, transactions_visible_to
+from models.timez import business_tz, local_day_start, today_local
+from models.users import User
+
+GROUPS = tuple(STATUS_GROUPS)  # completed, in_progress, waiting, cancelled
+ZERO = Decimal("0.00")
+_TENTH = Decimal("0.1")
+
+
+@dataclass(frozen=True)
+class Filters:
+    date_from: date | None = None
+    date_to: date | None = None
+    city_id: int | None = None
+    status: str | None = None  # call-centre report only
+    search: str | None = None  # call-centre report only
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What the reader may see: conditions on requests and on transactions, and the one city they
+    are held to (None for every city) for cities, masters and campaigns."""
+
+    requests: ColumnElement[bool]
+    transactions: ColumnElement[bool]
+    city_id: int | None = None
+
+    @classmethod
+    def of(cls, user: User) -> Scope:
+        return cls(requests_visible_to(user), transactions_visible_to(user), city_of(user))
+
+    @classmethod
+    def everything(cls) -> Scope:
+        return cls(true(), true(), None)
+
+
+# ---- shared pieces ------------------------------------------------------------------------------
+
+def rate(part: int, whole: int) -> float:
+    """part / whole × 100 with one decimal; 0 when there is nothing to divide by."""
+    if not whole:
+        return 0.0
+    return float((Decimal(part) * 100 / Decimal(whole)).quantize(_TENTH, rounding=ROUND_HALF_UP))
+
+
+def average(total: Decimal, count: int) -> Decimal:
+    return to_money(total / count) if count else ZERO
+
+
+def _money(value: Any) -> Decimal:
+    return to_money(value or 0)
+
+
+def _cities(column, filters: Filters, scope: Scope) -> list[ColumnElement[bool]]:
+    """`column` (a city id) held to the reader's city and to the chosen city."""
+    conditions = []
+    if scope.city_id is not None:
+        conditions.append(column == scope.city_id)
+    if filters.city_id is not None:
+        conditions.append(column == filters.city_id)
+    return conditions
+
+
+def _created_between(first: date | None, last: date | None) -> list[ColumnElement[bool]]:
+    conditions = []
+    if first is not None:
+        conditions.append(Request.created_at >= local_day_start(first))
+    if last is not None:
+        conditions.append(Request.created_at < local_day_start(last + timedelta(days=1)))
+    return conditions
+
+
+def _requests_where(filters: Filters, scope: Scope) -> list[ColumnElement[bool]]:
+    return [scope.requests, *_cities(Request.city_id, filters, scope),
+            *_created_between(filters.date_from, filters.date_to)]
+
+
+def _transactions_where(filters: Filters, scope: Scope, *, with_start: bool = True) -> list[ColumnElement[bool]]:
+    conditions = [scope.transactions, *_cities(Transaction.city_id, filters, scope)]
+    if with_start and filters.date_from is not None:
+        conditions.append(Transaction.specified_date >= filters.date_from)
+    if filters.date_to is not None:
+        conditions.append(Transaction.specified_date <= filters.date_to)
+    return conditions
+
+
+_PHONE_LIKE = re.compile(r"[\d\s()+\-.]+")
+
+
+def _search(text: str) -> ColumnElement[bool]:
+    """A client's name (any part, any case) or, for text that looks like a phone, any run of the
+    phone's digits."""
+    conditions = [Request.client_name.icontains(text, autoescape=True)]
+    digits = re.sub(r"\D", "", text)
+    if digits and _PHONE_LIKE.fullmatch(text):
+        conditions.append(Request.client_phone.contains(digits, autoescape=True))
+        normalized = normalize_phone(digits)
+        if normalized and normalized != digits:
+            conditions.append(Request.client_phone.contains(normalized, autoescape=True))
+    return or_(*conditions)
+
+
+def _in(group: str) -> ColumnElement[bool]:
+    return Request.status.in_(STATUS_GROUPS[group])
+
+
+def _count(condition: ColumnElement[bool] | None = None):
+    return func.count() if condition is None else func.count().filter(condition)
+
+
+def _sum(column, condition: ColumnElement[bool] | None = None):
+    total = func.sum(column) if condition is None else func.sum(column).filter(condition)
+    return func.coalesce(total, 0)
+
+
+def _group_counts() -> list:
+    """requests, completed, in_progress, waiting, cancelled."""
+    return [func.count().label("requests"), *(_count(_in(group)).label(group) for group in GROUPS)]
+
+
+def _counts(row) -> dict[str, int]:
+    values = row._mapping
+    return {"requests": int(values["requests"] or 0), **{group: int(values[group] or 0) for group in GROUPS}}
+
+
+def _masters():
+    """users joined to their role, for conditions on masters."""
+    return select(User).join(Role, User.role_id == Role.id).where(Role.name == MASTER)
+
+
+def _names(model, ids: Iterable[int]) -> dict[int, str]:
+    ids = {i for i in ids if i is not None}
+    if not ids:
+        return {}
+    return dict(Session.execute(select(model.id, model.name).where(model.id.in_(ids))).all())
+
+
+def _local_day(column):
+    # The zone as a literal (a validated zone name), so the same expression matches in GROUP BY.
+    zone = business_tz().key.replace("'", "''")
+    return cast(func.timezone(literal_column(f"'{zone}'"), column), Date)
+
+
+# ---- dashboard ----------------------------------------------------------------------------------
+
+def dashboard(filters: Filters, scope: Scope, *, today: date | None = None) -> dict[str, Any]:
+    done = _in("completed")
+    requests = Session.execute(
+        select(
+            *_group_counts(),
+            _count(Request.status == STATUS_NEW).label("new"),
+            _sum(Request.result, done).label("revenue"),
+            _sum(Request.master_handover, done).label("handover"),
+        ).where(*_requests_where(filters, scope))
+    ).one()
+
+    today = today or today_local()
+    created_today = (
+        select(func.count())
+        .select_from(Request)
+        .where(scope.requests, *_cities(Request.city_id, filters, scope), *_created_between(today, today))
+        .scalar_subquery()
+    )
+    active_masters = (
+        _masters().with_only_columns(func.count())
+        .where(User.status == "active", *_cities(User.city_id, filters, scope))
+        .scalar_subquery()
+    )
+    cities = select(func.count()).select_from(City).where(*_cities(City.id, filters, scope)).scalar_subquery()
+    other = Session.execute(
+        select(
+            _sum(Transaction.amount, Transaction.amount > 0).label("income"),
+            _sum(Transaction.amount, Transaction.amount < 0).label("expense"),
+            created_today.label("created_today"),
+            active_masters.label("active_masters"),
+            cities.label("cities"),
+        ).where(*_transactions_where(filters, scope))
+    ).one()
+
+    counts = _counts(requests)
+    income, expense = _money(other.income), -_money(other.expense)
+    return {
+        "requests_total": counts["requests"],
+        "created_today": int(other.created_today),
+        "completed": counts["completed"],
+        "in_progress": counts["in_progress"],
+        "waiting": counts["waiting"],
+        "new": int(requests.new),
+        "cancelled": counts["cancelled"],
+        "income": income,
+        "expense": expense,
+        "balance": income - expense,
+        "active_masters": int(other.active_masters),
+        "cities": int(other.cities),
+        "completion_rate": rate(counts["completed"], counts["requests"]),
+        "revenue": _money(requests.revenue),
+        "handover": _money(requests.handover),
+    }
+
+
+# ---- call centre --------------------------------------------------------------------------------
+
+def _status_figures(by_status: dict[str, int]) -> dict[str, Any]:
+    """Groups, conversion and every status (zero-filled) from the counts per status."""
+    counts = {status: by_status.get(status, 0) for status in REQUEST_STATUSES}
+    row: dict[str, Any] = {"requests": sum(by_status.values())}
+    for group in GROUPS:
+        row[group] = sum(counts[status] for status in STATUS_GROUPS[group])
+    row["conversion"] = rate(row["completed"], row["requests"])
+    row["by_status"] = counts
+    return row
+
+
+def _counts_by_status(key, where: list[ColumnElement[bool]]) -> dict[Any, dict[str, int]]:
+    """{key: {status: count}}: one GROUP BY (key, status) with a plain count, which stays a hash
+    aggregate even where the planner cannot estimate the key (a local day)."""
+    result: dict[Any, dict[str, int]] = {}
+    stmt = select(key.label("key"), Request.status, func.count()).where(*where).group_by(key, Request.status)
+    for value, status, count in Session.execute(stmt):
+        result.setdefault(value, {})[status] = count
+    return result
+
+
+def callcenter(filters: Filters, scope: Scope) -> dict[str, Any]:
+    """Totals by status and group, then the same figures per city, per operator and per day."""
+    where = _requests_where(filters, scope)
+    if filters.status:
+        where.append(Request.status == filters.status)
+    if filters.search:
+        where.append(_search(filters.search))
+
+    per_city = _counts_by_status(Request.city_id, where)
+    names = _names(City, per_city)
+    cities = [{"city_id": city_id, "city_name": names.get(city_id), **_status_figures(counts)}
+              for city_id, counts in per_city.items()]
+    cities.sort(key=lambda row: (-row["requests"], row["city_name"] or "", row["city_id"]))
+
+    operators = [{"call_center_name": name, **_status_figures(counts)}
+                 for name, counts in _counts_by_status(Request.call_center_name, where).items()]
+    operators.sort(key=lambda row: (-row["requests"], row["call_center_name"] is None, row["call_center_name"] or ""))
+
+    days = [{"date": day, **_status_figures(counts)}
+            for day, counts in sorted(_counts_by_status(_local_day(Request.created_at), where).items())]
+
+    totals: dict[str, int] = {}
+    for counts in per_city.values():  # every request has a city
+        for status, count in counts.items():
+            totals[status] = totals.get(status, 0) + count
+    return {"totals": _status_figures(totals), "cities": cities, "operators": operators, "days": days}
+
+
+# ---- cities -------------------------------------------------------------------------------------
+
+def _money_totals(rows: list[dict[str, Any]], keys: Iterable[str]) -> dict[str, Decimal]:
+    return {key: sum((row[key] for row in rows), ZERO) for key in keys}
+
+
+def _int_totals(rows: list[dict[str, Any]], keys: Iterable[str]) -> dict[str, int]:
+    return {key: sum(row[key] for row in rows) for key in keys}
+
+
+def cities(filters: Filters, scope: Scope) -> dict[str, Any]:
+    """Per city: request groups, money of the cash book, active masters; sorted by balance."""
+    done = _in("completed")
+    r = (
+        select(Request.city_id.label("city_id"), *_group_counts(), _sum(Request.result, done).label("revenue"))
+        .where(*_requests_where(filters, scope))
+        .group_by(Request.city_id)
+        .subquery("r")
+    )
+    t = (
+        select(
+            Transaction.city_id.label("city_id"),
+            _sum(Transaction.amount, Transaction.amount > 0).label("income"),
+            _sum(Transaction.amount, Transaction.amount < 0).label("expense"),
+        )
+        .where(*_transactions_where(filters, scope))
+        .group_by(Transaction.city_id)
+        .subquery("t")
+    )
+    m = (
+        _masters().with_only_columns(User.city_id.label("city_id"), func.count().label("active_masters"))
+        .where(User.status == "active", *_cities(User.city_id, filters, scope))
+        .group_by(User.city_id)
+        .subquery("m")
+    )
+
+    def z(column):
+        return func.coalesce(column, 0)
+
+    balance = z(t.c.income) + z(t.c.expense)
+    stmt = (
+        select(
+            City.id, City.name,
+            *(z(r.c[key]).label(key) for key in ("requests", *GROUPS, "revenue")),
+            z(t.c.income).label("income"), z(t.c.expense).label("expense"),
+            z(m.c.active_masters).label("active_masters"),
+        )
+        .outerjoin(r, r.c.city_id == City.id)
+        .outerjoin(t, t.c.city_id == City.id)
+        .outerjoin(m, m.c.city_id == City.id)
+        .where(*_cities(City.id, filters, scope))
+        .order_by(balance.desc(), City.name, City.id)
+    )
+    rows = []
+    for values in Session.execute(stmt):
+        counts = _counts(values)
+        income, expense, revenue = _money(values.income), -_money(values.expense), _money(values.revenue)
+        rows.append({
+            "city_id": values.id,
+            "city_name": values.name,
+            **counts,
+            "income": income,
+            "expense": expense,
+            "balance": income - expense,
+            "active_masters": int(values.active_masters),
+            "revenue": revenue,
+            "average_check": average(revenue, counts["completed"]),
+            "completion_rate": rate(counts["completed"], counts["requests"]),
+        })
+    summary: dict[str, Any] = {
+        **_int_totals(rows, ("requests", *GROUPS, "active_masters")),
+        **_money_totals(rows, ("income", "expense", "balance", "revenue")),
+        "cities": len(rows),
+    }
+    summary["average_check"] = average(summary["revenue"], summary["completed"])
+    summary["completion_rate"] = rate(summary["completed"], summary["requests"])
+    return {"rows": rows, "summary": summary}
+
+
+# ---- masters ------------------------------------------------------------------------------------
+
+def masters(filters: Filters, scope: Scope) -> dict[str, Any]:
+    """Per master (every master of the scope, also those without requests): request groups and the
+    money of their completed requests; sorted by completed."""
+    done = _in("completed")
+    r = (
+        select(
+            Request.master_id.label("master_id"),
+            *_group_counts(),
+            _sum(Request.result, done).label("revenue"),
+            _sum(Request.master_handover, done).label("handover"),
+            _sum(Request.net_amount, done).label("net"),
+            func.max(Request.updated_at).label("last_activity"),
+        )
+        .where(Request.master_id.is_not(None), *_requests_where(filters, scope))
+        .group_by(Request.master_id)
+        .subquery("r")
+    )
+
+    def z(column):
+        return func.coalesce(column, 0)
+
+    completed = z(r.c.completed)
+    stmt = (
+        _masters().with_only_columns(
+            User.id, User.full_name, User.city_id, City.name.label("city_name"), User.status,
+            *(z(r.c[key]).label(key) for key in ("requests", *GROUPS, "revenue", "handover", "net")),
+            r.c.last_activity,
+        )
+        .outerjoin(City, City.id == User.city_id)
+        .outerjoin(r, r.c.master_id == User.id)
+        .where(*_cities(User.city_id, filters, scope))
+        .order_by(completed.desc(), z(r.c.requests).desc(), User.full_name, User.id)
+    )
+    rows = []
+    for values in Session.execute(stmt):
+        counts = _counts(values)
+        rows.append({
+            "id": values.id,
+            "full_name": values.full_name,
+            "city_id": values.city_id,
+            "city_name": values.city_name,
+            "status": values.status,
+            **counts,
+            "revenue": _money(values.revenue),
+            "handover": _money(values.handover),
+            "net": _money(values.net),
+            "completion_rate": rate(counts["completed"], counts["requests"]),
+            "last_activity": values.last_activity,
+        })
+    summary: dict[str, Any] = {
+        "masters": len(rows),
+        "active_masters": sum(1 for row in rows if row["status"] == "active"),
+        **_int_totals(rows, ("requests", *GROUPS)),
+        **_money_totals(rows, ("revenue", "handover", "net")),
+    }
+    summary["completion_rate"] = rate(summary["completed"], summary["requests"])
+    return {"rows": rows, "summary": summary}
+
+
+# ---- advertising --------------------------------------------------------------------------------
+
+NO_CAMPAIGN = "Без рекламной кампании"
+
+
+def advertising(filters: Filters, scope: Scope) -> dict[str, Any]:
+    """Per campaign of the scope (and any campaign the visible requests came from), plus the
+    requests without a campaign; sorted by requests."""
+    done = _in("completed")
+    per_campaign = {
+        values.campaign_id: values
+        for values in Session.execute(
+            select(
+                Request.advertising_campaign_id.label("campaign_id"),
+                func.count().label("requests"),
+                _count(done).label("completed"),
+                _sum(Request.result, done).label("revenue"),
+            )
+            .where(*_requests_where(filters, scope))
+            .group_by(Request.advertising_campaign_id)
+        )
+    }
+    with_requests = [key for key in per_campaign if key is not None]
+    in_scope = _cities(AdvertisingCampaign.city_id, filters, scope)
+    campaigns = select(
+        AdvertisingCampaign.id, AdvertisingCampaign.name, AdvertisingCampaign.city_id,
+        City.name.label("city_name"), AdvertisingCampaign.phone_number, AdvertisingCampaign.is_active,
+    ).join(City, City.id == AdvertisingCampaign.city_id)
+    if in_scope:
+        condition = and_(*in_scope)
+        if with_requests:
+            condition = or_(condition, AdvertisingCampaign.id.in_(with_requests))
+        campaigns = campaigns.where(condition)
+
+    def figures(values) -> dict[str, Any]:
+        requests = int(values.requests) if values is not None else 0
+        completed = int(values.completed) if values is not None else 0
+        return {
+            "requests": requests,
+            "completed": completed,
+            "conversion": rate(completed, requests),
+            "revenue": _money(values.revenue) if values is not None else ZERO,
+        }
+
+    rows = [
+        {
+            "id": campaign.id,
+            "name": campaign.name,
+            "city_id": campaign.city_id,
+            "city_name": campaign.city_name,
+            "phone_number": campaign.phone_number,
+            "is_active": campaign.is_active,
+            **figures(per_campaign.get(campaign.id)),
+        }
+        for campaign in Session.execute(campaigns)
+    ]
+    rows.append({
+        "id": None, "name": NO_CAMPAIGN, "city_id": None, "city_name": None, "phone_number": None,
+        "is_active": None, **figures(per_campaign.get(None)),
+    })
+    rows.sort(key=lambda row: (-row["requests"], -row["completed"], row["id"] is None, row["name"], row["id"] or 0))
+    summary: dict[str, Any] = {
+        "campaigns": len(rows) - 1,
+        **_int_totals(rows, ("requests", "completed")),
+        **_money_totals(rows, ("revenue",)),
+    }
+    summary["conversion"] = rate(summary["completed"], summary["requests"])
+    return {"rows": rows, "summary": summary}
+
+
+# ---- cash ---------------------------------------------------------------------------------------
+
+def cash(filters: Filters, scope: Scope) -> dict[str, Any]:
+    """The cash book over the range, per city and per transaction type, with each city's balance
+    before `date_from` (opening) and at the end of `date_to` (closing); one pass (GROUPING SETS)."""
+    in_range = Transaction.specified_date >= filters.date_from if filters.date_from else None
+    income_condition = Transaction.amount > 0 if in_range is None else (Transaction.amount > 0) & in_range
+    expense_condition = Transaction.amount < 0 if in_range is None else (Transaction.amount < 0) & in_range
+    opening = _sum(Transaction.amount, ~in_range) if in_range is not None else literal_column("0")
+    stmt = (
+        select(
+            Transaction.city_id,
+            Transaction.transaction_type_id,
+            func.grouping(Transaction.city_id).label("by_city"),
+            func.grouping(Transaction.transaction_type_id).label("by_type"),
+            _sum(Transaction.amount, income_condition).label("income"),
+            _sum(Transaction.amount, expense_condition).label("expense"),
+            _count(in_range).label("count"),
+            opening.label("opening"),
+        )
+        .where(*_transactions_where(filters, scope, with_start=False))
+        .group_by(func.grouping_sets(tuple_(Transaction.city_id), tuple_(Transaction.transaction_type_id), tuple_()))
+    )
+    cities_rows, types_rows, summary = [], [], None
+    for values in Session.execute(stmt):
+        income, expense = _money(values.income), -_money(values.expense)
+        figures = {"income": income, "expense": expense, "balance": income - expense,
+                   "count": int(values._mapping["count"])}
+        opening_balance = _money(values.opening)
+        with_balances = {"opening_balance": opening_balance, **figures,
+                         "closing_balance": opening_balance + figures["balance"]}
+        if values.by_city == 0:
+            cities_rows.append({"city_id": values.city_id, "city_name": None, **with_balances})
+        elif values.by_type == 0:
+            types_rows.append({"transaction_type_id": values.transaction_type_id, "name": None, **figures})
+        else:
+            summary = with_balances
+    if summary is None:  # never: the empty grouping set always yields a row
+        summary = {"opening_balance": ZERO, "income": ZERO, "expense": ZERO, "balance": ZERO, "count": 0,
+                   "closing_balance": ZERO}
+    city_names = _names(City, (row["city_id"] for row in cities_rows))
+    for row in cities_rows:
+        row["city_name"] = city_names.get(row["city_id"])
+    type_names = _names(TransactionType, (row["transaction_type_id"] for row in types_rows))
+    for row in types_rows:
+        row["name"] = type_names.get(row["transaction_type_id"])
+    # Types with nothing in the range only carried history into the opening balance.
+    types_rows = [row for row in types_rows if row["count"]]
+    cities_rows.sort(key=lambda row: (-row["closing_balance"], row["city_name"] or "", row["city_id"]))
+    types_rows.sort(key=lambda row: (row["name"] or "", row["transaction_type_id"]))
+    return {"cities": cities_rows, "types": types_rows, "summary": summary}

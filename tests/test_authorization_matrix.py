@@ -1,0 +1,321 @@
+"""Every endpoint × every role × own / other city / own / other master, against SPEC §1.
+
+Each case runs in a world of two cities (A and B) with a director and a master in A, a master in
+B, requests and cash in both. `ok` means a 2xx; anything not allowed must be a 403 or a 404
+(a 404 where the row's existence itself must not leak). A route of the API missing from the
+table fails the test, so a new endpoint cannot skip this check.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+from sqlalchemy import select
+
+from api.security import issue_token
+from models import AdvertisingCampaign, City, Direction, Request, Transaction, User
+from models.lookups import RequestType, Role, TransactionType
+from models.ops import Job
+from tests.conftest import create_user
+
+ROLES = ("admin", "manager", "director", "callcentr", "avitolog", "master")
+ALL = set(ROLES)
+OFFICE = {"admin", "manager", "director"}
+MANAGEMENT = {"admin", "manager"}
+ADMIN = {"admin"}
+
+
+@dataclass
+class World:
+    city_a: int
+    city_b: int
+    users: dict[str, User]
+    master_b: User
+    master_a2: User
+    master_free: User
+    employee: User
+    other_admin: User
+    req_own: int
+    req_same_city_other_master: int
+    req_b: int
+    tx_a: int
+    tx_b: int
+    campaign_a: int
+    direction: int
+    spare_city: int
+    income_type: int
+    job: str
+    role_callcentr: int
+    spare_role: int
+    spare_request_type: int
+    spare_transaction_type: int
+
+    def ids(self) -> dict[str, object]:
+        return {
+            "city_a": self.city_a, "city_b": self.city_b, "req_own": self.req_own,
+            "req_other_master": self.req_same_city_other_master, "req_b": self.req_b,
+            "tx_a": self.tx_a, "tx_b": self.tx_b, "campaign_a": self.campaign_a, "direction": self.direction,
+            "spare_city": self.spare_city, "master_a": self.users["master"].id, "master_b": self.master_b.id,
+            "master_free": self.master_free.id, "employee": self.employee.id, "other_admin": self.other_admin.id,
+            "income_type": self.income_type, "job": self.job, "role_callcentr": self.role_callcentr,
+            "spare_role": self.spare_role, "spare_request_type": self.spare_request_type,
+            "spare_transaction_type": self.spare_transaction_type,
+        }
+
+
+@pytest.fixture()
+def world(db) -> World:
+    a, b, spare = City(name="Город А"), City(name="Город Б"), City(name="Пустой город")
+    db.add_all([a, b, spare])
+    db.commit()
+    users = {
+        "admin": create_user("admin"),
+        "manager": create_user("manager"),
+        "director": create_user("director", city_id=a.id),
+        "callcentr": create_user("callcentr"),
+        "avitolog": create_user("avitolog"),
+        "master": create_user("master", city_id=a.id),
+    }
+    master_a2 = create_user("master", city_id=a.id)
+    master_b = create_user("master", city_id=b.id)
+    master_free = create_user("master", city_id=a.id)
+    employee = create_user("callcentr", city_id=a.id)
+    other_admin = create_user("admin")
+    rt = db.scalar(select(RequestType.id).where(RequestType.name == "Впервые"))
+    income = db.scalar(select(TransactionType.id).where(TransactionType.name == "Приход"))
+    direction = Direction(name="Техника")
+    campaign = AdvertisingCampaign(city_id=a.id, name="Авито А", phone_number="+7 (900) 000-00-01",
+                                   phone="79000000001")
+    own = Request(city_id=a.id, request_type_id=rt, client_phone="79990000001", client_name="Свой",
+                  master_id=users["master"].id, status="В работе")
+    other_master = Request(city_id=a.id, request_type_id=rt, client_phone="79990000002", client_name="Чужой мастер",
+                           master_id=master_a2.id, status="В работе")
+    in_b = Request(city_id=b.id, request_type_id=rt, client_phone="79990000003", client_name="Город Б",
+                   master_id=master_b.id, status="В работе")
+    tx_a = Transaction(city_id=a.id, transaction_type_id=income, amount=100, specified_date="2026-01-10")
+    tx_b = Transaction(city_id=b.id, transaction_type_id=income, amount=200, specified_date="2026-01-10")
+    job = Job(kind="ping", status="succeeded", created_by_id=users["admin"].id)
+    spare_role, spare_rt, spare_tt = Role(name="стажёр"), RequestType(name="Гарантия"), TransactionType(name="Аренда")
+    db.add_all([direction, campaign, own, other_master, in_b, tx_a, tx_b, job, spare_role, spare_rt, spare_tt])
+    db.commit()
+    return World(a.id, b.id, users, master_b, master_a2, master_free, employee, other_admin, own.id, other_master.id,
+                 in_b.id, tx_a.id, tx_b.id, campaign.id, direction.id, spare.id, income, str(job.id),
+                 db.scalar(select(Role.id).where(Role.name == "callcentr")), spare_role.id, spare_rt.id, spare_tt.id)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    method: str
+    path: str
+    allowed: frozenset
+    body: Callable[[dict], dict] | None = None
+
+
+def case(name, method, path, allowed, body=None):
+    return Case(name, method, path, frozenset(allowed), body)
+
+
+def request_body(city):
+    return lambda ids: {"client_phone": "+7 999 555-44-33", "client_name": "Новый", "city_id": ids[city]}
+
+
+def tx_body(city):
+    return lambda ids: {"city_id": ids[city], "transaction_type_id": ids["income_type"], "amount": "150",
+                        "specified_date": "2026-02-01", "notes": "тест"}
+
+
+def master_body(city):
+    return lambda ids: {"city_id": ids[city], "full_name": "Мастер Новый", "phone_number": "+79995550000",
+                        "login": f"m_new_{city}", "password": "secret123", "birth_date": "", "status": "active"}
+
+
+REPORT_QUERY = "?date_from=2026-01-01&date_to=2026-12-31"
+
+CASES = [
+    # auth
+    case("me", "GET", "/api/auth/me", ALL),
+    # requests
+    case("requests list", "GET", "/api/requests/", ALL),
+    case("request own", "GET", "/api/requests/{req_own}/", ALL),
+    case("request same city, other master", "GET", "/api/requests/{req_other_master}/", ALL - {"master"}),
+    case("request other city", "GET", "/api/requests/{req_b}/", ALL - {"director", "master"}),
+    case("request history own", "GET", "/api/requests/{req_own}/history/", ALL),
+    case("request history other city", "GET", "/api/requests/{req_b}/history/", ALL - {"director", "master"}),
+    case("request create own city", "POST", "/api/requests/", ALL - {"master"}, request_body("city_a")),
+    case("request create other city", "POST", "/api/requests/", ALL - {"master", "director"},
+         request_body("city_b")),
+    case("request update own", "PUT", "/api/requests/{req_own}/", ALL - {"avitolog"},
+         lambda ids: {"status": "В пути"}),
+    case("request update other master", "PUT", "/api/requests/{req_other_master}/",
+         ALL - {"avitolog", "master"}, lambda ids: {"status": "В пути"}),
+    case("request update other city", "PUT", "/api/requests/{req_b}/", ALL - {"avitolog", "master", "director"},
+         lambda ids: {"status": "В пути"}),
+    case("request delete own city", "DELETE", "/api/requests/{req_own}/", MANAGEMENT),
+    case("request delete other city", "DELETE", "/api/requests/{req_b}/", MANAGEMENT),
+    # cash
+    case("transactions list", "GET", "/api/transactions/", OFFICE),
+    case("transaction own city", "GET", "/api/transactions/{tx_a}", OFFICE),
+    case("transaction other city", "GET", "/api/transactions/{tx_b}", MANAGEMENT),
+    case("transaction create own city", "POST", "/api/transactions/", OFFICE, tx_body("city_a")),
+    case("transaction create other city", "POST", "/api/transactions/", MANAGEMENT, tx_body("city_b")),
+    case("transaction update own city", "PUT", "/api/transactions/{tx_a}", OFFICE,
+         lambda ids: {"amount": 120, "notes": "правка"}),
+    case("transaction update other city", "PUT", "/api/transactions/{tx_b}", MANAGEMENT,
+         lambda ids: {"amount": 120}),
+    case("transaction delete own city", "DELETE", "/api/transactions/{tx_a}", OFFICE),
+    case("transaction delete other city", "DELETE", "/api/transactions/{tx_b}", MANAGEMENT),
+    case("balance", "GET", "/api/transactions/balance/", OFFICE),
+    # people
+    case("masters list", "GET", "/api/users/masters/", ALL),
+    case("masters list (requests path)", "GET", "/api/requests/masters/", ALL),
+    case("master own city", "GET", "/api/users/masters/{master_a}", OFFICE | {"master"}),
+    case("master other city", "GET", "/api/users/masters/{master_b}", MANAGEMENT),
+    case("master create own city", "POST", "/api/users/masters/", OFFICE, master_body("city_a")),
+    case("master create other city", "POST", "/api/users/masters/", MANAGEMENT, master_body("city_b")),
+    case("master update own city", "PUT", "/api/users/masters/{master_a}", OFFICE,
+         lambda ids: {"notes": "обновлено"}),
+    case("master update other city", "PUT", "/api/users/masters/{master_b}", MANAGEMENT,
+         lambda ids: {"notes": "обновлено"}),
+    case("master delete", "DELETE", "/api/users/masters/{master_free}", ADMIN),
+    case("employees list", "GET", "/api/users/employees/", MANAGEMENT),
+    case("employee", "GET", "/api/users/employees/{employee}", MANAGEMENT),
+    case("employee create", "POST", "/api/users/employees/", MANAGEMENT,
+         lambda ids: {"name": "Сотрудник", "role_id": ids["role_callcentr"], "login": "emp_new",
+                      "password": "secret123", "status": "active", "city_id": ids["city_a"], "notes": ""}),
+    case("employee update", "PUT", "/api/users/employees/{employee}", MANAGEMENT, lambda ids: {"notes": "x"}),
+    case("employee delete", "DELETE", "/api/users/employees/{employee}", ADMIN),
+    case("administrators list", "GET", "/api/users/administrators/", ADMIN),
+    case("administrator", "GET", "/api/users/administrators/{other_admin}", ADMIN),
+    case("administrator create", "POST", "/api/users/administrators/", ADMIN,
+         lambda ids: {"name": "Админ", "login": "adm_new", "password": "secret1234"}),
+    case("administrator update", "PUT", "/api/users/administrators/{other_admin}", ADMIN,
+         lambda ids: {"notes": "x"}),
+    case("administrator delete", "DELETE", "/api/users/administrators/{other_admin}", ADMIN),
+    # directories: everyone reads, management writes, admin deletes
+    *[case(f"{name} list", "GET", path, ALL) for name, path in [
+        ("cities", "/api/cities"), ("cities (users path)", "/api/users/cities/"),
+        ("cities (transactions path)", "/api/transactions/cities/"), ("roles", "/api/roles"),
+        ("roles (users path)", "/api/users/roles/"), ("request types", "/api/request-types"),
+        ("request types (requests path)", "/api/requests/request-types/"), ("directions", "/api/directions"),
+        ("directions (requests path)", "/api/requests/directions/"), ("transaction types", "/api/transaction-types"),
+        ("transaction types (transactions path)", "/api/transactions/transaction-types/"),
+        ("campaigns", "/api/advertising-campaigns"),
+        ("campaigns (requests path)", "/api/requests/advertising-campaigns/"),
+    ]],
+    case("city read", "GET", "/api/cities/{city_a}", ALL),
+    case("city create", "POST", "/api/cities", MANAGEMENT, lambda ids: {"name": "Новгород"}),
+    case("city update", "PUT", "/api/cities/{spare_city}", MANAGEMENT, lambda ids: {"name": "Псков"}),
+    case("city delete", "DELETE", "/api/cities/{spare_city}", ADMIN),
+    case("role read", "GET", "/api/roles/{spare_role}", ALL),
+    case("role create", "POST", "/api/roles", MANAGEMENT, lambda ids: {"name": "практикант"}),
+    case("role update", "PUT", "/api/roles/{spare_role}", MANAGEMENT, lambda ids: {"name": "ученик"}),
+    case("role delete", "DELETE", "/api/roles/{spare_role}", ADMIN),
+    case("request type read", "GET", "/api/request-types/{spare_request_type}", ALL),
+    case("request type update", "PUT", "/api/request-types/{spare_request_type}", MANAGEMENT,
+         lambda ids: {"name": "Гарантийный"}),
+    case("request type delete", "DELETE", "/api/request-types/{spare_request_type}", ADMIN),
+    case("transaction type read", "GET", "/api/transaction-types/{spare_transaction_type}", ALL),
+    case("transaction type update", "PUT", "/api/transaction-types/{spare_transaction_type}", MANAGEMENT,
+         lambda ids: {"name": "Аренда офиса"}),
+    case("transaction type delete", "DELETE", "/api/transaction-types/{spare_transaction_type}", ADMIN),
+    case("direction read", "GET", "/api/directions/{direction}", ALL),
+    case("direction create", "POST", "/api/directions", MANAGEMENT, lambda ids: {"name": "Окна"}),
+    case("direction update", "PUT", "/api/directions/{direction}", MANAGEMENT, lambda ids: {"name": "Двери"}),
+    case("direction delete", "DELETE", "/api/directions/{direction}", ADMIN),
+    case("request type create", "POST", "/api/request-types", MANAGEMENT, lambda ids: {"name": "Выезд"}),
+    case("transaction type create", "POST", "/api/transaction-types", MANAGEMENT, lambda ids: {"name": "Налоги"}),
+    case("campaign read", "GET", "/api/requests/advertising-campaigns/{campaign_a}/", ALL),
+    case("campaign create", "POST", "/api/requests/advertising-campaigns/", MANAGEMENT,
+         lambda ids: {"city_id": ids["city_a"], "name": "Яндекс", "phone_number": "+7 (900) 000-00-09"}),
+    case("campaign update", "PUT", "/api/requests/advertising-campaigns/{campaign_a}/", MANAGEMENT,
+         lambda ids: {"name": "Авито А2"}),
+    case("campaign delete", "DELETE", "/api/advertising-campaigns/{campaign_a}", MANAGEMENT),
+    case("campaign read (short path)", "GET", "/api/advertising-campaigns/{campaign_a}", ALL),
+    case("campaign create (short path)", "POST", "/api/advertising-campaigns", MANAGEMENT,
+         lambda ids: {"city_id": ids["city_a"], "name": "2ГИС", "phone_number": "+7 (900) 000-00-08"}),
+    case("campaign update (short path)", "PUT", "/api/advertising-campaigns/{campaign_a}", MANAGEMENT,
+         lambda ids: {"is_active": False}),
+    case("campaign delete (SPA path)", "DELETE", "/api/requests/advertising-campaigns/{campaign_a}/", MANAGEMENT),
+    # reports
+    *[case(f"report {name}", "GET", f"/api/reports/{name}{REPORT_QUERY}", OFFICE)
+      for name in ("dashboard", "cities", "masters", "advertising", "cash")],
+    case("report callcenter", "GET", f"/api/reports/callcenter{REPORT_QUERY}", OFFICE | {"callcentr"}),
+    *[case(f"report {name} other city", "GET", f"/api/reports/{name}{REPORT_QUERY}&city_id={{city_b}}",
+           MANAGEMENT)
+      for name in ("dashboard", "cities", "masters", "advertising", "cash")],
+    case("report callcenter other city", "GET", f"/api/reports/callcenter{REPORT_QUERY}&city_id={{city_b}}",
+         MANAGEMENT | {"callcentr"}),
+    # jobs
+    case("job of another user", "GET", "/api/jobs/{job}", MANAGEMENT),
+]
+
+# Routes checked elsewhere: public ones and those whose effect leaves the test transaction.
+NOT_IN_MATRIX = {
+    ("POST", "/api/auth/login"), ("POST", "/api/auth/logout"), ("GET", "/api/health"),
+    ("GET", "/api/health/ready"), ("POST", "/api/jobs/ping"),
+}
+
+
+def _token_for(app, user: User) -> str:
+    with app.app_context():
+        return issue_token(user)
+
+
+def _call(client, method, path, token, body=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return client.open(path, method=method, json=body, headers=headers)
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("spec", CASES, ids=lambda c: c.name)
+def test_matrix(app, client, world, spec, role):
+    ids = world.ids()
+    body = spec.body(ids) if spec.body else None
+    path = spec.path.format(**ids)
+    response = _call(client, spec.method, path, _token_for(app, world.users[role]), body)
+    if role in spec.allowed:
+        assert 200 <= response.status_code < 300, (role, spec.name, response.status_code, response.json)
+    else:
+        assert response.status_code in (403, 404), (role, spec.name, response.status_code, response.json)
+        assert response.json["detail"]
+
+
+@pytest.mark.parametrize("spec", CASES, ids=lambda c: c.name)
+def test_anonymous_is_refused(client, world, spec):
+    body = spec.body(world.ids()) if spec.body else None
+    response = _call(client, spec.method, spec.path.format(**world.ids()), None, body)
+    assert response.status_code == 401, (spec.name, response.status_code)
+
+
+def test_every_route_is_in_the_matrix(app):
+    covered = {(c.method, re.sub(r"\{[^}]+\}", "<id>", c.path.split("?")[0]).rstrip("/")) for c in CASES}
+    missing = []
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/") or rule.rule.startswith(("/api/docs", "/api/openapi")):
+            continue
+        path = re.sub(r"<[^>]+>", "<id>", rule.rule).rstrip("/")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            if (method, rule.rule) in NOT_IN_MATRIX or (method, path) in covered or method == "PATCH":
+                continue
+            missing.append(f"{method} {rule.rule}")
+    assert missing == []
+
+
+def test_scoped_lists_hold_only_what_the_role_may_see(app, client, world):
+    def ids_seen(role, path):
+        response = _call(client, "GET", path, _token_for(app, world.users[role]))
+        assert response.status_code == 200
+        return {row["id"] for row in response.json}
+
+    everything = {world.req_own, world.req_same_city_other_master, world.req_b}
+    assert ids_seen("master", "/api/requests/") == {world.req_own}
+    assert ids_seen("director", "/api/requests/") == {world.req_own, world.req_same_city_other_master}
+    for role in ("admin", "manager", "callcentr", "avitolog"):
+        assert ids_seen(role, "/api/requests/") >= everything
+    assert ids_seen("director", "/api/transactions/") == {world.tx_a}
+    assert ids_seen("master", "/api/users/masters/") == {world.users["master"].id}
+    directors_masters = ids_seen("director", "/api/users/masters/")
+    assert world.master_b.id not in directors_masters and world.users["master"].id in directors_masters
