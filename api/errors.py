@@ -73,6 +73,18 @@ def _flatten_messages(messages: Any) -> dict[str, Any]:
     return flat
 
 
+def _first_problem(errors: dict[str, Any]) -> str | None:
+    """The SPA shows only `detail`: name the first problem in it."""
+    for field, messages in errors.items():
+        while isinstance(messages, dict) and messages:
+            field, messages = next(iter(messages.items()))
+        message = messages[0] if isinstance(messages, list) and messages else messages
+        if isinstance(message, str):
+            where = "" if field.startswith("_") else f" ({field})"
+            return f"Ошибка в данных запроса: {message}{where}"
+    return None
+
+
 def http_error_response(error: HTTPException):
     status = error.code or 500
     if isinstance(error, ApiError):
@@ -82,6 +94,7 @@ def http_error_response(error: HTTPException):
     detail = None
     if status in (400, 422) and "messages" in data:
         errors = _flatten_messages(data["messages"])
+        detail = _first_problem(errors)
         if status == 400:
             detail = "Некорректное тело запроса: ожидается JSON"
             errors = {"_body": ["Тело запроса должно быть корректным JSON"]}

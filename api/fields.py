@@ -25,7 +25,9 @@ def _check_storable(text: str) -> None:
 def _russian_messages() -> None:
     """marshmallow's built-in messages, in the language the SPA shows."""
     fields.Field.default_error_messages.update({
-        "required": "Обязательное поле", "null": "Поле не может быть пустым", "validator_failed": "Недопустимое значение",
+        "required": "Обязательное поле",
+        "null": "Поле не может быть пустым",
+        "validator_failed": "Недопустимое значение",
     })
     for field, messages in (
         (fields.String, {"invalid": "Ожидается строка", "invalid_utf8": "Некорректная строка"}),
@@ -80,6 +82,10 @@ class OptionalId(fields.Integer):
         if result is not None and not 0 < result <= 2_147_483_647:
             raise ValidationError("Идентификатор должен быть положительным числом")
         return result
+
+    def _validate(self, value):
+        if value is not None:  # 0 and '' became None: "not chosen" needs no further check
+            super()._validate(value)
 
 
 class Money(fields.Field):
