@@ -6,6 +6,7 @@ the hottest path of the API.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from typing import Any, Callable, Iterator
@@ -13,9 +14,11 @@ from typing import Any, Callable, Iterator
 import orjson
 from flask import Response, stream_with_context
 from marshmallow import Schema, fields, validate
+from redis.exceptions import RedisError
 from sqlalchemy import Select, func, select
 
 from models.db import Session
+from models.kv import get_redis, key
 
 STREAM_BATCH = 2000
 MAX_PAGE_SIZE = 1000
@@ -49,13 +52,41 @@ def _stream(stmt: Select, serialize: Callable[[Any], dict]) -> Iterator[bytes]:
     Session.rollback()  # end the read transaction; the cursor is done
 
 
-def list_response(stmt: Select, serialize: Callable[[Any], dict], args: dict) -> Response:
-    """Stream every row of `stmt`, or one page of it with an X-Pagination header."""
+COUNT_TTL_SECONDS = 10
+
+
+def cached_count(count_stmt: Select) -> int:
+    """The total for X-Pagination, kept in Redis for a few seconds: paging through a large filtered
+    list must not count its rows again for every page. The total may lag by COUNT_TTL_SECONDS."""
+    compiled = count_stmt.compile()
+    digest = hashlib.sha1(f"{compiled}|{sorted(compiled.params.items(), key=str)}".encode()).hexdigest()
+    cache_key = key("count", digest)
+    try:
+        cached = get_redis().get(cache_key)
+        if cached is not None:
+            return int(cached)
+    except RedisError:
+        return Session.scalar(count_stmt)
+    total = Session.scalar(count_stmt)
+    try:
+        get_redis().set(cache_key, total, ex=COUNT_TTL_SECONDS)
+    except RedisError:
+        pass
+    return total
+
+
+def list_response(stmt: Select, serialize: Callable[[Any], dict], args: dict,
+                  count_stmt: Select | None = None) -> Response:
+    """Stream every row of `stmt`, or one page of it with an X-Pagination header.
+
+    `count_stmt` counts the rows cheaper than wrapping `stmt` (e.g. without its joins)."""
     page, page_size = args.get("page"), args.get("page_size")
     if page is None and page_size is None:
         return Response(stream_with_context(_stream(stmt, serialize)), mimetype="application/json")
     page, page_size = page or 1, page_size or 100
-    total = Session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
+    if count_stmt is None:
+        count_stmt = select(func.count()).select_from(stmt.order_by(None).subquery())
+    total = cached_count(count_stmt)
     rows = Session.execute(stmt.limit(page_size).offset((page - 1) * page_size)).all()
     pages = max(1, math.ceil(total / page_size))
     pagination = {
