@@ -53,6 +53,9 @@ class Request(Base):
         Index("ix_requests_created_at", text("created_at DESC"), text("id DESC")),
         Index("ix_requests_city_id_status_created_at", "city_id", "status", text("created_at DESC"), text("id DESC")),
         Index("ix_requests_master_id_status", "master_id", "status"),
+        # A city's or a master's list, newest first, without walking other cities' rows.
+        Index("ix_requests_city_id_created_at", "city_id", text("created_at DESC"), text("id DESC")),
+        Index("ix_requests_master_id_created_at", "master_id", text("created_at DESC"), text("id DESC")),
         Index("ix_requests_client_phone_created_at", "client_phone", text("created_at DESC")),
     )
 
