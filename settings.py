@@ -114,6 +114,8 @@ class Settings:
     MAX_RECORDING_UPLOAD_MB: int = setting(50)
     FILES_RETENTION_DAYS: int = setting(30)
     X_ACCEL_REDIRECT_PREFIX: str = setting(None, doc="serve files through nginx X-Accel-Redirect")
+    FILES_QUARANTINE_MAX_HOURS: int = setting(24, doc="uploads not validated within this are dropped")
+    FILES_TEST_FAULT: str = setting(None, doc="APP_ENV=test only: '<point>:<seconds>' pauses files.validate")
 
     # Mango Office
     MANGO_API_KEY: str = setting(None, secret=True)
@@ -124,6 +126,7 @@ class Settings:
     MANGO_MISSED_CREATES_REQUEST: bool = setting(True)
     MANGO_MAX_BODY_KB: int = setting(256)
     MANGO_SWEEP_AFTER_SECONDS: int = setting(60)
+    MANGO_CLOSE_WITHOUT_SUMMARY_MIN: int = setting(10, doc="close a call whose summary never came after this")
 
     # IMAP
     IMAP_HOST: str = setting(None, aliases=("RAMBLER_IMAP_HOST",))

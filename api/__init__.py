@@ -116,6 +116,14 @@ def register_blueprints(app: Flask) -> None:
         api.register_blueprint(blp)
     for blp in (directories_blp, transactions_blp):
         api.register_blueprint(blp)
+    from api.files.routes import blp as files_blp
+
+    api.register_blueprint(files_blp)
+    from api.telephony.routes import blp as calls_blp
+    from api.telephony.webhook import blp as mango_webhook_blp
+
+    for blp in (mango_webhook_blp, calls_blp):
+        api.register_blueprint(blp)
 
 
 def register_errors(app: Flask) -> None:

@@ -16,6 +16,24 @@ SCHEDULE = {
         # A heartbeat that waited longer than its interval is worthless: drop it.
         "options": {"queue": "light", "expires": float(settings.BEAT_HEARTBEAT_SECONDS)},
     },
+    "files-sweep": {
+        "task": "files.sweep",
+        # Uploads still pending 10 minutes after upload are queued again (their message was lost).
+        "schedule": 300.0,
+        "options": {"queue": "heavy", "expires": 300.0},
+    },
+    "files-cleanup": {
+        "task": "files.cleanup",
+        # Quarantine leftovers, expired uploads, files of deleted owners after FILES_RETENTION_DAYS.
+        "schedule": 3600.0,
+        "options": {"queue": "heavy", "expires": 3600.0},
+    },
+    "mango-sweep-inbox": {
+        "task": "telephony.sweep_inbox",
+        # Rows pending longer than MANGO_SWEEP_AFTER_SECONDS are queued again; a lost sweep is harmless.
+        "schedule": 30.0,
+        "options": {"queue": "light", "expires": 30.0},
+    },
 }
 
 

@@ -98,8 +98,10 @@ def make_celery() -> Celery:
 celery_app = make_celery()
 
 # Task modules register themselves on import.
+import tasks.files  # noqa: E402,F401
 import tasks.jobs  # noqa: E402,F401
 import tasks.maintenance  # noqa: E402,F401
+import tasks.telephony  # noqa: E402,F401
 
 
 @worker_process_init.connect

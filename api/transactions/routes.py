@@ -29,6 +29,7 @@ from api.transactions.schemas import (
 from models.crm import Transaction
 from models.db import Session
 from models.enums import DIRECTOR, MANAGER
+from models.files import File
 from models.lookups import City, TransactionType
 from models.scoping import city_condition, transactions_visible_to
 from models.timez import today_local
@@ -41,6 +42,17 @@ NOT_FOUND = "Операция не найдена"
 
 # ---- reading ------------------------------------------------------------------------------------
 
+def _current_file_path():
+    """The media path of the operation's current document (its newest validated file)."""
+    return (
+        select(File.storage_path)
+        .where(File.transaction_id == Transaction.id, File.kind == "transaction", File.status == "ready")
+        .order_by(File.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
 def _select():
     return (
         select(
@@ -48,6 +60,7 @@ def _select():
             Transaction.transaction_type_id, TransactionType.name.label("type_name"), Transaction.notes,
             Transaction.specified_date, Transaction.payment_reason, Transaction.request_id,
             Transaction.created_at, Transaction.updated_at, Transaction.created_by_id,
+            _current_file_path().label("file_path"),
         )
         .join(City, City.id == Transaction.city_id)
         .join(TransactionType, TransactionType.id == Transaction.transaction_type_id)
@@ -60,7 +73,7 @@ def _row(row) -> dict[str, Any]:
     The hottest function of the cash book (the complete list is serialised row by row): the row is
     unpacked once, and dates and timestamps are left to orjson (RFC 3339, as stored)."""
     (id_, amount, city_id, city_name, type_id, type_name, notes, specified_date, payment_reason, request_id,
-     created_at, updated_at, created_by_id) = row
+     created_at, updated_at, created_by_id, file_path) = row
     kind = {"id": type_id, "name": type_name}
     return {
         "id": id_,
@@ -76,7 +89,7 @@ def _row(row) -> dict[str, Any]:
         "specified_date": specified_date,
         "payment_reason": payment_reason,
         "request_id": request_id,
-        "file_path": None,
+        "file_path": file_path,
         "expense_receipt_path": None,
         "created_at": created_at,
         "updated_at": updated_at,

@@ -1,0 +1,1 @@
+"""Mango Office telephony: the webhook receiver, calls and the inbox."""

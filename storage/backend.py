@@ -1,0 +1,296 @@
+"""Where the bytes live. One interface; local disk is the implementation in use.
+
+Layout: uploads are written to the quarantine (QUARANTINE_ROOT) under a random token and stay
+there until a worker has validated them; a good file is then promoted into the media layout
+(MEDIA_ROOT/zayvka/bso/<token>.<ext>, ...). The token is random (128 bits) and chosen once, at
+upload, so a redelivered validation promotes to the same name: promotion is idempotent.
+
+An S3-compatible backend would implement the same methods (quarantine as a key prefix that the
+worker downloads into a temporary file in `local_quarantine_file`, promotion as a server-side copy,
+serving as a short-lived presigned URL instead of X-Accel-Redirect).
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import stat
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Iterator
+
+from storage.paths import BadPath, PathNotFound, check_relative_path
+from storage.rejections import Rejected
+
+TOKEN_BYTES = 16
+PARTIAL_SUFFIX = ".part"
+
+
+class UploadTooLarge(Exception):
+    """More bytes arrived than the kind allows."""
+
+
+def new_token() -> str:
+    return secrets.token_hex(TOKEN_BYTES)
+
+
+def is_token(value: str) -> bool:
+    return len(value) == TOKEN_BYTES * 2 and all(ch in "0123456789abcdef" for ch in value)
+
+
+class QuarantineWriter(ABC):
+    token: str
+    size: int
+
+    @abstractmethod
+    def write(self, data: bytes) -> None: ...
+
+    @abstractmethod
+    def commit(self) -> None:
+        """Every byte is durable: the upload may be acknowledged."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Forget the partial upload."""
+
+
+class Storage(ABC):
+    # quarantine
+    @abstractmethod
+    def quarantine_writer(self, max_bytes: int) -> QuarantineWriter: ...
+
+    @abstractmethod
+    def local_quarantine_file(self, token: str) -> contextlib.AbstractContextManager[Path]:
+        """A local path to the quarantined bytes for the validator (FileNotFoundError when gone)."""
+
+    @abstractmethod
+    def delete_quarantined(self, token: str) -> None: ...
+
+    @abstractmethod
+    def quarantine_entries(self) -> Iterator[tuple[str, float, bool]]:
+        """(token, modification time, finished?) of everything in the quarantine."""
+
+    # media
+    @abstractmethod
+    def promote(self, token: str, relative_path: str) -> None:
+        """Copy the quarantined bytes to their media path, atomically; repeating it is harmless."""
+
+    @abstractmethod
+    def delete_media(self, relative_path: str) -> None: ...
+
+    @abstractmethod
+    def media_exists(self, relative_path: str) -> bool: ...
+
+
+class LocalQuarantineWriter(QuarantineWriter):
+    def __init__(self, root: Path, max_bytes: int):
+        self.root = root
+        self.max_bytes = max_bytes
+        self.size = 0
+        root.mkdir(parents=True, exist_ok=True)
+        while True:
+            self.token = new_token()
+            self.partial = root / (self.token + PARTIAL_SUFFIX)
+            try:
+                fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            except FileExistsError:  # pragma: no cover - 128 random bits
+                continue
+            break
+        self.file = os.fdopen(fd, "wb", buffering=256 * 1024)
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.max_bytes:
+            raise UploadTooLarge()
+        self.file.write(data)
+
+    def commit(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        self.closed = True
+        os.rename(self.partial, self.root / self.token)
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.file.close()
+            self.closed = True
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.partial)
+
+
+class LocalStorage(Storage):
+    def __init__(self, media_root: str | os.PathLike, quarantine_root: str | os.PathLike,
+                 accel_prefix: str | None = None):
+        self.media_root = Path(media_root).absolute()
+        self.quarantine_root = Path(quarantine_root).absolute()
+        # nginx serves media itself when set (X-Accel-Redirect to this internal location).
+        self.accel_prefix = accel_prefix or None
+
+    # ---- quarantine ---------------------------------------------------------------------------------
+
+    def quarantine_writer(self, max_bytes: int) -> LocalQuarantineWriter:
+        return LocalQuarantineWriter(self.quarantine_root, max_bytes)
+
+    def quarantine_path(self, token: str) -> Path:
+        if not is_token(token):
+            raise Rejected("missing")
+        return self.quarantine_root / token
+
+    @contextlib.contextmanager
+    def local_quarantine_file(self, token: str) -> Iterator[Path]:
+        path = self.quarantine_path(token)
+        if not path.is_file() or path.is_symlink():
+            raise FileNotFoundError(errno.ENOENT, "quarantined file is gone", str(path))
+        yield path
+
+    def delete_quarantined(self, token: str) -> None:
+        if not is_token(token):
+            return
+        for name in (token, token + PARTIAL_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.quarantine_root / name)
+
+    def quarantine_entries(self) -> Iterator[tuple[str, float, bool]]:
+        try:
+            entries = list(os.scandir(self.quarantine_root))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            name = entry.name
+            finished = not name.endswith(PARTIAL_SUFFIX)
+            token = name if finished else name[: -len(PARTIAL_SUFFIX)]
+            if not is_token(token):
+                continue
+            try:
+                mtime = entry.stat(follow_symlinks=False).st_mtime
+            except FileNotFoundError:
+                continue
+            yield token, mtime, finished
+
+    # ---- media --------------------------------------------------------------------------------------
+
+    def media_path(self, relative_path: str) -> Path:
+        """The absolute path of a media file, refusing anything outside the layout (BadPath)."""
+        check_relative_path(relative_path)
+        return self.media_root / relative_path
+
+    def promote(self, token: str, relative_path: str) -> None:
+        source = self.quarantine_path(token)
+        target = self.media_path(relative_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            try:
+                # One filesystem (the deployment puts both roots on one volume): no byte is copied.
+                os.link(source, temporary, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    raise FileNotFoundError(errno.ENOENT, "quarantined file is gone", str(source)) from exc
+                shutil.copyfile(source, temporary, follow_symlinks=False)
+                with open(temporary, "rb") as copied:
+                    os.fsync(copied.fileno())
+            os.replace(temporary, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+        _fsync_directory(target.parent)
+
+    def delete_media(self, relative_path: str) -> None:
+        try:
+            path = self.media_path(relative_path)
+        except BadPath:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+    def media_exists(self, relative_path: str) -> bool:
+        try:
+            self.open_media(relative_path, stat_only=True)
+        except (BadPath, PathNotFound):
+            return False
+        return True
+
+    def stale_temporaries(self, older_than: float) -> Iterator[Path]:
+        """Half-written promotions a crashed worker left behind."""
+        from storage.kinds import MEDIA_DIRECTORIES
+
+        for directory in MEDIA_DIRECTORIES:
+            try:
+                entries = list(os.scandir(self.media_root / directory))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                    with contextlib.suppress(FileNotFoundError):
+                        if entry.stat(follow_symlinks=False).st_mtime < older_than:
+                            yield Path(entry.path)
+
+    def open_media(self, relative_path: str, *, stat_only: bool = False):
+        """Open a media file for reading without following any symlink on the way.
+
+        Every component below MEDIA_ROOT is checked with lstat (a symlinked folder or file is
+        refused: BadPath), the file is opened with O_NOFOLLOW and checked to be a regular file
+        still inside the root. Returns an open binary file (or None with stat_only)."""
+        check_relative_path(relative_path)
+        root = os.path.realpath(self.media_root)
+        current = root
+        for part in relative_path.split("/"):
+            current = os.path.join(current, part)
+            try:
+                mode = os.lstat(current).st_mode
+            except FileNotFoundError:
+                raise PathNotFound(relative_path) from None
+            except NotADirectoryError:
+                raise PathNotFound(relative_path) from None
+            if stat.S_ISLNK(mode):
+                raise BadPath("symlink")
+        if os.path.commonpath([os.path.realpath(current), root]) != root:
+            raise BadPath("outside the media root")
+        try:
+            fd = os.open(current, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise PathNotFound(relative_path) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise BadPath("symlink") from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise PathNotFound(relative_path)
+        if stat_only:
+            os.close(fd)
+            return None
+        return os.fdopen(fd, "rb")
+
+
+def _fsync_directory(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+_storage: Storage | None = None
+
+
+def get_storage() -> LocalStorage:
+    global _storage
+    if _storage is None:
+        from settings import settings
+
+        _storage = LocalStorage(settings.MEDIA_ROOT, settings.QUARANTINE_ROOT, settings.X_ACCEL_REDIRECT_PREFIX)
+    return _storage  # type: ignore[return-value]
+
+
+def configure(storage: Storage | None) -> Storage | None:
+    """Use another storage (tests use temporary folders); None goes back to the settings. Returns the
+    previous one."""
+    global _storage
+    previous, _storage = _storage, storage
+    return previous

@@ -1,0 +1,201 @@
+"""Recordings announced by events/record/added, downloaded through a local server speaking the Mango API."""
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import pytest
+from sqlalchemy import select
+
+from models import Call, MangoEvent, Recording, Request
+from tests.conftest import wait_for
+from tests.telephony_support import (
+    KEY,
+    SALT,
+    form,
+    incoming_answered,
+    make_campaign,
+    overridden,
+    path_of,
+    record_added,
+)
+
+pytestmark = pytest.mark.worker
+
+AUDIO = b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(range(256)) * 40  # an MP3-looking body
+
+
+class MangoApi(ThreadingHTTPServer):
+    """POST /vpbx/queries/recording/post checks the signature and answers 302 to a one-time file URL."""
+
+    daemon_threads = True
+
+    def __init__(self, recordings: dict[str, bytes]):
+        super().__init__(("127.0.0.1", 0), MangoHandler)
+        self.recordings = recordings
+        self.links: dict[str, str] = {}
+        self.log: list[tuple[str, str, int]] = []
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/vpbx/"
+
+
+class MangoHandler(BaseHTTPRequestHandler):
+    server: MangoApi
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _answer(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        fields = {k: v[0] for k, v in parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode()).items()}
+        raw = fields.get("json", "")
+        expected = hashlib.sha256((KEY + raw + SALT).encode()).hexdigest()
+        if self.path != "/vpbx/queries/recording/post":
+            status = 404
+        elif fields.get("vpbx_api_key") != KEY or fields.get("sign") != expected:
+            status = 401
+        else:
+            request = json.loads(raw)
+            status = 302 if request.get("action") == "download" and request["recording_id"] in self.server.recordings \
+                else 404
+        self.server.log.append(("POST", self.path, status))
+        if status == 302:
+            token = secrets.token_urlsafe(12)
+            self.server.links[token] = request["recording_id"]
+            self._answer(302, headers={"Location": f"/files/{token}"})
+        else:
+            self._answer(status, json.dumps({"result": 3320}).encode(), {"Content-Type": "application/json"})
+
+    def do_GET(self) -> None:
+        token = self.path.rsplit("/", 1)[-1]
+        recording_id = self.server.links.pop(token, None)  # one-time link
+        status = 200 if recording_id is not None else 404
+        self.server.log.append(("GET", "/files/<token>", status))
+        if status == 200:
+            self._answer(200, self.server.recordings[recording_id], {"Content-Type": "audio/mpeg"})
+        else:
+            self._answer(404)
+
+
+@pytest.fixture()
+def mango_api():
+    server = MangoApi({"MToxMDIzNDU2Nzo0NDE4MjAzOTU3OjA=": AUDIO, "second-recording": AUDIO[::-1]})
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture()
+def configured(mango_api, tmp_path):
+    with overridden(MANGO_API_KEY=KEY, MANGO_API_SALT=SALT, MANGO_API_URL=mango_api.base_url,
+                    MEDIA_ROOT=str(tmp_path / "media")):
+        yield tmp_path / "media"
+
+
+def deliver(client, deliveries) -> None:
+    for event_type, payload in deliveries:
+        assert client.post(path_of(event_type), data=form(payload)).status_code == 200
+
+
+def stored_recordings(session) -> list[Recording]:
+    session.expire_all()
+    rows = session.scalars(select(Recording).order_by(Recording.id)).all()
+    session.rollback()
+    return rows
+
+
+def test_recording_is_downloaded_and_linked_to_call_and_request(app, committed, celery_worker_thread, configured,
+                                                                mango_api):
+    make_campaign(committed)
+    client = app.test_client()
+    entry = "rec-after-summary"
+    deliver(client, incoming_answered(entry, t0=int(time.time()) - 300))
+    deliver(client, [record_added(entry, "MToxMDIzNDU2Nzo0NDE4MjAzOTU3OjA=")])
+    [recording] = wait_for(lambda: stored_recordings(committed), timeout=60)
+
+    call = committed.scalars(select(Call).where(Call.entry_id == entry)).one()
+    request = committed.scalars(select(Request)).one()
+    assert (recording.source, recording.mango_recording_id) == ("mango", "MToxMDIzNDU2Nzo0NDE4MjAzOTU3OjA=")
+    assert (recording.call_id, recording.request_id, recording.match_status) == (call.id, request.id, "matched")
+    assert (recording.size_bytes, recording.sha256) == (len(AUDIO), hashlib.sha256(AUDIO).hexdigest())
+    assert recording.mime_type == "audio/mpeg"
+    assert (recording.from_phone, recording.to_phone) == (call.client_phone, call.line_number)
+    assert recording.storage_path.startswith("zayvka/zapis/") and recording.storage_path.endswith(".mp3")
+    assert Path(configured, recording.storage_path).read_bytes() == AUDIO
+    assert not list(Path(configured, "zayvka", "zapis").glob(".*"))  # no partial file left
+    assert mango_api.log == [("POST", "/vpbx/queries/recording/post", 302), ("GET", "/files/<token>", 200)]
+    statuses = set(committed.scalars(select(MangoEvent.status)).all())
+    assert statuses == {"processed"}
+
+    # The same announcement again (a repeated or replayed delivery) downloads nothing.
+    from tasks.telephony import download_mango
+
+    event_id = committed.scalar(select(MangoEvent.id).where(MangoEvent.event_type == "record/added"))
+    assert download_mango.run(event_id) == "already stored"
+    assert len(mango_api.log) == 2
+
+
+def test_recording_announced_before_the_call_joins_its_request_later(app, committed, celery_worker_thread,
+                                                                     configured, mango_api):
+    make_campaign(committed)
+    client = app.test_client()
+    entry = "rec-before-call"
+    deliver(client, [record_added(entry, "second-recording")])
+    [recording] = wait_for(lambda: stored_recordings(committed), timeout=60)
+    assert recording.call_id is not None and recording.request_id is None
+    assert recording.match_status == "unmatched"
+
+    deliver(client, incoming_answered(entry, t0=int(time.time()) - 300))
+    wait_for(lambda: stored_recordings(committed)[0].request_id is not None, timeout=60)
+    request = committed.scalars(select(Request)).one()
+    [recording] = stored_recordings(committed)
+    assert (recording.request_id, recording.match_status) == (request.id, "matched")
+    assert Path(configured, recording.storage_path).read_bytes() == AUDIO[::-1]
+
+
+def test_without_api_key_nothing_is_downloaded(app, committed, celery_worker_thread, mango_api, tmp_path):
+    with overridden(MANGO_API_KEY=None, MANGO_API_SALT=None, MANGO_API_URL=mango_api.base_url):
+        _, payload = record_added("rec-unconfigured", "MToxMDIzNDU2Nzo0NDE4MjAzOTU3OjA=")
+        response = app.test_client().post(path_of("record/added"), data={"json": json.dumps(payload)})
+        assert response.status_code == 200
+
+        def processed():
+            committed.expire_all()
+            status = committed.scalar(select(MangoEvent.status))
+            committed.rollback()
+            return status == "processed"
+
+        wait_for(processed, timeout=30)
+    assert stored_recordings(committed) == [] and mango_api.log == []
+
+
+def test_mango_api_answers_are_classified(configured, mango_api):
+    from tasks.telephony import MangoApiError, _open_recording
+
+    with pytest.raises(MangoApiError) as missing:
+        _open_recording("not-there-yet")
+    assert missing.value.retry is True  # lags after record/added: try again later
+    with overridden(MANGO_API_SALT="wrong-salt"):
+        with pytest.raises(MangoApiError) as refused:
+            _open_recording("second-recording")
+    assert refused.value.retry is True and "401" in str(refused.value)  # Mango's 2-minute lock
+    response = _open_recording("second-recording")
+    assert response.status_code == 200 and response.content == AUDIO[::-1]
+    assert [entry[2] for entry in mango_api.log] == [404, 401, 302, 200]

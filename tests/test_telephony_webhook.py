@@ -1,0 +1,353 @@
+"""The Mango webhook receiver: who may post, what is stored, what is answered."""
+from __future__ import annotations
+
+import types
+
+import pytest
+from sqlalchemy import select
+
+from api.telephony.webhook import allowed_networks
+from models import MangoEvent
+from models import telephony_rules as rules
+from tests.conftest import create_user, login
+from tests.telephony_support import KEY, compact, form, incoming_answered, overridden, path_of, sign, signing
+
+SPA = {"Origin": "http://spa.test"}
+MANGO_IP = "81.88.80.132"
+
+
+@pytest.fixture()
+def signed():
+    with signing():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def queued(monkeypatch) -> list[int]:
+    """Nothing reaches the broker from these tests: their rows live in a rolled-back transaction, and a
+    worker thread of the test session must not pick their messages up."""
+    from api.telephony import webhook
+
+    ids: list[int] = []
+    monkeypatch.setattr(webhook.publisher, "publish", lambda event_id: ids.append(event_id) or True)
+    return ids
+
+
+def stored(db) -> list[MangoEvent]:
+    db.expire_all()
+    return db.scalars(select(MangoEvent).order_by(MangoEvent.id)).all()
+
+
+def post(client, event_type: str, payload, *, path: str | None = None, ip: str = MANGO_IP, **form_kwargs):
+    return client.post(path or path_of(event_type), data=form(payload, **form_kwargs),
+                       environ_base={"REMOTE_ADDR": ip})
+
+
+@pytest.fixture()
+def delivery():
+    return incoming_answered("NDQxODIwMzk1NzoxMTg=")[3]  # the operator leg's Connected
+
+
+def test_signed_delivery_is_stored_pending_and_answered(client, db, signed, delivery, queued):
+    event_type, payload = delivery
+    response = post(client, event_type, payload)
+    assert response.status_code == 200
+    assert response.json["ok"] is True and response.json["event_id"]
+    [event] = stored(db)
+    assert queued == [event.id]
+    assert (event.event_type, event.status, event.entry_id) == ("call", "pending", payload["entry_id"])
+    assert event.payload == payload
+    assert event.raw_body is None and event.attempts == 0
+
+
+@pytest.mark.parametrize("tamper", ["sign", "key", "json", "missing_sign", "salt"])
+def test_forged_deliveries_are_refused_and_not_stored(client, db, signed, delivery, tamper):
+    event_type, payload = delivery
+    data = form(payload)
+    if tamper == "sign":
+        data["sign"] = "0" * 64
+    elif tamper == "key":
+        data = form(payload, key="another-vpbx-key")
+    elif tamper == "json":
+        data["json"] = data["json"].replace("79161234567", "79160000000")
+    elif tamper == "missing_sign":
+        del data["sign"]
+    elif tamper == "salt":
+        data = form(payload, salt="guessed-salt")
+    response = client.post(path_of(event_type), data=data, environ_base={"REMOTE_ADDR": MANGO_IP})
+    assert response.status_code == 403
+    assert response.json["code"] in ("mango_sign_invalid", "mango_key_invalid", "mango_sign_missing")
+    assert response.json["detail"]
+    assert stored(db) == []
+
+
+def test_signature_is_over_the_json_string_as_received(client, db, signed):
+    """Pretty-printed JSON with a '+' and '%' in it: hashed as sent, not re-serialised or decoded twice."""
+    raw = '{\n  "command_id": "sms+7f3a%91",\n  "timestamp": 1735897000,\n  "reason": 1000\n}'
+    response = client.post(path_of("sms"), data={"vpbx_api_key": KEY, "sign": sign(raw), "json": raw})
+    assert response.status_code == 200
+    [event] = stored(db)
+    assert event.payload["command_id"] == "sms+7f3a%91"
+
+
+def test_uppercase_signature_hex_is_accepted(client, db, signed, delivery):
+    data = form(delivery[1])
+    data["sign"] = data["sign"].upper()
+    assert client.post(path_of("call"), data=data).status_code == 200
+
+
+def test_unsigned_deliveries_are_accepted_when_no_key_is_configured(client, db, delivery):
+    with overridden(MANGO_API_KEY=None, MANGO_API_SALT=None):
+        response = client.post(path_of("call"), data={"json": compact(delivery[1])})
+    assert response.status_code == 200
+    assert len(stored(db)) == 1
+
+
+def test_disallowed_source_address_is_refused(client, db, delivery):
+    with overridden(MANGO_ALLOWED_IPS=["81.88.80.132", "81.88.82.0/24"]):
+        assert post(client, "call", delivery[1], ip="203.0.113.9").status_code == 403
+        # A client-sent X-Forwarded-For is not believed (no trusted proxy in front).
+        spoofed = client.post(path_of("call"), data=form(delivery[1]), headers={"X-Forwarded-For": MANGO_IP},
+                              environ_base={"REMOTE_ADDR": "203.0.113.9"})
+        assert spoofed.status_code == 403 and spoofed.json["code"] == "ip_forbidden"
+        assert stored(db) == []
+        assert post(client, "call", delivery[1], ip="81.88.82.45").status_code == 200  # inside the network
+        assert post(client, "call", {**delivery[1], "seq": 9}, ip="::ffff:81.88.80.132").status_code == 200
+    assert len(stored(db)) == 2
+
+
+def test_source_address_behind_a_trusted_proxy(db, delivery):
+    """With one trusted proxy the address it appended is the client; anything before it is ignored."""
+    from api import create_app
+
+    with overridden(TRUSTED_PROXIES=1, MANGO_ALLOWED_IPS=[MANGO_IP]):
+        client = create_app({"TESTING": True, "RATELIMIT_ENABLED": False}).test_client()
+        ok = client.post(path_of("call"), data=form(delivery[1]), headers={"X-Forwarded-For": MANGO_IP},
+                         environ_base={"REMOTE_ADDR": "10.0.0.2"})
+        forged = client.post(path_of("call"), data=form({**delivery[1], "seq": 7}),
+                             headers={"X-Forwarded-For": f"{MANGO_IP}, 198.51.100.7"},
+                             environ_base={"REMOTE_ADDR": "10.0.0.2"})
+    assert ok.status_code == 200
+    assert forged.status_code == 403
+    assert len(stored(db)) == 1
+
+
+def test_invalid_allow_list_entries_fail_closed(client, db, delivery):
+    with overridden(MANGO_ALLOWED_IPS=["not-an-address"]):
+        assert post(client, "call", delivery[1]).status_code == 403
+    assert allowed_networks(("not-an-address",)) == ()
+
+
+def test_repeated_delivery_is_stored_once(client, db, signed, delivery):
+    first = post(client, "call", delivery[1])
+    again = post(client, "call", delivery[1])
+    assert first.status_code == again.status_code == 200
+    assert again.json == {"ok": True, "duplicate": True}
+    assert len(stored(db)) == 1
+
+
+def test_every_delivery_of_a_call_gets_its_own_key(client, db, signed):
+    deliveries = incoming_answered("NDQxODIwMzk1NzoxMTg=")
+    for event_type, payload in deliveries:
+        assert post(client, event_type, payload).status_code == 200
+    keys = {event.dedupe_key for event in stored(db)}
+    assert len(keys) == len(deliveries)
+
+
+@pytest.mark.parametrize("raw, reason", [
+    ('{"entry_id": "abc", "call_id": ', "Некорректный JSON"),
+    ("[1, 2, 3]", "не является объектом"),
+    ('{"entry_id": "a\\u0000b"}', "NUL"),
+])
+def test_malformed_json_is_kept_as_failed_with_its_reason(client, db, signed, raw, reason):
+    response = client.post(path_of("call"), data={"vpbx_api_key": KEY, "sign": sign(raw), "json": raw})
+    assert response.status_code == 200
+    assert response.json["status"] == "failed"
+    [event] = stored(db)
+    assert event.status == "failed" and reason in event.last_error
+    assert event.raw_body == raw.replace("\x00", "\\u0000") and event.payload is None
+
+
+def test_connection_test_without_json_stores_nothing(client, db, signed):
+    for path in ("/api/webhook/mango/ping", "/api/webhook/mango/", "/api/webhook", "/api/webhook/mango/events/call"):
+        response = client.post(path, data={"vpbx_api_key": KEY})
+        assert response.status_code == 200, path
+        assert response.json == {"ok": True}
+    assert client.post("/api/webhook/mango/ping", data={"vpbx_api_key": "wrong"}).status_code == 403
+    assert stored(db) == []
+
+
+def test_body_larger_than_the_limit_is_refused(client, db, signed):
+    payload = {"entry_id": "x", "padding": "a" * 4096}
+    with overridden(MANGO_MAX_BODY_KB=2):
+        response = client.post(path_of("call"), data=form(payload))
+    assert response.status_code == 413
+    assert response.json["code"] == "payload_too_large"
+    assert stored(db) == []
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/api/webhook/mango/events/call", "call"),
+    ("/api/webhook/mango/events/summary/", "summary"),
+    ("/api/webhook/events/record/added", "record/added"),
+    ("/api/webhook/mangoevents/dtmf", "dtmf"),
+    ("/api/v1/mango/webhook/events/record/tagged", "record/tagged"),
+    ("/api/v2/mango/webhook/events/sms", "sms"),
+    ("/api/webhook/mango/result/callback", "result/callback"),
+    ("/api/webhook/mango/events/recognized/offline", "recognized/offline"),
+])
+def test_old_and_new_addresses_map_to_the_event_type(client, db, signed, path, expected):
+    payload = {"entry_id": "NDQxODIwMzk1NzoxMTg=", "timestamp": 1735896433, "seq": 1, "recording_id": "rec-1",
+               "command_id": "cmd-1", "reason": 1000, "result": 1000, "dtmf": "3", "call_id": "leg-1"}
+    assert client.post(path, data=form(payload)).status_code == 200
+    [event] = stored(db)
+    assert event.event_type == expected
+
+
+def test_bare_base_address_guesses_the_type_from_the_payload(client, db, signed):
+    _, call_payload = incoming_answered("e-guess")[0]
+    _, summary_payload = incoming_answered("e-guess")[-1]
+    for payload in (call_payload, summary_payload, {"something": "else"}):
+        assert client.post("/api/webhook/mango", data=form(payload)).status_code == 200
+    assert [e.event_type for e in stored(db)] == ["call", "summary", "unknown"]
+
+
+def test_odd_event_types_are_not_found(client, db, signed, delivery):
+    for bad in ("CALL%20x", "a" * 80, "call/..%2F..%2Fx", "call;drop", "%D0%B7%D0%B2%D0%BE%D0%BD%D0%BE%D0%BA"):
+        response = client.post(f"/api/webhook/mango/events/{bad}", data=form(delivery[1]))
+        assert response.status_code == 404, bad
+        assert response.json["detail"]
+    assert stored(db) == []
+
+
+def test_webhook_is_not_rate_limited_by_the_api_limits(db, signed):
+    from api import create_app
+
+    with overridden(RATE_LIMIT_PER_CLIENT="2 per minute"):
+        app = create_app({"TESTING": True})
+    client = app.test_client()
+    for seq in range(1, 6):
+        payload = {**incoming_answered("e-rate")[3][1], "seq": seq}
+        assert client.post(path_of("call"), data=form(payload)).status_code == 200
+
+
+def test_stored_delivery_survives_the_broker_being_down(client, db, signed, delivery, monkeypatch):
+    from api.telephony import inbox, webhook
+
+    def refuse(*_args, **_kwargs):
+        raise ConnectionRefusedError("broker down")
+
+    monkeypatch.setattr(webhook.publisher, "publish", types.MethodType(inbox.InboxPublisher.publish,
+                                                                       webhook.publisher))
+    monkeypatch.setattr(webhook.publisher, "paused_until", 0.0)
+    monkeypatch.setattr(webhook.publisher, "_client", refuse)
+    response = post(client, "call", delivery[1])
+    assert response.status_code == 200
+    assert response.json["queued"] is False
+    assert [e.status for e in stored(db)] == ["pending"]
+    # Paused after the failure: the next delivery does not even try.
+    assert post(client, "call", {**delivery[1], "seq": 5}).json["queued"] is False
+    assert webhook.publisher.paused_until > 0
+    monkeypatch.setattr(webhook.publisher, "paused_until", 0.0)
+
+
+def test_queued_message_is_the_one_celery_would_send(monkeypatch):
+    """The API writes Celery's message itself (one LPUSH); it must match what Celery and kombu build."""
+    import base64
+    import json
+
+    import redis
+    from kombu import Queue
+
+    from api.telephony.inbox import InboxPublisher
+    from tasks.celery_app import broker_url, celery_app
+
+    scratch = "leadline-test-scratch-queue"
+    client = redis.Redis.from_url(broker_url())
+    client.delete(scratch)
+    message = celery_app.amqp.create_task_message("ref-id", "telephony.process_event", (42,), {},
+                                                  create_sent_event=False)
+    with celery_app.connection_for_write() as connection:
+        celery_app.amqp.send_task_message(celery_app.amqp.Producer(connection), "telephony.process_event",
+                                          message, queue=Queue(scratch), retry=False)
+    reference = json.loads(client.lpop(scratch))
+    ours = json.loads(InboxPublisher().message(42, scratch))
+    assert reference and client.llen(scratch) == 0
+    for envelope in (reference, ours):
+        for volatile in ("id", "root_id"):
+            envelope["headers"].pop(volatile)
+        for volatile in ("correlation_id", "delivery_tag"):
+            envelope["properties"].pop(volatile)
+    assert json.loads(base64.b64decode(ours.pop("body"))) == json.loads(base64.b64decode(reference.pop("body")))
+    assert ours == reference
+
+
+def test_database_down_is_a_503_not_a_500(client, db, signed, delivery, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from models.db import Session
+
+    def down(*_args, **_kwargs):
+        raise OperationalError("INSERT", {}, ConnectionError("server closed the connection"))
+
+    monkeypatch.setattr(Session, "connection", down)
+    response = post(client, "call", delivery[1])
+    assert response.status_code == 503
+    assert response.json["code"] == "database_unavailable"
+
+
+# ---- the inbox admin API ----------------------------------------------------------------------------
+
+def test_failed_events_are_listed_and_replayed_by_an_admin_only(client, db, signed):
+    raw = '{"entry_id": broken'
+    client.post(path_of("summary"), data={"vpbx_api_key": KEY, "sign": sign(raw), "json": raw})
+    good = incoming_answered("e-ok")[0][1]
+    post(client, "call", good)
+    admin, manager = create_user("admin"), create_user("manager")
+
+    login(client, manager)
+    assert client.get("/api/webhook/mango/events?status=failed").status_code == 403
+    [event] = [e for e in stored(db) if e.status == "failed"]
+    assert client.post(f"/api/webhook/mango/events/{event.id}/replay", headers=SPA).status_code == 403
+
+    client.post("/api/auth/logout", headers=SPA)
+    login(client, admin)
+    listed = client.get("/api/webhook/mango/events?status=failed")
+    assert listed.status_code == 200
+    assert [row["id"] for row in listed.json] == [event.id]
+    assert listed.json[0]["raw_body"] == raw and "Некорректный JSON" in listed.json[0]["last_error"]
+    pending = client.get("/api/webhook/mango/events?status=pending").json
+    assert [row["payload"] for row in pending] == [good]
+
+    replayed = client.post(f"/api/webhook/mango/events/{event.id}/replay", headers=SPA)
+    assert replayed.status_code == 202
+    assert replayed.json["status"] == "pending"
+    assert db.scalar(select(MangoEvent.status).where(MangoEvent.id == event.id)) == "pending"
+    assert client.post("/api/webhook/mango/events/999999/replay", headers=SPA).status_code == 404
+    assert client.get("/api/webhook/mango/events?status=bogus").status_code == 422
+
+
+def test_processed_event_is_not_replayed(client, db, signed):
+    post(client, "call", incoming_answered("e-done")[0][1])
+    [event] = stored(db)
+    event.status = "processed"
+    db.commit()
+    login(client, create_user("admin"))
+    response = client.post(f"/api/webhook/mango/events/{event.id}/replay", headers=SPA)
+    assert response.status_code == 409
+
+
+# ---- dedupe keys ------------------------------------------------------------------------------------
+
+def test_dedupe_keys_follow_the_identity_of_each_event_type():
+    call = {"entry_id": "E", "call_id": "C", "seq": 1, "call_state": "Appeared", "timestamp": 1}
+    assert rules.dedupe_key("call", call, "a") == rules.dedupe_key("call", dict(call), "b")
+    assert rules.dedupe_key("call", call, "a") != rules.dedupe_key("call", {**call, "seq": 2}, "a")
+    assert rules.dedupe_key("summary", {"entry_id": "E", "talk_time": 1}, "x") == \
+        rules.dedupe_key("summary", {"entry_id": "E", "talk_time": 2}, "y")
+    assert rules.dedupe_key("record/added", {"recording_id": "R", "entry_id": "E"}, "") != \
+        rules.dedupe_key("record/added", {"recording_id": "R2", "entry_id": "E"}, "")
+    # No identity fields at all: the body decides.
+    by_body = [rules.dedupe_key("result/callback", {"result": 1000}, body) for body in ("1", "2")]
+    assert by_body[0] != by_body[1]
+    assert len(rules.dedupe_key("x" * 50, None, "body")) <= 128
