@@ -273,7 +273,6 @@ REFRESH_CALL = text(f"""
     RETURNING {FACTS}
 """)
 
-CALL_FACTS = text(f"SELECT {FACTS} FROM calls WHERE id = :id")
 LINK_REQUEST = text("UPDATE calls SET request_id = :request_id, updated_at = now() WHERE id = :id")
 LINK_RECORDINGS = text("""
     UPDATE recordings SET request_id = :request_id, match_status = 'matched', matched_at = now()

@@ -24,8 +24,8 @@ import os
 import random
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from urllib.parse import urljoin
 
 import orjson
@@ -43,6 +43,9 @@ from models.kv import get_redis, key
 from models.recordings import Recording
 from models.telephony import Call, MangoEvent
 from settings import settings
+from storage.backend import UploadTooLarge, get_storage
+from storage.kinds import AMR, KINDS, M4A, MP3, OGG, WAV
+from storage.sniff import sniff
 from tasks.celery_app import LIGHT, broker_url, celery_app
 
 log = logging.getLogger(__name__)
@@ -51,11 +54,10 @@ PROCESS_MAX_RETRIES = 8
 DOWNLOAD_MAX_RETRIES = 6
 SWEEP_BATCH = 2000
 SWEEP_LOCK = key("lock", "mango-sweep")
-RECORDINGS_DIR = ("zayvka", "zapis")
-MAX_DOWNLOAD_BYTES = 500 * 1024 * 1024
+RECORDINGS_DIR = KINDS["recording"].directory  # zayvka/zapis
+MAX_DOWNLOAD_BYTES = 500 * 1024 * 1024  # a long call in MP3 is tens of MB; this only stops a runaway answer
 DOWNLOAD_CHUNK = 64 * 1024
-AUDIO_EXTENSIONS = {"audio/mpeg": ".mp3", "audio/mp3": ".mp3", "audio/wav": ".wav", "audio/x-wav": ".wav",
-                    "audio/ogg": ".ogg"}
+AUDIO_EXTENSIONS = {MP3: "mp3", WAV: "wav", OGG: "ogg", M4A: "m4a", AMR: "amr"}
 
 _TRANSIENT_PG = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable,
                  pg_errors.QueryCanceled, pg_errors.AdminShutdown, pg_errors.CannotConnectNow)
@@ -167,9 +169,11 @@ def process_inbox_row(event_id: int) -> str:
 
 # The tasks of this module need no Flask app, so they run as plain tasks: a pool process recycled
 # after worker_max_tasks_per_child tasks does not build the app first (half a second, a stall of the
-# queue behind it) to fold a webhook.
+# queue behind it) to fold a webhook. process_event, one per delivery, sends no task events either:
+# three Redis publishes per task would cost a third of the worker's throughput and flood Flower; its
+# state is the inbox row, and the queue length and inbox lag are what alerts watch.
 @celery_app.task(name="telephony.process_event", base=Task, bind=True, max_retries=PROCESS_MAX_RETRIES,
-                 soft_time_limit=30, time_limit=60)
+                 soft_time_limit=30, time_limit=60, send_events=False)
 def process_event(self, event_id: int) -> str:
     get_engine()  # binds the session (the Flask app does that for tasks that run in it)
     try:
@@ -288,47 +292,60 @@ def _open_recording(recording_id: str):
     raise MangoApiError(f"Mango API: HTTP {status} {detail}", retry=retry)
 
 
-def _store(response) -> tuple[str, Path, str, int, str | None]:
-    """Stream the body into zayvka/zapis under a random name: (relative path, file, sha256, size, mime)."""
-    folder = Path(settings.MEDIA_ROOT).joinpath(*RECORDINGS_DIR)
-    folder.mkdir(parents=True, exist_ok=True)
-    mime = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower() or None
-    name = secrets.token_hex(16) + AUDIO_EXTENSIONS.get(mime or "", ".mp3")
-    partial = folder / f".{name}.part"
-    digest, size = hashlib.sha256(), 0
+@dataclass(frozen=True)
+class Stored:
+    relative_path: str
+    sha256: str
+    size: int
+    mime_type: str
+
+
+def _store(response) -> Stored:
+    """Stream the body into the quarantine, check it is audio, promote it into zayvka/zapis under a
+    random name (the storage layer: durable, atomic, inside the media layout)."""
+    storage = get_storage()
+    writer = storage.quarantine_writer(MAX_DOWNLOAD_BYTES)
+    digest, head = hashlib.sha256(), b""
     try:
-        with open(partial, "wb") as fh:
-            for chunk in response.iter_content(DOWNLOAD_CHUNK):
-                size += len(chunk)
-                if size > MAX_DOWNLOAD_BYTES:
-                    raise MangoApiError("запись больше допустимого размера", retry=False)
-                digest.update(chunk)
-                fh.write(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if size == 0:
+        for chunk in response.iter_content(DOWNLOAD_CHUNK):
+            if len(head) < 64:
+                head += chunk[:64 - len(head)]
+            digest.update(chunk)
+            writer.write(chunk)
+        if writer.size == 0:
             raise MangoApiError("пустой файл записи", retry=True)
-        final = folder / name
-        os.replace(partial, final)
+        mime = sniff(head)
+        if mime not in AUDIO_EXTENSIONS:
+            # An error page or a JSON answer with status 200: the file is not there yet.
+            raise MangoApiError("ответ не похож на аудиофайл", retry=True)
+        writer.commit()
+    except UploadTooLarge:
+        writer.abort()
+        raise MangoApiError("запись больше допустимого размера", retry=False) from None
     except BaseException:
-        partial.unlink(missing_ok=True)
+        writer.abort()
         raise
     finally:
         response.close()
-    return "/".join((*RECORDINGS_DIR, name)), final, digest.hexdigest(), size, mime
+    relative = f"{RECORDINGS_DIR}/{writer.token}.{AUDIO_EXTENSIONS[mime]}"
+    try:
+        storage.promote(writer.token, relative)
+    finally:
+        storage.delete_quarantined(writer.token)
+    return Stored(relative, digest.hexdigest(), writer.size, mime)
 
 
-def save_recording(event_id: int, recording_id: str, entry_id: str | None, announced_at, stored) -> str:
+def save_recording(recording_id: str, entry_id: str | None, announced_at, stored: Stored) -> str:
     """Record a downloaded file once; a file that lost the race (or duplicates another) is removed."""
-    relative, path, sha256, size, mime = stored
     call = rules.lock_call(entry_id) if entry_id else None
     client, line = (call.client_phone, call.line_number) if call is not None else (None, None)
     from_phone, to_phone = (line, client) if call is not None and call.direction == "out" else (client, line)
     request_id = call.request_id if call is not None else None
     inserted = Session.scalar(
         pg_insert(Recording).values(
-            source="mango", sha256=sha256, storage_path=relative, original_name=f"{recording_id[:240]}.mp3",
-            size_bytes=size, mime_type=mime, call_time=(call.started_at if call is not None else None) or announced_at,
+            source="mango", sha256=stored.sha256, storage_path=stored.relative_path,
+            original_name=f"{recording_id[:240]}.{AUDIO_EXTENSIONS[stored.mime_type]}", size_bytes=stored.size,
+            mime_type=stored.mime_type, call_time=(call.started_at if call is not None else None) or announced_at,
             from_phone=from_phone, to_phone=to_phone, mango_recording_id=recording_id,
             call_id=call.id if call is not None else None, request_id=request_id,
             match_status="matched" if request_id else "unmatched",
@@ -338,13 +355,13 @@ def save_recording(event_id: int, recording_id: str, entry_id: str | None, annou
     if inserted is None:
         # The same audio came by mail already: give that row the Mango id and the call.
         Session.execute(
-            update(Recording).where(Recording.sha256 == sha256, Recording.mango_recording_id.is_(None))
+            update(Recording).where(Recording.sha256 == stored.sha256, Recording.mango_recording_id.is_(None))
             .values(mango_recording_id=recording_id,
                     call_id=func.coalesce(Recording.call_id, call.id if call is not None else None))
         )
     Session.commit()
     if inserted is None:
-        path.unlink(missing_ok=True)
+        get_storage().delete_media(stored.relative_path)
         return "duplicate"
     return "stored"
 
@@ -367,7 +384,7 @@ def download_mango(self, event_id: int) -> str:
     Session.rollback()
     try:
         stored = _store(_open_recording(recording_id))
-        return save_recording(int(event_id), recording_id, entry_id, rules.as_time(payload.get("timestamp")), stored)
+        return save_recording(recording_id, entry_id, rules.as_time(payload.get("timestamp")), stored)
     except MangoApiError as exc:
         Session.rollback()
         if exc.retry and self.request.retries < self.max_retries:

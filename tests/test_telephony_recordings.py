@@ -29,6 +29,7 @@ from tests.telephony_support import (
 pytestmark = pytest.mark.worker
 
 AUDIO = b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(range(256)) * 40  # an MP3-looking body
+OTHER_AUDIO = b"RIFF\x24\x10\x00\x00WAVEfmt " + bytes(range(255, -1, -1)) * 16  # a WAV-looking one
 
 
 class MangoApi(ThreadingHTTPServer):
@@ -72,7 +73,7 @@ class MangoHandler(BaseHTTPRequestHandler):
         else:
             request = json.loads(raw)
             status = 302 if request.get("action") == "download" and request["recording_id"] in self.server.recordings \
-                else 404
+                else 403 if request["recording_id"] == "deleted-in-the-cabinet" else 404
         self.server.log.append(("POST", self.path, status))
         if status == 302:
             token = secrets.token_urlsafe(12)
@@ -94,7 +95,7 @@ class MangoHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def mango_api():
-    server = MangoApi({"MToxMDIzNDU2Nzo0NDE4MjAzOTU3OjA=": AUDIO, "second-recording": AUDIO[::-1]})
+    server = MangoApi({"MToxMDIzNDU2Nzo0NDE4MjAzOTU3OjA=": AUDIO, "second-recording": OTHER_AUDIO})
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -104,9 +105,14 @@ def mango_api():
 
 @pytest.fixture()
 def configured(mango_api, tmp_path):
-    with overridden(MANGO_API_KEY=KEY, MANGO_API_SALT=SALT, MANGO_API_URL=mango_api.base_url,
-                    MEDIA_ROOT=str(tmp_path / "media")):
-        yield tmp_path / "media"
+    import storage
+
+    previous = storage.configure(storage.LocalStorage(tmp_path / "media", tmp_path / "quarantine"))
+    try:
+        with overridden(MANGO_API_KEY=KEY, MANGO_API_SALT=SALT, MANGO_API_URL=mango_api.base_url):
+            yield tmp_path / "media"
+    finally:
+        storage.configure(previous)
 
 
 def deliver(client, deliveries) -> None:
@@ -140,6 +146,7 @@ def test_recording_is_downloaded_and_linked_to_call_and_request(app, committed, 
     assert recording.storage_path.startswith("zayvka/zapis/") and recording.storage_path.endswith(".mp3")
     assert Path(configured, recording.storage_path).read_bytes() == AUDIO
     assert not list(Path(configured, "zayvka", "zapis").glob(".*"))  # no partial file left
+    assert not list(Path(configured).parent.joinpath("quarantine").iterdir())  # nor anything in quarantine
     assert mango_api.log == [("POST", "/vpbx/queries/recording/post", 302), ("GET", "/files/<token>", 200)]
     statuses = set(committed.scalars(select(MangoEvent.status)).all())
     assert statuses == {"processed"}
@@ -167,7 +174,8 @@ def test_recording_announced_before_the_call_joins_its_request_later(app, commit
     request = committed.scalars(select(Request)).one()
     [recording] = stored_recordings(committed)
     assert (recording.request_id, recording.match_status) == (request.id, "matched")
-    assert Path(configured, recording.storage_path).read_bytes() == AUDIO[::-1]
+    assert Path(configured, recording.storage_path).read_bytes() == OTHER_AUDIO
+    assert recording.storage_path.endswith(".wav") and recording.mime_type == "audio/wav"
 
 
 def test_without_api_key_nothing_is_downloaded(app, committed, celery_worker_thread, mango_api, tmp_path):
@@ -197,5 +205,34 @@ def test_mango_api_answers_are_classified(configured, mango_api):
             _open_recording("second-recording")
     assert refused.value.retry is True and "401" in str(refused.value)  # Mango's 2-minute lock
     response = _open_recording("second-recording")
-    assert response.status_code == 200 and response.content == AUDIO[::-1]
+    assert response.status_code == 200 and response.content == OTHER_AUDIO
     assert [entry[2] for entry in mango_api.log] == [404, 401, 302, 200]
+
+
+def test_recording_refused_for_good_marks_its_event_failed(committed, configured, mango_api):
+    """A permanent refusal is not retried: the announcement shows among the failed events, for replay."""
+    from models import telephony_rules as rules
+    from tasks.telephony import download_mango
+
+    _, payload = record_added("rec-refused", "deleted-in-the-cabinet")
+    committed.execute(MangoEvent.__table__.insert().values(
+        dedupe_key=rules.dedupe_key("record/added", payload, ""), event_type="record/added", entry_id="rec-refused",
+        payload=payload, status="processed"))
+    committed.commit()
+    event_id = committed.scalar(select(MangoEvent.id))
+    assert download_mango.run(event_id) == "failed"
+    committed.expire_all()
+    event = committed.get(MangoEvent, event_id)
+    assert event.status == "failed" and "HTTP 403" in event.last_error
+    assert stored_recordings(committed) == []
+
+
+def test_an_answer_that_is_not_audio_is_not_stored(committed, configured, mango_api):
+    """A 200 with an error page instead of the file: nothing is kept, the download is tried again later."""
+    from tasks.telephony import MangoApiError, _open_recording, _store
+
+    mango_api.recordings["an-error-page"] = b"<html>Service unavailable</html>"
+    with pytest.raises(MangoApiError) as refused:
+        _store(_open_recording("an-error-page"))
+    assert refused.value.retry is True
+    assert not any(Path(configured).parent.rglob("*.*"))
