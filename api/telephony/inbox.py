@@ -51,7 +51,8 @@ class InboxWriter:
         self.local = threading.local()
 
     def insert(self, values: dict[str, Any]) -> int | None:
-        if not isinstance(Session.get_bind(), Engine):
+        # Read from the session factory: asking the session would build one per request for nothing.
+        if not isinstance(Session.session_factory.kw.get("bind"), Engine):
             row = Session.connection().exec_driver_sql(INSERT_EVENT, values).first()
             Session.commit()
             return row[0] if row else None
