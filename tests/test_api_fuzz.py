@@ -14,6 +14,9 @@ from tests.conftest import TEST_PASSWORD
 # Covered by their own tests: side effects outside the test's transaction, or a 503 by design
 # (readiness without a worker and beat).
 SKIPPED = {("POST", "/api/auth/logout"), ("POST", "/api/jobs/ping"), ("GET", "/api/health/ready")}
+# Mango's webhooks enqueue outside the test's transaction (a worker thread could pick up a message
+# for a rolled-back row); tests/test_telephony_webhook.py feeds them malformed input instead.
+SKIPPED_PREFIXES = ("/api/webhook", "/api/mango/webhook", "/api/v2/mango/webhook")
 EXAMPLES_PER_OPERATION = 25
 
 
@@ -26,7 +29,8 @@ def test_no_server_errors_anywhere(app, db, make_user):
 
     for result in schema.get_all_operations():
         operation = result.ok()
-        if (operation.method.upper(), operation.path) in SKIPPED:
+        if (operation.method.upper(), operation.path) in SKIPPED or (
+                operation.method.upper() == "POST" and operation.path.startswith(SKIPPED_PREFIXES)):
             continue
         exercised += 1
 

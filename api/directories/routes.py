@@ -20,13 +20,13 @@ from api.directories.schemas import (
     CampaignListArgs,
     CampaignSchema,
     CampaignUpdateSchema,
-    ListArgs,
     LookupSchema,
     lookup_body_schema,
 )
 from api.errors import ApiError
 from api.listing import json_response, list_response
 from api.resources import commit_or_409, deleted, get_or_404
+from api.schemas import ListArgs
 from api.security import login_required, roles_required
 from models.crm import AdvertisingCampaign, Request, Transaction
 from models.db import Session

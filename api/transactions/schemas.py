@@ -9,8 +9,8 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validates_schema
 
-from api.directories.schemas import FilterId, FilterText, Id, ListArgs, QuerySchema, RussianSchema, text_length
 from api.fields import LenientDate, Money, Text
+from api.schemas import FilterId, FilterText, Id, ListArgs, QuerySchema, RussianSchema, text_length
 
 TEXT_LIMIT = 5000
 
