@@ -4,7 +4,7 @@ from models.crm import AdvertisingCampaign, Request, RequestEvent, Transaction
 from models.db import Session, configure, get_engine
 from models.files import File
 from models.lookups import City, Direction, RequestType, Role, TransactionType
-from models.ops import Alert, Job
+from models.ops import Alert, AlertSilence, Job
 from models.recordings import MailboxState, Recording
 from models.telephony import Call, CallLeg, MangoEvent
 from models.users import User
@@ -12,6 +12,7 @@ from models.users import User
 __all__ = [
     "AdvertisingCampaign",
     "Alert",
+    "AlertSilence",
     "Base",
     "Call",
     "CallLeg",

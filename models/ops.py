@@ -56,3 +56,17 @@ class Alert(Base):
     resolved_at: Mapped[datetime | None]
     last_notified_at: Mapped[datetime | None]
     notifications: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+
+
+class AlertSilence(Base):
+    """A rule kept quiet until a moment: it is still evaluated and stored, but nothing is sent."""
+
+    __tablename__ = "alert_silences"
+
+    rule: Mapped[str] = mapped_column(String(50), primary_key=True)
+    until: Mapped[datetime]
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[created_ts]
