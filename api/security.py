@@ -16,27 +16,25 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, g, request
+import jwt as pyjwt
+from flask import Flask, Response, current_app, g, request
 from flask_jwt_extended import (
     JWTManager,
     create_access_token,
 )
 from flask_jwt_extended import current_user as jwt_current_user
-from flask_jwt_extended import (
-    decode_token,
-    get_jwt,
-    get_jwt_request_location,
-    set_access_cookies,
-    verify_jwt_in_request,
-)
+from flask_jwt_extended import get_jwt, get_jwt_request_location, set_access_cookies, verify_jwt_in_request
 from flask_jwt_extended.exceptions import JWTExtendedException
 from jwt.exceptions import PyJWTError
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import make_transient_to_detached
 
 from api.errors import ApiError, error_response
 from models.db import Session
 from models.enums import ADMIN, DIRECTOR, MANAGER, MASTER
 from models.kv import get_redis, key
-from models.users import User
+from models.lookups import City, Role
+from models.users import User, user_generation_key
 from settings import settings
 
 log = logging.getLogger(__name__)
@@ -87,6 +85,50 @@ def revoke_session(claims: dict) -> None:
     get_redis().set(_session_key(sid), "1", ex=max(remaining, 1) + 60)
 
 
+# ---- the signed-in user, cached per process --------------------------------------------------------
+
+USER_CACHE_SECONDS = 60.0
+_user_cache: dict[tuple[int, str], tuple[bytes, float, dict]] = {}
+
+
+def _snapshot(user: User) -> dict:
+    """What rebuilds the user without the database: its columns and its role and city names."""
+    columns = {attr.key: getattr(user, attr.key) for attr in sa_inspect(User).column_attrs}
+    return {
+        "columns": columns,
+        "role": {"id": user.role.id, "name": user.role.name},
+        "city": None if user.city is None else {"id": user.city.id, "name": user.city.name},
+    }
+
+
+def _attached(snapshot: dict) -> User:
+    """A session-bound user rebuilt from a snapshot, without a query (merge with load=False)."""
+    user = User(**snapshot["columns"])
+    user.role = Role(**snapshot["role"])
+    user.city = None if snapshot["city"] is None else City(**snapshot["city"])
+    for obj in (user, user.role, user.city):
+        if obj is not None:
+            make_transient_to_detached(obj)
+    return Session.merge(user, load=False)
+
+
+def signed_in_user(user_id: int, sid: str, generation: bytes | None) -> User | None:
+    """The user row, from this process's cache while its generation in Redis has not moved.
+
+    Entries are per session as well as per user, so nothing cached can outlive the session it was
+    loaded for (a database rebuilt with the same ids, as tests do, never meets an old entry)."""
+    if generation is not None:
+        cached = _user_cache.get((user_id, sid))
+        if cached is not None and cached[0] == generation and time.monotonic() - cached[1] < USER_CACHE_SECONDS:
+            return _attached(cached[2])
+    user = Session.get(User, user_id)
+    if user is not None and generation is not None:
+        if len(_user_cache) > 10_000:
+            _user_cache.clear()
+        _user_cache[(user_id, sid)] = (generation, time.monotonic(), _snapshot(user))
+    return user
+
+
 def init_jwt_callbacks(jwt: JWTManager) -> None:
     @jwt.user_lookup_loader
     def load_user(_header: dict, claims: dict) -> User | None:
@@ -94,7 +136,7 @@ def init_jwt_callbacks(jwt: JWTManager) -> None:
             user_id = int(claims["sub"])
         except (KeyError, TypeError, ValueError):
             return None
-        user = Session.get(User, user_id)
+        user = signed_in_user(user_id, str(claims.get("sid")), g.pop("user_generation", None))
         if user is None or not user.may_sign_in:
             return None
         return user
@@ -105,7 +147,13 @@ def init_jwt_callbacks(jwt: JWTManager) -> None:
         if not sid:
             return True
         # Fail closed: if Redis cannot say the session is alive, the request is refused (503 below).
-        return bool(get_redis().exists(_session_key(sid)))
+        # The user's generation comes back in the same round trip (see signed_in_user).
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.exists(_session_key(sid))
+        pipe.get(user_generation_key(claims.get("sub", "")))
+        revoked, generation = pipe.execute()
+        g.user_generation = generation or b"0"
+        return bool(revoked)
 
     @jwt.user_lookup_error_loader
     def user_gone(_header: dict, _claims: dict) -> Response:
@@ -166,8 +214,13 @@ def optional_user_id() -> int | None:
     token = header[7:].strip() if header[:7].lower() == "bearer " else request.cookies.get("access_token")
     if token:
         try:
-            user_id = int(decode_token(token)["sub"])
-        except (JWTExtendedException, PyJWTError, KeyError, TypeError, ValueError):
+            # PyJWT directly: flask-jwt-extended's decode_token costs several times more for the same checks.
+            config = current_app.config
+            claims = pyjwt.decode(token, config.get("JWT_SECRET_KEY") or config["SECRET_KEY"],
+                                  algorithms=[config.get("JWT_ALGORITHM", "HS256")],
+                                  options={"require": ["exp", "sub"]}, leeway=config.get("JWT_DECODE_LEEWAY", 0))
+            user_id = int(claims["sub"])
+        except (PyJWTError, KeyError, TypeError, ValueError):
             user_id = None
     g.rate_limit_user = user_id
     return user_id

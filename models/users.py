@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, String, Text, func
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, String, Text, event, func
+from sqlalchemy.orm import Mapped
+from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm import mapped_column, relationship
 
 from models.base import Base, created_ts, intpk, updated_ts
 from models.enums import MASTER, STATUSES_ALLOWED_TO_SIGN_IN, USER_STATUSES, sql_in
@@ -58,3 +60,40 @@ class User(Base):
 
 # Logins are unique across everyone, whatever the case.
 Index("uq_users_login_lower", func.lower(User.login), unique=True)
+
+
+# ---- who changed: signed-in users are cached by the API per process ----------------------------------
+# Every committed change to a user row bumps the user's generation in Redis; the API reads the
+# generation in the same round trip as the session check and reloads the row only when it moved, so a
+# deactivated user or a new role takes effect on the very next request.
+
+def user_generation_key(user_id: int) -> str:
+    from models.kv import key
+
+    return key("user", "generation", str(user_id))
+
+
+@event.listens_for(OrmSession, "after_flush")
+def _note_changed_users(session: OrmSession, _context) -> None:
+    changed = {obj.id for obj in (*session.dirty, *session.deleted) if isinstance(obj, User) and obj.id is not None}
+    if changed:
+        session.info.setdefault("changed_users", set()).update(changed)
+
+
+@event.listens_for(OrmSession, "after_commit")
+def _bump_user_generations(session: OrmSession) -> None:
+    changed = session.info.pop("changed_users", None)
+    if changed:
+        from models.kv import get_redis
+
+        pipe = get_redis().pipeline(transaction=False)
+        for user_id in changed:
+            pipe.incr(user_generation_key(user_id))
+            pipe.expire(user_generation_key(user_id), 7 * 24 * 3600)
+        pipe.execute()
+
+
+@event.listens_for(OrmSession, "after_soft_rollback")
+def _forget_changed_users(session: OrmSession, _previous) -> None:
+    if not session.in_transaction():
+        session.info.pop("changed_users", None)
