@@ -22,6 +22,9 @@ from models.kv import get_redis, key
 
 STREAM_BATCH = 2000
 MAX_PAGE_SIZE = 1000
+# Pass as `serialize` when the statement selects one column, the row's JSON text built by PostgreSQL
+# (api/sqljson.py): the rows are then joined as they come, with nothing parsed or formatted in Python.
+JSON_TEXT_ROWS: Any = object()
 
 
 class PageArgs(Schema):
@@ -43,7 +46,10 @@ def _stream(stmt: Select, serialize: Callable[[Any], dict]) -> Iterator[bytes]:
     first = True
     result = Session.execute(stmt.execution_options(yield_per=STREAM_BATCH))
     for partition in result.partitions():
-        chunk = b",".join(dumps(serialize(row)) for row in partition)
+        if serialize is JSON_TEXT_ROWS:
+            chunk = ",".join([row[0] for row in partition]).encode()
+        else:
+            chunk = b",".join(dumps(serialize(row)) for row in partition)
         if not chunk:
             continue
         yield chunk if first else b"," + chunk
@@ -76,10 +82,11 @@ def cached_count(count_stmt: Select) -> int:
 
 
 def list_response(stmt: Select, serialize: Callable[[Any], dict], args: dict,
-                  count_stmt: Select | None = None) -> Response:
+                  count_stmt: Select | None = None, page_stmt: Callable[[Select], Select] | None = None) -> Response:
     """Stream every row of `stmt`, or one page of it with an X-Pagination header.
 
-    `count_stmt` counts the rows cheaper than wrapping `stmt` (e.g. without its joins)."""
+    `count_stmt` counts the rows cheaper than wrapping `stmt` (e.g. without its joins); `page_stmt`
+    turns the page cut from `stmt` into the statement actually read (e.g. JSON built for it alone)."""
     page, page_size = args.get("page"), args.get("page_size")
     if page is None and page_size is None:
         return Response(stream_with_context(_stream(stmt, serialize)), mimetype="application/json")
@@ -87,7 +94,8 @@ def list_response(stmt: Select, serialize: Callable[[Any], dict], args: dict,
     if count_stmt is None:
         count_stmt = select(func.count()).select_from(stmt.order_by(None).subquery())
     total = cached_count(count_stmt)
-    rows = Session.execute(stmt.limit(page_size).offset((page - 1) * page_size)).all()
+    page_select = stmt.limit(page_size).offset((page - 1) * page_size)
+    rows = Session.execute(page_stmt(page_select) if page_stmt else page_select).all()
     pages = max(1, math.ceil(total / page_size))
     pagination = {
         "total": total,
@@ -101,4 +109,8 @@ def list_response(stmt: Select, serialize: Callable[[Any], dict], args: dict,
         pagination["previous_page"] = page - 1
     if page < pages:
         pagination["next_page"] = page + 1
-    return json_response([serialize(row) for row in rows], headers={"X-Pagination": json.dumps(pagination)})
+    headers = {"X-Pagination": json.dumps(pagination)}
+    if serialize is JSON_TEXT_ROWS:
+        body = "[" + ",".join([row[0] for row in rows]) + "]"
+        return Response(body.encode(), mimetype="application/json", headers=headers)
+    return json_response([serialize(row) for row in rows], headers=headers)

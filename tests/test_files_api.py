@@ -172,6 +172,8 @@ def test_every_allowed_type_is_accepted_promoted_and_linked(client, world, db, n
         assert client.get(f"/api/transactions/{world['transaction'].id}").json["file_path"] == row.storage_path
         listed = {t["id"]: t for t in client.get("/api/transactions/").json}
         assert listed[world["transaction"].id]["file_path"] == row.storage_path
+        paged = {t["id"]: t for t in client.get("/api/transactions/?page=1&page_size=1000").json}
+        assert paged[world["transaction"].id] == listed[world["transaction"].id]
     else:
         detail = client.get(f"/api/requests/{world['request'].id}/").json
         assert detail[f"{kind}_file_path"] == row.storage_path

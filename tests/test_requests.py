@@ -351,3 +351,47 @@ def test_only_admin_and_manager_delete(client, make_user, two_cities):
     client.post("/api/auth/logout", headers=SPA)
     login(client, make_user("admin"))
     assert client.delete(f"/api/requests/{req_a.id}", headers=SPA).status_code == 200
+
+
+def test_list_rows_built_by_postgresql_match_the_detail_document(client, operator, city, db, make_user):
+    """Lists are formatted by PostgreSQL, the detail page in Python: the SPA must not see a difference
+    (money as numbers, dates with offsets and fractions, empty and missing references, quotes)."""
+    from models import AdvertisingCampaign, Direction
+
+    rt = db.scalar(select(RequestType.id))
+    master = make_user("master", city_id=city.id, full_name='Мастер "Ключ" \\ <b>')
+    direction = Direction(name="Окна")
+    campaign = AdvertisingCampaign(city_id=city.id, name="Авито", phone_number="+7 (495) 100-00-01",
+                                   phone="74951000001")
+    db.add_all([direction, campaign])
+    db.flush()
+    moments = [datetime(2025, 3, 10, 20, 30, tzinfo=timezone.utc),
+               datetime(2025, 3, 10, 20, 30, 0, 120000, tzinfo=timezone.utc),
+               datetime(2024, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)]
+    rows = [
+        Request(city_id=city.id, request_type_id=rt, client_phone="79990000001", client_phone_raw="",
+                client_name=None, created_at=moments[0], meeting_date=moments[1]),
+        Request(city_id=city.id, request_type_id=rt, client_phone="79990000002", client_phone_raw="8 999 000-00-02",
+                client_name="Анна\n\"Кавычки\"", address="ул. Мира, 1\t", status="Готово", master_id=master.id,
+                direction_id=direction.id, advertising_campaign_id=campaign.id, result=Decimal("12500.50"),
+                expenses=Decimal("0.05"), net_amount=Decimal("12500.45"), master_handover=Decimal("-3.10"),
+                created_at=moments[1], completed_at=moments[2], meeting_date=moments[2]),
+        Request(city_id=city.id, request_type_id=rt, client_phone="79990000003", client_name="",
+                created_at=moments[2], result=Decimal("0")),
+    ]
+    db.add_all(rows)
+    db.commit()
+    details = {r.id: client.get(f"/api/requests/{r.id}").json for r in rows}
+    for body in details.values():
+        for name in ("files", "bso_file_path", "expense_file_path", "recording_file_path"):
+            body.pop(name)
+    streamed = client.get("/api/requests").json
+    paged = client.get("/api/requests?page=1&page_size=2").json + client.get("/api/requests?page=2&page_size=2").json
+    assert [r["id"] for r in streamed] == [rows[1].id, rows[0].id, rows[2].id]  # newest first
+    assert streamed == paged
+    for listed in streamed:
+        assert listed == details[listed["id"]]
+    assert streamed[0]["result"] == 12500.5 and streamed[0]["master_handover"] == -3.1
+    assert streamed[0]["meeting_date"] == "2025-01-01T02:59:59.999999+03:00"
+    assert streamed[1]["client_phone"] == "79990000001" and streamed[1]["client_name"] == ""
+    assert streamed[1]["created_at"] == "2025-03-10T20:30:00+00:00"

@@ -42,29 +42,37 @@ NOT_FOUND = "Операция не найдена"
 
 # ---- reading ------------------------------------------------------------------------------------
 
-def _current_file_path():
+def _current_file_path(transaction_id=Transaction.id):
     """The media path of the operation's current document (its newest validated file)."""
     return (
         select(File.storage_path)
-        .where(File.transaction_id == Transaction.id, File.kind == "transaction", File.status == "ready")
+        .where(File.transaction_id == transaction_id, File.kind == "transaction", File.status == "ready")
         .order_by(File.id.desc())
         .limit(1)
         .scalar_subquery()
+        .label("file_path")
     )
 
 
-def _select():
-    return (
+def _select(with_file: bool = True):
+    stmt = (
         select(
             Transaction.id, Transaction.amount, Transaction.city_id, City.name.label("city_name"),
             Transaction.transaction_type_id, TransactionType.name.label("type_name"), Transaction.notes,
             Transaction.specified_date, Transaction.payment_reason, Transaction.request_id,
             Transaction.created_at, Transaction.updated_at, Transaction.created_by_id,
-            _current_file_path().label("file_path"),
         )
         .join(City, City.id == Transaction.city_id)
         .join(TransactionType, TransactionType.id == Transaction.transaction_type_id)
     )
+    return stmt.add_columns(_current_file_path()) if with_file else stmt
+
+
+def _with_file_paths(limited):
+    """A page's documents, looked up for the rows of the page only (not for those OFFSET skips)."""
+    page = limited.subquery("page")
+    return (select(page, _current_file_path(page.c.id)).select_from(page)
+            .order_by(page.c.specified_date.desc(), page.c.id.desc()))
 
 
 def _row(row) -> dict[str, Any]:
@@ -161,7 +169,8 @@ class TransactionList(MethodView):
 
         Filters: city_id, transaction_type_id (type_id), date_from/date_to (specified_date,
         inclusive), kind=income|expense, request_id, search (notes, payment_reason)."""
-        stmt = _select().where(transactions_visible_to(g.current_user), *_date_conditions(args))
+        paged = args.get("page") is not None or args.get("page_size") is not None
+        stmt = _select(with_file=not paged).where(transactions_visible_to(g.current_user), *_date_conditions(args))
         type_id = args.get("transaction_type_id") or args.get("type_id")
         if type_id:
             stmt = stmt.where(Transaction.transaction_type_id == type_id)
@@ -176,7 +185,7 @@ class TransactionList(MethodView):
             stmt = stmt.where(or_(Transaction.notes.ilike(pattern, escape="\\"),
                                   Transaction.payment_reason.ilike(pattern, escape="\\")))
         stmt = stmt.order_by(Transaction.specified_date.desc(), Transaction.id.desc())
-        return list_response(stmt, _row, args)
+        return list_response(stmt, _row, args, page_stmt=_with_file_paths if paged else None)
 
     @roles_required(*CASH_ROLES)
     @blp.arguments(TransactionCreateSchema)
