@@ -75,6 +75,10 @@ class Settings:
     BUSINESS_TZ: str = setting("Europe/Moscow", doc="time zone for local times (file names, report days)")
     LOG_LEVEL: str = setting("INFO")
     LOG_JSON: bool = setting(None, doc="JSON logs (default: on in production)")
+    METRICS_TOKEN: str = setting(None, secret=True, doc="when set, /metrics needs 'Authorization: Bearer <token>'")
+    METRICS_ALLOWED_NETWORKS: list = setting(
+        None, doc="without METRICS_TOKEN: direct clients allowed to read /metrics (default loopback + private)"
+    )
 
     # processes
     API_HOST: str = setting("127.0.0.1")
@@ -83,6 +87,7 @@ class Settings:
     FLOWER_PORT: int = setting(5555)
     FLOWER_USER: str = setting("admin")
     FLOWER_PASSWORD: str = setting(None, secret=True)
+    FLOWER_URL_PREFIX: str = setting("flower", doc="Flower is served under /<prefix>/ (behind nginx too)")
     ADMIN_LOGIN: str = setting("admin", doc="the administrator `make run` creates")
     ADMIN_PASSWORD: str = setting(None, secret=True)
 
@@ -153,6 +158,25 @@ class Settings:
     ALERT_INBOX_LAG_SECONDS: int = setting(120)
     ALERT_DISK_FREE_PERCENT: float = setting(10.0)
     ALERT_DB_CONNECTIONS_PERCENT: float = setting(80.0)
+    ALERT_INSTANCE_NAME: str = setting("leadline", doc="names this installation in every alert message")
+    ALERT_RULES_DISABLED: list = setting(None, doc="comma list of rules (or rule prefixes) never evaluated")
+    ALERT_API_MIN_REQUESTS: int = setting(20, doc="the 5xx ratio is judged only over at least this many calls")
+    ALERT_WORKER_PING_TIMEOUT: float = setting(2.0, doc="seconds to wait for workers to answer")
+    ALERT_IMAP_FAILURES: int = setting(3, doc="consecutive failed recording imports that fire an alert")
+    ALERT_REDIS_MEMORY_PERCENT: float = setting(85.0, doc="of Redis maxmemory (no limit: not checked)")
+    ALERT_HOST_CPU_PERCENT: float = setting(90.0, doc="CPU busy on the evaluating worker's host")
+    ALERT_HOST_MEMORY_PERCENT: float = setting(90.0, doc="memory used on the evaluating worker's host")
+    ALERT_DB_DISK_PATH: str = setting(None, doc="PostgreSQL data directory when on this host (disk check)")
+    TELEGRAM_MAX_ATTEMPTS: int = setting(4, doc="tries per message on network errors, 5xx and 429")
+    TELEGRAM_BACKOFF_SECONDS: float = setting(1.0, doc="first retry delay, doubled each time, with jitter")
+    TELEGRAM_TIMEOUT_SECONDS: float = setting(10.0)
+
+    # database maintenance
+    MAINTENANCE_HOUR_UTC: int = setting(0, doc="hour (UTC) the nightly maintenance starts")
+    RETENTION_INBOX_DAYS: int = setting(30, doc="processed Mango deliveries kept this long")
+    RETENTION_JOBS_DAYS: int = setting(30, doc="finished job rows kept this long")
+    RETENTION_ALERTS_DAYS: int = setting(90, doc="resolved alerts kept this long")
+    MAINTENANCE_BATCH_SIZE: int = setting(5000, doc="rows deleted per transaction by the purges")
 
     # workers
     TASK_SOFT_TIME_LIMIT: int = setting(300)
@@ -177,6 +201,12 @@ class Settings:
     @property
     def cookie_secure(self) -> bool:
         return self.is_production if self.COOKIE_SECURE is None else self.COOKIE_SECURE
+
+    @property
+    def metrics_allowed_networks(self) -> list[str]:
+        if self.METRICS_ALLOWED_NETWORKS is not None:
+            return self.METRICS_ALLOWED_NETWORKS
+        return ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
 
     @property
     def log_json(self) -> bool:
@@ -249,6 +279,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         problems.append(f"APP_ENV must be one of {', '.join(ENVIRONMENTS)}")
     if built.IMAP_SECURITY not in ("ssl", "starttls", "plain"):
         problems.append("IMAP_SECURITY must be ssl, starttls or plain")
+    if not 0 <= built.MAINTENANCE_HOUR_UTC <= 23:
+        problems.append("MAINTENANCE_HOUR_UTC must be between 0 and 23")
     if not Decimal("0") <= built.MASTER_SHARE <= Decimal("1"):
         problems.append("MASTER_SHARE must be between 0 and 1")
     if built.is_production:

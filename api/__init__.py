@@ -20,6 +20,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     register_blueprints(app)
     register_errors(app)
     register_middleware(app)
+    register_metrics(app)
     register_cli(app)
     return app
 
@@ -124,6 +125,14 @@ def register_blueprints(app: Flask) -> None:
 
     for blp in (mango_webhook_blp, calls_blp):
         api.register_blueprint(blp)
+    from api.recordings.routes import blp as recordings_blp
+
+    api.register_blueprint(recordings_blp)
+    from api.alerts.routes import blp as alerts_blp
+    from api.maintenance.routes import blp as maintenance_blp
+
+    for blp in (alerts_blp, maintenance_blp):
+        api.register_blueprint(blp)
 
 
 def register_errors(app: Flask) -> None:
@@ -135,12 +144,20 @@ def register_errors(app: Flask) -> None:
 def register_middleware(app: Flask) -> None:
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from api.middleware import PathNormalizer
+    from api.middleware import PathNormalizer, RequestContext, init_request_logging
 
     if settings.TRUSTED_PROXIES:
         n = settings.TRUSTED_PROXIES
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     app.wsgi_app = PathNormalizer(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = RequestContext(app.wsgi_app)  # type: ignore[method-assign]
+    init_request_logging(app)
+
+
+def register_metrics(app: Flask) -> None:
+    from api.metrics import init_metrics
+
+    init_metrics(app)
 
 
 def register_cli(app: Flask) -> None:

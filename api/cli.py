@@ -145,6 +145,7 @@ def stack_environment() -> tuple[dict[str, str], list[str]]:
         API_PORT=str(settings.API_PORT),
         API_WORKERS=str(settings.API_WORKERS),
         FLOWER_PORT=str(settings.FLOWER_PORT),
+        FLOWER_URL_PREFIX=settings.FLOWER_URL_PREFIX.strip("/"),
         PYTHONUNBUFFERED="1",
         # Celery imports task modules after changing its import path: keep the project on it.
         PYTHONPATH=os.pathsep.join(filter(None, [str(BASE_DIR), env.get("PYTHONPATH")])),
@@ -167,7 +168,8 @@ def stack() -> None:
         migrations.upgrade(env["DATABASE_URL"])
         created, generated = ensure_admin(settings.ADMIN_LOGIN, settings.ADMIN_PASSWORD)
         click.echo(f"leadline: API http://{settings.API_HOST}:{settings.API_PORT}/api "
-                   f"(docs /api/docs), Flower http://{settings.API_HOST}:{settings.FLOWER_PORT}")
+                   f"(docs /api/docs), metrics /metrics, "
+                   f"Flower http://{settings.API_HOST}:{settings.FLOWER_PORT}/{settings.FLOWER_URL_PREFIX.strip('/')}/")
         if generated:
             click.echo(f"leadline: created admin {settings.ADMIN_LOGIN!r} with password {generated} "
                        "(shown once; set ADMIN_PASSWORD or run `flask --app api create-admin` to change)")

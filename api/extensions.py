@@ -63,8 +63,8 @@ def init_extensions(app: Flask) -> None:
         resources={r"/api/*": {"origins": settings.cors_origins}},
         supports_credentials=True,
         methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-        allow_headers=["Content-Type", "Authorization", "X-Requested-With"],
-        expose_headers=["X-Pagination", "X-Access-Token", "Retry-After"],
+        allow_headers=["Content-Type", "Authorization", "X-Requested-With", "X-Request-ID"],
+        expose_headers=["X-Pagination", "X-Access-Token", "Retry-After", "X-Request-ID"],
         max_age=600,
     )
     from api import security

@@ -65,7 +65,8 @@ def cached_count(count_stmt: Select) -> int:
     """The total for X-Pagination, kept in Redis for a few seconds: paging through a large filtered
     list must not count its rows again for every page. The total may lag by COUNT_TTL_SECONDS."""
     compiled = count_stmt.compile()
-    digest = hashlib.sha1(f"{compiled}|{sorted(compiled.params.items(), key=str)}".encode()).hexdigest()
+    statement = f"{compiled}|{sorted(compiled.params.items(), key=str)}"
+    digest = hashlib.sha1(statement.encode(), usedforsecurity=False).hexdigest()  # a cache key, not a signature
     cache_key = key("count", digest)
     try:
         cached = get_redis().get(cache_key)

@@ -6,7 +6,7 @@ what the Python serialisers produce (ISO 8601 with the offset, a fraction only w
 """
 from __future__ import annotations
 
-from sqlalchemy import Text, case, cast, func, literal
+from sqlalchemy import Text, case, cast, func, literal, literal_column
 from sqlalchemy.sql.elements import ColumnElement
 
 from settings import settings
@@ -34,13 +34,25 @@ def json_row(*pairs) -> ColumnElement:
     return cast(func.json_build_object(*_flat(pairs)), Text)
 
 
+def json_object(*pairs) -> ColumnElement:
+    """A nested object."""
+    return func.json_build_object(*_flat(pairs))
+
+
 def nullable_object(key_column, *pairs) -> ColumnElement:
     """A nested object, or JSON null when `key_column` is null (an optional reference)."""
-    return case((key_column.is_(None), None), else_=func.json_build_object(*_flat(pairs)))
+    return case((key_column.is_(None), None), else_=json_object(*pairs))
 
 
 def _flat(pairs) -> list:
     args = []
     for name, value in pairs:
-        args += [literal(name), value]
+        args += [_key(name), value]
     return args
+
+
+def _key(name: str) -> ColumnElement:
+    """A key as an SQL literal in the statement's text, not a bound parameter: our own constant names."""
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"not a plain key: {name!r}")
+    return literal_column(f"'{name}'")

@@ -9,6 +9,23 @@ from celery.signals import beat_init
 
 from settings import settings
 
+
+def maintenance_entries() -> dict:
+    """The nightly database maintenance, one task after another from MAINTENANCE_HOUR_UTC (UTC)."""
+    from celery.schedules import crontab
+
+    start = settings.MAINTENANCE_HOUR_UTC
+    plan = (("purge", 0, 0), ("vacuum", 0, 20), ("analyze", 1, 10), ("index_report", 1, 30))
+    return {
+        f"maintenance-{name.replace('_', '-')}": {
+            "task": f"maintenance.{name}",
+            "schedule": crontab(hour=(start + hours) % 24, minute=minute),
+            "options": {"queue": "heavy", "expires": 3600.0},
+        }
+        for name, hours, minute in plan
+    }
+
+
 SCHEDULE = {
     "beat-heartbeat": {
         "task": "maintenance.heartbeat",
@@ -27,6 +44,32 @@ SCHEDULE = {
         # Quarantine leftovers, expired uploads, files of deleted owners after FILES_RETENTION_DAYS.
         "schedule": 3600.0,
         "options": {"queue": "heavy", "expires": 3600.0},
+    },
+    "alerts-evaluate": {
+        "task": "alerts.evaluate",
+        # Every minute on the light queue; a late evaluation is worthless, the next one is coming.
+        "schedule": 60.0,
+        "options": {"queue": "light", "expires": 60.0},
+    },
+    "alerts-evaluate-fallback": {
+        "task": "alerts.evaluate",
+        # On the heavy queue: evaluates only when the light queue's evaluation is late (no light worker).
+        "schedule": 120.0,
+        "kwargs": {"fallback": True},
+        "options": {"queue": "heavy", "expires": 120.0},
+    },
+    **maintenance_entries(),
+    "recordings-import": {
+        "task": "recordings.import_mailbox",
+        # The mailbox import; a run still going holds its lock and the next one returns at once.
+        "schedule": float(settings.RECORDINGS_CHECK_INTERVAL),
+        "options": {"queue": "heavy", "expires": float(settings.RECORDINGS_CHECK_INTERVAL)},
+    },
+    "recordings-match-pending": {
+        "task": "recordings.match_pending",
+        # Unmatched recordings tried again (also queued, debounced, when requests or calls appear).
+        "schedule": 900.0,
+        "options": {"queue": "heavy", "expires": 900.0},
     },
     "mango-sweep-inbox": {
         "task": "telephony.sweep_inbox",

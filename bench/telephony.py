@@ -50,10 +50,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit
 
 import psutil
 import psycopg
+
+from bench.support import prepare_database
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -155,20 +157,6 @@ def phone_for(n: int, rng: random.Random, repeat_share: float = 0.1) -> str:
 
 
 # ---- the database ------------------------------------------------------------------------------------
-
-def prepare_database(url: str) -> None:
-    parts = urlsplit(url)
-    name = parts.path.strip("/")
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-    migrate = subprocess.run(
-        [sys.executable, "-c", "from models import migrate; migrate.upgrade()"], cwd=REPO_ROOT,
-        env={**os.environ, "DATABASE_URL": url, "APP_ENV": "development", "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True, text=True, timeout=300)
-    if migrate.returncode != 0:
-        raise SystemExit(f"migration failed:\n{migrate.stderr[-3000:]}")
 
 
 def reset_data(url: str) -> None:

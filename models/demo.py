@@ -47,7 +47,7 @@ from models.phones import normalize_phone
 from models.users import User
 from settings import settings
 
-DEMO_PASSWORD = "demo12345"
+DEMO_PASSWORD = "demo12345"  # nosec B105 # the demo accounts' documented password (development data)
 DAYS_BACK = 60  # requests and cash entries fall within this many days before now
 OLDEST = DAYS_BACK - 1  # in whole local days
 REPEAT_CLIENT_SHARE = 0.12

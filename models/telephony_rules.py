@@ -246,7 +246,7 @@ UPDATE_CALL_FROM_EVENT = text(f"""
         updated_at = now()
     WHERE id = :id
     RETURNING {FACTS}
-""")
+""")  # nosec B608 # the f-string joins module constants; values are bound parameters
 
 # The summary is authoritative for what it says.
 UPDATE_CALL_FROM_SUMMARY = text(f"""
@@ -265,13 +265,13 @@ UPDATE_CALL_FROM_SUMMARY = text(f"""
         updated_at = now()
     WHERE id = :id
     RETURNING {FACTS}
-""")
+""")  # nosec B608 # the f-string joins module constants; values are bound parameters
 
 REFRESH_CALL = text(f"""
     UPDATE calls SET {STARTED}, {ANSWERED_FROM_LEGS}, {OPERATOR}, {CAMPAIGN}, updated_at = now()
     WHERE id = :id
     RETURNING {FACTS}
-""")
+""")  # nosec B608 # the f-string joins module constants; values are bound parameters
 
 LINK_REQUEST = text("UPDATE calls SET request_id = :request_id, updated_at = now() WHERE id = :id")
 LINK_RECORDINGS = text("""

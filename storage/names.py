@@ -2,7 +2,7 @@
 
 Names are never used to build a path on disk (files are stored under random names); they are
 checked because a misleading name is how a user is tricked into opening a dangerous file
-(`invoice‮gpj.exe` shows as `invoiceexe.jpg`), and because they are echoed back in downloads.
+(`invoice<U+202E>gpj.exe` shows as `invoiceexe.jpg`), and because they are echoed back in downloads.
 """
 from __future__ import annotations
 

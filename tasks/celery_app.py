@@ -98,9 +98,12 @@ def make_celery() -> Celery:
 celery_app = make_celery()
 
 # Task modules register themselves on import.
+import tasks.alerts  # noqa: E402,F401
 import tasks.files  # noqa: E402,F401
 import tasks.jobs  # noqa: E402,F401
 import tasks.maintenance  # noqa: E402,F401
+import tasks.recordings  # noqa: E402,F401
+import tasks.signals  # noqa: E402,F401 - message stamps, request id, task metrics, logging
 import tasks.telephony  # noqa: E402,F401
 
 

@@ -164,6 +164,10 @@ def process_inbox_row(event_id: int) -> str:
             # Queued before the row is marked: if this fails the event stays pending and comes back.
             download_mango.apply_async((event_id,))
     Session.commit()
+    if row.event_type in (rules.CALL, rules.SUMMARY):
+        from tasks.recordings import match_pending_soon
+
+        match_pending_soon()  # a call or request folded now may be what an unmatched recording waits for
     return "processed"
 
 

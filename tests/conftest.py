@@ -152,6 +152,20 @@ def celery_worker_thread(database):
         yield worker
 
 
+def stop_process_group(process, timeout: float = 30.0) -> None:
+    """Stop a server the test started in its own process group: SIGTERM, then SIGKILL if it lingers."""
+    import signal
+    import subprocess
+
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
 def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05):
     """Poll until predicate() is truthy; returns its value or fails the test at the deadline."""
     deadline = time.monotonic() + timeout

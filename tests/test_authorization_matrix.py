@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 import pytest
 from sqlalchemy import select
 
 from api.security import issue_token
-from models import AdvertisingCampaign, Call, City, Direction, MangoEvent, Request, Transaction, User
+from models import AdvertisingCampaign, Call, City, Direction, MangoEvent, Recording, Request, Transaction, User
 from models.lookups import RequestType, Role, TransactionType
-from models.ops import Job
+from models.ops import Alert, AlertSilence, Job
 from tests.conftest import create_user
 
 ROLES = ("admin", "manager", "director", "callcentr", "avitolog", "master")
@@ -54,6 +55,8 @@ class World:
     call_a: int
     call_b: int
     failed_event: int
+    alert: int = 0
+    recording: int = 0
 
     def ids(self) -> dict[str, object]:
         return {
@@ -66,6 +69,8 @@ class World:
             "spare_role": self.spare_role, "spare_request_type": self.spare_request_type,
             "spare_transaction_type": self.spare_transaction_type,
             "call_a": self.call_a, "call_b": self.call_b, "failed_event": self.failed_event,
+            "alert": self.alert, "silenced_rule": "inbox_lag", "maintenance_task": "index_report",
+            "recording": self.recording,
         }
 
 
@@ -107,12 +112,16 @@ def world(db) -> World:
     call_a = Call(entry_id="entry-a", direction="in", client_phone="79990000001", request_id=own.id)
     call_b = Call(entry_id="entry-b", direction="in", client_phone="79990000003", request_id=in_b.id)
     failed = MangoEvent(dedupe_key="failed-1", event_type="call", status="failed", raw_body="{", last_error="bad json")
-    db.add_all([call_a, call_b, failed])
+    alert = Alert(rule="beat_silent", severity="critical", message="Планировщик молчит")
+    silence = AlertSilence(rule="inbox_lag", until=datetime.now(timezone.utc) + timedelta(hours=1))
+    recording = Recording(source="imap", sha256="0" * 64, storage_path="zayvka/zapis/matrix.mp3", size_bytes=1,
+                          from_phone="79990000001", request_id=own.id, match_status="matched")
+    db.add_all([call_a, call_b, failed, alert, silence, recording])
     db.commit()
     return World(a.id, b.id, users, master_b, master_a2, master_free, employee, other_admin, own.id, other_master.id,
                  in_b.id, tx_a.id, tx_b.id, campaign.id, direction.id, spare.id, income, str(job.id),
                  db.scalar(select(Role.id).where(Role.name == "callcentr")), spare_role.id, spare_rt.id, spare_tt.id,
-                 call_a.id, call_b.id, failed.id)
+                 call_a.id, call_b.id, failed.id, alert.id, recording.id)
 
 
 @dataclass(frozen=True)
@@ -267,6 +276,24 @@ CASES = [
     case("request calls own city", "GET", "/api/requests/{req_own}/calls", OFFICE | {"callcentr"}),
     case("request calls other city", "GET", "/api/requests/{req_b}/calls", MANAGEMENT | {"callcentr"}),
     case("failed inbox events", "GET", "/api/webhook/mango/events?status=failed", ADMIN),
+    # operations: alerts and database maintenance are for administrators
+    case("alerts list", "GET", "/api/alerts?status=firing", ADMIN),
+    case("alert acknowledge", "POST", "/api/alerts/{alert}/acknowledge", ADMIN),
+    case("alert rules", "GET", "/api/alerts/rules", ADMIN),
+    case("alert silences", "GET", "/api/alerts/silences", ADMIN),
+    case("alert silence create", "POST", "/api/alerts/silences", ADMIN,
+         lambda ids: {"rule": "host_cpu", "minutes": 30, "reason": "нагрузочный тест"}),
+    case("alert silence delete", "DELETE", "/api/alerts/silences/{silenced_rule}", ADMIN),
+    case("maintenance reports", "GET", "/api/maintenance/reports", ADMIN),
+    case("maintenance report", "GET", "/api/maintenance/reports/{maintenance_task}", ADMIN),
+    # recordings: the mailbox and the inbox for management; a request's recordings like the request
+    case("recordings list", "GET", "/api/recordings/?status=unmatched", MANAGEMENT),
+    case("recordings import status", "GET", "/api/recordings/status", MANAGEMENT),
+    case("recording link", "POST", "/api/recordings/{recording}/link", MANAGEMENT,
+         lambda ids: {"request_id": ids["req_other_master"]}),
+    case("request recordings own", "GET", "/api/requests/{req_own}/recordings", ALL),
+    case("request recordings other master", "GET", "/api/requests/{req_other_master}/recordings", ALL - {"master"}),
+    case("request recordings other city", "GET", "/api/requests/{req_b}/recordings", ALL - {"director", "master"}),
 ]
 
 # Routes checked elsewhere: public ones, those whose effect leaves the test transaction, and the
@@ -286,6 +313,12 @@ NOT_IN_MATRIX = {
     # webhooks (WEBHOOK_PREFIXES) are authenticated by signature and source address instead of a
     # session (tests/test_telephony_webhook.py).
     ("POST", "/api/webhook/mango/events/<int:event_id>/replay"),
+    # Enqueues work on the heavy queue outside the test transaction (tests/test_maintenance.py).
+    ("POST", "/api/maintenance/<name>/run"),
+    # Enqueues the mailbox import outside the test transaction; serves bytes the world has not got
+    # (roles of both in tests/test_recordings_api.py).
+    ("POST", "/api/recordings/download"),
+    ("GET", "/api/recordings/<int:recording_id>/audio"),
 }
 WEBHOOK_PREFIXES = ("/api/webhook", "/api/mango/webhook", "/api/v2/mango/webhook")
 

@@ -30,7 +30,7 @@ from models.kv import get_redis, key
 from models.ops import Job
 from storage import backend
 from tasks import files as file_tasks
-from tests.conftest import bearer, create_user, wait_for
+from tests.conftest import bearer, create_user, stop_process_group, wait_for
 from tests.test_files_api import make_city, make_request, make_transaction, multipart
 from tests.test_files_corpus import (
     MZ_EXECUTABLE,
@@ -328,6 +328,5 @@ def test_chunked_200_mb_upload_to_gunicorn_gets_413_with_flat_memory(app, commit
         assert peak - before < 16 * 1024 * 1024, f"worker RSS grew by {(peak - before) / 1e6:.1f} MB"
         assert list(media.quarantine_root.iterdir()) == []
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_process_group(server)
         log.close()

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 import embedded
 from models import Call, MangoEvent, Request, RequestEvent
-from tests.conftest import wait_for
+from tests.conftest import stop_process_group, wait_for
 from tests.telephony_support import KEY, SALT, form, incoming_answered, make_campaign, path_of
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
@@ -85,14 +85,7 @@ class Stack:
 
     def stop(self) -> None:
         for process in reversed(self.processes):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+            stop_process_group(process, timeout=20)
         embedded.stop_redis()
 
 

@@ -274,6 +274,7 @@ def test_queued_message_is_the_one_celery_would_send(monkeypatch):
     ours = json.loads(InboxPublisher().message(42, scratch))
     assert reference and client.llen(scratch) == 0
     for envelope in (reference, ours):
+        assert isinstance(envelope["headers"].pop("enqueued_at"), float)  # stamped at publish (tasks/signals.py)
         for volatile in ("id", "root_id"):
             envelope["headers"].pop(volatile)
         for volatile in ("correlation_id", "delivery_tag"):

@@ -80,7 +80,7 @@ class Login(MethodView):
                     "role": user.role_name,
                     "city_id": user.city_id,
                     "access_token": token,
-                    "token_type": "bearer",
+                    "token_type": "bearer",  # nosec B105 # the token type name, not a secret
                 }
             )
         )

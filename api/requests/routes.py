@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import aliased
 
 from api.errors import ApiError
-from api.listing import json_response, list_response
+from api.listing import JSON_TEXT_ROWS, json_response, list_response
 from api.requests.schemas import (
     LEGACY_STATUS_KEYS,
     HistoryEventSchema,
@@ -23,6 +23,7 @@ from api.requests.schemas import (
 )
 from api.resources import commit_or_409, deleted, get_or_404
 from api.security import login_required, roles_required
+from api.sqljson import iso_local, iso_utc, json_object, json_row, nullable_object
 from models import request_rules
 from models.crm import AdvertisingCampaign, Request, RequestEvent
 from models.db import Session
@@ -71,11 +72,69 @@ def _money(value):
     return None if value is None else float(value)
 
 
+def _joined(stmt):
+    return (
+        stmt.select_from(Request)
+        .join(City, City.id == Request.city_id)
+        .join(RequestType, RequestType.id == Request.request_type_id)
+        .outerjoin(Direction, Direction.id == Request.direction_id)
+        .outerjoin(master_user, master_user.id == Request.master_id)
+        .outerjoin(campaign, campaign.id == Request.advertising_campaign_id)
+    )
+
+
+def _json_document(c):
+    """The list row as PostgreSQL-built JSON text: the same document serialize_row makes.
+
+    `c` names the columns of list_columns(): its own (for a stream) or a page subquery's."""
+    return json_row(
+        ("id", c.id), ("status", c.status),
+        ("client_phone", func.coalesce(func.nullif(c.client_phone_raw, ""), c.client_phone)),
+        ("client_phone_normalized", c.client_phone), ("client_name", func.coalesce(c.client_name, "")),
+        ("address", c.address), ("problem", c.problem), ("meeting_date", iso_local(c.meeting_date)),
+        ("city_id", c.city_id), ("request_type_id", c.request_type_id), ("direction_id", c.direction_id),
+        ("advertising_campaign_id", c.advertising_campaign_id), ("master_id", c.master_id),
+        ("master_notes", c.master_notes), ("result", c.result), ("expenses", c.expenses),
+        ("net_amount", c.net_amount), ("master_handover", c.master_handover), ("ats_number", c.ats_number),
+        ("call_center_name", c.call_center_name), ("call_center_notes", c.call_center_notes),
+        ("avito_chat_id", c.avito_chat_id), ("version", c.version), ("completed_at", iso_utc(c.completed_at)),
+        ("created_at", iso_utc(c.created_at)), ("updated_at", iso_utc(c.updated_at)),
+        ("city", json_object(("id", c.city_id), ("name", c.city_name))),
+        ("request_type", json_object(("id", c.request_type_id), ("name", c.request_type_name))),
+        ("direction", nullable_object(c.direction_id, ("id", c.direction_id), ("name", c.direction_name))),
+        ("master", nullable_object(
+            c.master_id, ("id", c.master_id), ("full_name", c.master_name),
+            ("phone_number", func.coalesce(c.master_phone, "")), ("city_id", c.master_city_id))),
+        ("advertising_campaign", nullable_object(
+            c.advertising_campaign_id, ("id", c.advertising_campaign_id), ("name", c.campaign_name),
+            ("phone_number", c.campaign_phone), ("city_id", c.campaign_city_id))),
+    )
+
+
+@functools.cache
+def _list_document():
+    return _json_document(list_columns().selected_columns)
+
+
+def json_list(stmt, sort: str | None):
+    """The rows of a list_columns() statement as JSON text, in order."""
+    return apply_sort(stmt.with_only_columns(_list_document()), sort)
+
+
+def json_page(sort: str | None):
+    """A page as JSON text rows. The page is cut from the requests table alone (ids in index order),
+    then joined and turned into JSON: the rows an OFFSET skips are never joined or formatted."""
+    def wrap(limited_ids):
+        page = limited_ids.subquery("page")
+        return json_list(list_columns().join(page, page.c.id == Request.id), sort)
+    return wrap
+
+
 @functools.cache
 def list_columns():
-    """A lean Core select for lists: no ORM objects, one row per request (built once; selects are immutable)."""
+    """A lean Core select for one request: no ORM objects (built once; selects are immutable)."""
     r = Request.__table__.c
-    return (
+    return _joined(
         select(
             r.id, r.status, r.client_phone, r.client_phone_raw, r.client_name, r.address, r.problem,
             r.meeting_date, r.city_id, r.request_type_id, r.direction_id, r.advertising_campaign_id,
@@ -92,12 +151,6 @@ def list_columns():
             campaign.phone_number.label("campaign_phone"),
             campaign.city_id.label("campaign_city_id"),
         )
-        .select_from(Request)
-        .join(City, City.id == Request.city_id)
-        .join(RequestType, RequestType.id == Request.request_type_id)
-        .outerjoin(Direction, Direction.id == Request.direction_id)
-        .outerjoin(master_user, master_user.id == Request.master_id)
-        .outerjoin(campaign, campaign.id == Request.advertising_campaign_id)
     )
 
 
@@ -231,20 +284,22 @@ def filter_conditions(args: dict) -> list:
 
 
 def apply_sort(stmt, sort: str | None):
+    c = Request.__table__.c
     sort = (sort or "-created_at").strip()
     if sort == "spa":
-        order = case({status: i for i, status in enumerate(SPA_STATUS_ORDER)}, value=Request.status,
+        order = case({status: i for i, status in enumerate(SPA_STATUS_ORDER)}, value=c.status,
                      else_=len(SPA_STATUS_ORDER))
-        return stmt.order_by(order, Request.created_at.desc(), Request.id.desc())
+        return stmt.order_by(order, c.created_at.desc(), c.id.desc())
     descending = sort.startswith("-")
-    column = SORTS.get(sort.lstrip("-"))
-    if column is None:
+    name = sort.lstrip("-")
+    if name not in SORTS:
         raise ApiError(422, "Неизвестная сортировка", code="validation_error",
                        errors={"sort": [f"Допустимо: {', '.join(SORTS)}, spa; '-' для убывания"]})
+    column = c[name]
     primary = column.desc() if descending else column.asc()
-    if sort.lstrip("-") in NULLABLE_SORTS:
+    if name in NULLABLE_SORTS:
         primary = primary.nulls_last()  # (not on NOT NULL columns: it would stop the index giving the order)
-    return stmt.order_by(primary, Request.id.desc() if descending else Request.id.asc())
+    return stmt.order_by(primary, c.id.desc() if descending else c.id.asc())
 
 
 # ---- authorisation helpers -------------------------------------------------------------------------
@@ -340,10 +395,13 @@ class RequestCollection(MethodView):
     def get(self, args):
         """Requests visible to the caller: the complete array, or a page with `page`/`page_size`."""
         conditions = [requests_visible_to(g.current_user), *filter_conditions(args)]
-        stmt = apply_sort(list_columns().where(*conditions), args.get("sort"))
+        stmt = list_columns().where(*conditions)
         # The total of a page counts the requests table alone (an index-only scan), not the joins.
         count = select(func.count()).select_from(Request).where(*conditions)
-        return list_response(stmt, serialize_row, args, count_stmt=count)
+        if args.get("page") is None and args.get("page_size") is None:
+            return list_response(json_list(stmt, args.get("sort")), JSON_TEXT_ROWS, args)
+        page_ids = apply_sort(select(Request.id).where(*conditions), args.get("sort"))
+        return list_response(page_ids, JSON_TEXT_ROWS, args, count_stmt=count, page_stmt=json_page(args.get("sort")))
 
     @roles_required(MANAGER, DIRECTOR, CALLCENTR, AVITOLOG)
     @blp.arguments(RequestCreateSchema)

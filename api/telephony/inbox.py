@@ -125,8 +125,12 @@ class InboxPublisher:
         return self._headers
 
     def message(self, event_id: int, queue: str) -> bytes:
+        from tasks.signals import stamp_headers  # what Celery's publish adds (enqueue time, request id)
+
         task_id = str(uuid.uuid4())
-        headers = {**self.headers_template(), "id": task_id, "root_id": task_id, "argsrepr": f"({event_id},)"}
+        headers = stamp_headers(
+            {**self.headers_template(), "id": task_id, "root_id": task_id, "argsrepr": f"({event_id},)"}
+        )
         body = base64.b64encode(orjson.dumps([[event_id], {}, self.EMBED])).decode()
         return orjson.dumps({
             "body": body,

@@ -1,0 +1,59 @@
+"""gunicorn settings for the API (read from the working directory, or with `-c gunicorn.conf.py`).
+
+Command-line options override these. What must hold for every deployment lives here:
+- Prometheus multiprocess mode: every worker writes its metric values to files in
+  PROMETHEUS_MULTIPROC_DIR and /metrics sums them; the directory is created and emptied when the
+  master starts (stale files would add a previous run's counts) and a dead worker's live gauges
+  are removed.
+- The access log is leadline's own (api/middleware.py: request id, path without query string);
+  gunicorn's is off. If a deployment turns it on anyway, its format leaves out the query string,
+  which may carry phone numbers.
+"""
+import os
+import shutil
+import tempfile
+
+bind = f"{os.environ.get('API_HOST', '127.0.0.1')}:{os.environ.get('API_PORT', '8000')}"
+workers = int(os.environ.get("API_WORKERS", "2"))
+timeout = 60
+graceful_timeout = 20
+max_requests = 2000
+max_requests_jitter = 200
+accesslog = None
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms %({x-request-id}o)s'
+
+
+def _empty(directory: str) -> None:
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.remove(os.path.join(directory, name))
+
+
+# Set before any worker imports prometheus_client: it picks its value storage at import time.
+# Without a configured directory each master gets a fresh one of its own.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+else:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="leadline-metrics-")
+
+
+def on_starting(server):
+    _empty(os.environ["PROMETHEUS_MULTIPROC_DIR"])  # counts of a previous run must not be added
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if os.path.basename(directory).startswith("leadline-metrics-"):
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def worker_exit(server, worker):
+    from api.metrics import http_counts  # loaded in the worker: push its last request counts
+
+    http_counts.flush()

@@ -1,0 +1,664 @@
+"""Call recordings from the mailbox: incremental IMAP import, matching, and retries of the unmatched.
+
+`recordings.import_mailbox` (queue heavy; beat every RECORDINGS_CHECK_INTERVAL, or a manual 202 job)
+reads IMAP_FOLDER of the IMAP_USER mailbox with imapclient (ssl / starttls / plain by IMAP_SECURITY,
+connect and read timeouts). It is incremental by UID: `mailbox_states` keeps UIDVALIDITY and the last
+UID examined per mailbox and folder. A first run, a run after the folder's UIDVALIDITY changed and a
+manual run look back `days_back` days (IMAP SEARCH SINCE); otherwise only UIDs above the last one are
+read. One import runs at a time (a Redis lock with a TTL longer than the task's hard limit).
+
+Per message, BODYSTRUCTURE (fetched for a batch of messages at once) names the parts; parts whose
+decoded file name looks like `YYYY.MM.DD__HH-MM-SS__<from>__<to>.<ext>` are fetched alone, in ranges,
+decoded as they arrive and streamed into the quarantine while their sha256 is computed, then promoted
+into `zayvka/zapis` under a random name. A recording is stored once (sha256 is unique): the same mail
+delivered twice, or a UIDVALIDITY reset, adds nothing. A part above MAX_RECORDING_UPLOAD_MB, a name
+that cannot be read or bytes that are not audio are skipped with their reason, without stopping the
+run. Each new recording is matched at once (models/recording_rules.py). With IMAP_PROCESSED_FOLDER
+set, messages that held recordings are moved there; with IMAP_MARK_SEEN, flagged \\Seen.
+
+Every run is a row of `jobs` (kind `recordings.import`): start, end, counts, error. That and
+`mailbox_states` are what GET /api/recordings/status shows.
+
+`recordings.match_pending` retries unmatched recordings: beat runs it periodically, and creating a
+request or folding a call asks for it through `match_pending_soon()`, debounced so that a burst of
+creations queues one run.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+import secrets
+import socket
+import ssl
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator
+
+from celery.exceptions import SoftTimeLimitExceeded
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.util import to_unicode
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
+
+from models import jobs
+from models import recording_rules as rules
+from models.db import Session, get_engine
+from models.kv import get_redis, key
+from models.ops import Job
+from models.recordings import MailboxState, Recording
+from models.timez import today_local
+from settings import settings
+from storage.backend import UploadTooLarge, get_storage
+from storage.kinds import AMR, KINDS, M4A, MP3, OGG, WAV
+from storage.sniff import sniff
+from tasks.celery_app import HEAVY, celery_app
+
+log = logging.getLogger(__name__)
+
+JOB_KIND = "recordings.import"
+IMPORT_LOCK = key("lock", "recordings-import")
+MATCH_LOCK = key("lock", "recordings-match")
+MATCH_DEBOUNCE_KEY = key("recordings", "match-soon")
+MATCH_DEBOUNCE_SECONDS = 5
+RECORDINGS_DIR = KINDS["recording"].directory  # zayvka/zapis
+AUDIO_EXTENSIONS = {MP3: "mp3", WAV: "wav", OGG: "ogg", M4A: "m4a", AMR: "amr"}
+FETCH_BATCH = 100  # messages whose structure is read in one FETCH
+PART_CHUNK = 1024 * 1024  # encoded bytes of an attachment read per FETCH
+RETRY_BATCH = 500
+RETRY_HORIZON_DAYS = 30
+SKIPPED_LISTED = 50
+DEFAULT_DAYS_BACK = 1
+IMPORT_SOFT_LIMIT = max(settings.TASK_SOFT_TIME_LIMIT, 300)
+IMPORT_HARD_LIMIT = max(settings.TASK_TIME_LIMIT, IMPORT_SOFT_LIMIT + 60)
+LOCK_TTL = IMPORT_HARD_LIMIT + 60
+
+
+class ImportFailure(Exception):
+    """The run cannot go on; the message is for people (Russian, no secrets)."""
+
+
+def configured() -> bool:
+    return bool(settings.IMAP_HOST and settings.IMAP_USER and settings.IMAP_PASSWORD)
+
+
+def mailbox_name() -> str:
+    return f"{settings.IMAP_USER}@{settings.IMAP_HOST}"
+
+
+# ---- the lock -------------------------------------------------------------------------------------------
+
+class Lock:
+    """A Redis lock with a TTL, released only by its holder."""
+
+    def __init__(self, name: str, ttl: int):
+        self.name, self.ttl, self.token = name, ttl, secrets.token_hex(8)
+
+    def acquire(self) -> bool:
+        return bool(get_redis().set(self.name, self.token, nx=True, ex=self.ttl))
+
+    def release(self) -> None:
+        redis = get_redis()
+        if redis.get(self.name) == self.token:
+            redis.delete(self.name)
+
+
+def import_lock() -> Lock:
+    return Lock(IMPORT_LOCK, LOCK_TTL)
+
+
+def import_running() -> bool:
+    return bool(get_redis().exists(IMPORT_LOCK))
+
+
+# ---- IMAP ------------------------------------------------------------------------------------------------
+
+def connect() -> IMAPClient:
+    """A logged-in client, by IMAP_SECURITY; every failure is an ImportFailure with a readable reason."""
+    host, port, security = settings.IMAP_HOST, settings.IMAP_PORT, settings.IMAP_SECURITY
+    timeout = settings.IMAP_TIMEOUT_SECONDS
+    from imapclient import SocketTimeout
+
+    where = f"{host}:{port}"
+    try:
+        context = ssl.create_default_context()
+        client = IMAPClient(host, port, ssl=security == "ssl", ssl_context=context if security == "ssl" else None,
+                            timeout=SocketTimeout(connect=min(timeout, 15), read=timeout))
+    except ssl.SSLError:
+        raise ImportFailure(f"Не удалось установить защищённое соединение (SSL) с почтовым сервером {where}") from None
+    except (socket.timeout, TimeoutError):
+        raise ImportFailure(f"Почтовый сервер {where} не ответил вовремя") from None
+    except socket.gaierror:
+        raise ImportFailure(f"Почтовый сервер {host} не найден (ошибка DNS)") from None
+    except ConnectionRefusedError:
+        raise ImportFailure(f"Почтовый сервер {where} недоступен: соединение отклонено") from None
+    except (OSError, IMAPClientError) as exc:
+        raise ImportFailure(f"Почтовый сервер {where} недоступен: {type(exc).__name__}") from None
+    try:
+        if security == "starttls":
+            try:
+                client.starttls(ssl.create_default_context())
+            except (ssl.SSLError, IMAPClientError, OSError):
+                raise ImportFailure(f"Почтовый сервер {where} не поддерживает STARTTLS или отверг защищённое "
+                                    "соединение") from None
+        try:
+            client.login(settings.IMAP_USER, settings.IMAP_PASSWORD)
+        except LoginError:
+            raise ImportFailure("Почтовый сервер отклонил вход: проверьте IMAP_USER и IMAP_PASSWORD") from None
+        except IMAPClientError:
+            raise ImportFailure("Почтовый сервер отклонил вход: проверьте IMAP_USER, IMAP_PASSWORD и "
+                                "IMAP_SECURITY") from None
+    except BaseException:
+        _close(client)
+        raise
+    return client
+
+
+def _close(client: IMAPClient) -> None:
+    try:
+        client.logout()
+    except Exception:
+        try:
+            client.shutdown()
+        except Exception:
+            pass
+
+
+@dataclass(frozen=True)
+class Part:
+    number: str  # the IMAP section, e.g. "2" or "1.3"
+    filename: str | None
+    encoding: str
+    size: int  # encoded octets
+
+
+def _text(value) -> str:
+    return to_unicode(value) if isinstance(value, bytes) else ("" if value is None else str(value))
+
+
+def _leading_parts(structure) -> int:
+    count = 0
+    for item in structure:
+        if not isinstance(item, (list, tuple)):
+            break
+        count += 1
+    return count
+
+
+def walk(structure, prefix: str = "") -> Iterator[Part]:
+    """Every leaf part of a BODYSTRUCTURE with its section number and decoded file name."""
+    if isinstance(structure[0], (list, tuple)):
+        # Multipart: imapclient gives ([parts], subtype, ...) at the top; a forwarded mail's body
+        # stays raw: (part, part, ..., subtype, ...).
+        children = structure[0] if isinstance(structure[0], list) else structure[:_leading_parts(structure)]
+        for index, child in enumerate(children, start=1):
+            yield from walk(child, f"{prefix}.{index}" if prefix else f"{index}")
+        return
+    number = prefix or "1"
+    main, sub = _text(structure[0]).lower(), _text(structure[1]).lower()
+    params = structure[2]
+    encoding = _text(structure[5]).lower() if len(structure) > 5 else "7bit"
+    size = int(structure[6] or 0) if len(structure) > 6 else 0
+    if main == "message" and sub == "rfc822" and len(structure) > 8 and isinstance(structure[8], (list, tuple)):
+        inner = structure[8]  # a forwarded mail: its parts are numbered under this one
+        yield from walk(inner, number if isinstance(inner[0], (list, tuple)) else f"{number}.1")
+        return
+    extension_at = 8 if main == "text" else 7  # text parts carry a line count first
+    disposition_data = structure[extension_at + 1] if len(structure) > extension_at + 1 else None
+    disposition, disposition_params = "attachment", None
+    if isinstance(disposition_data, tuple) and disposition_data:
+        disposition = _text(disposition_data[0]).lower() or "attachment"
+        disposition_params = disposition_data[1] if len(disposition_data) > 1 else None
+    filename = rules.attachment_filename(disposition_params, params, disposition)
+    yield Part(number, filename, encoding, size)
+
+
+class Decoder:
+    """Content-Transfer-Encoding undone chunk by chunk (base64 keeps its partial quartet)."""
+
+    def __init__(self, encoding: str):
+        self.encoding = encoding
+        self.rest = b""
+
+    def feed(self, data: bytes) -> bytes:
+        if self.encoding == "base64":
+            data = self.rest + b"".join(data.split())
+            usable = len(data) - len(data) % 4
+            self.rest = data[usable:]
+            return base64.b64decode(data[:usable]) if usable else b""
+        if self.encoding == "quoted-printable":
+            data = self.rest + data
+            cut = data.rfind(b"\n") + 1  # decode whole lines: a soft break or escape never straddles
+            self.rest = data[cut:]
+            return binascii.a2b_qp(data[:cut])
+        return data
+
+    def finish(self) -> bytes:
+        rest, self.rest = self.rest, b""
+        if not rest:
+            return b""
+        if self.encoding == "base64":
+            return base64.b64decode(rest + b"=" * (-len(rest) % 4))
+        if self.encoding == "quoted-printable":
+            return binascii.a2b_qp(rest)
+        return rest
+
+
+def part_chunks(client: IMAPClient, uid: int, part: Part) -> Iterator[bytes]:
+    """The encoded bytes of one part, PART_CHUNK at a time (BODY.PEEK: the message stays unseen)."""
+    offset = 0
+    while True:
+        section = f"BODY.PEEK[{part.number}]<{offset}.{PART_CHUNK}>"
+        answer = client.fetch([uid], [section]).get(uid, {})
+        data = answer.get(f"BODY[{part.number}]<{offset}>".encode())
+        if data is None:  # some servers omit the origin in the answer
+            data = answer.get(f"BODY[{part.number}]".encode())
+        if not data:
+            return
+        yield data
+        offset += len(data)
+        if len(data) < PART_CHUNK:
+            return
+
+
+# ---- one run -----------------------------------------------------------------------------------------
+
+class Skip(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class RunCounts:
+    messages: int = 0
+    attachments: int = 0
+    imported: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    matched: int = 0
+    unmatched: int = 0
+    ambiguous: int = 0
+    rematched: int = 0
+    fresh_start: bool = False
+    partial: bool = False
+    skipped_items: list[dict[str, Any]] = field(default_factory=list)
+
+    def skip(self, uid: int, filename: str | None, reason: str) -> None:
+        self.skipped += 1
+        if len(self.skipped_items) < SKIPPED_LISTED:
+            self.skipped_items.append({"uid": uid, "filename": filename, "reason": reason})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass
+class Stored:
+    relative_path: str
+    sha256: str
+    size: int
+    mime_type: str
+
+
+def _write(writer, digest, head: bytes, data: bytes) -> bytes:
+    """Write decoded bytes to the quarantine and the digest; returns the file's first 64 bytes so far."""
+    if data:
+        if len(head) < 64:
+            head += data[:64 - len(head)]
+        digest.update(data)
+        writer.write(data)
+    return head
+
+
+def store_part(client: IMAPClient, uid: int, part: Part, max_bytes: int) -> Stored | str:
+    """Stream one attachment into the media layout; the sha256 of a file already stored instead."""
+    storage = get_storage()
+    writer = storage.quarantine_writer(max_bytes)
+    decoder, digest, head = Decoder(part.encoding), hashlib.sha256(), b""
+    try:
+        for encoded in part_chunks(client, uid, part):
+            head = _write(writer, digest, head, decoder.feed(encoded))
+        head = _write(writer, digest, head, decoder.finish())
+        if writer.size == 0:
+            raise Skip("пустое вложение")
+        mime = sniff(head)
+        if mime not in AUDIO_EXTENSIONS:
+            raise Skip("вложение не является аудиофайлом")
+        sha256 = digest.hexdigest()
+        if Session.scalar(select(Recording.id).where(Recording.sha256 == sha256)) is not None:
+            writer.abort()
+            return sha256
+        writer.commit()
+    except UploadTooLarge:
+        writer.abort()
+        raise Skip(f"вложение больше {settings.MAX_RECORDING_UPLOAD_MB} МБ") from None
+    except (binascii.Error, ValueError):
+        writer.abort()
+        raise Skip("вложение повреждено (ошибка кодировки)") from None
+    except BaseException:
+        writer.abort()
+        raise
+    relative = f"{RECORDINGS_DIR}/{writer.token}.{AUDIO_EXTENSIONS[mime]}"
+    try:
+        storage.promote(writer.token, relative)
+    finally:
+        storage.delete_quarantined(writer.token)
+    return Stored(relative, sha256, writer.size, mime)
+
+
+class MailboxImport:
+    def __init__(self, *, days_back: int, manual: bool):
+        self.days_back = days_back
+        self.manual = manual
+        self.counts = RunCounts()
+        self.max_bytes = KINDS["recording"].max_bytes
+        self.writes = bool(settings.IMAP_PROCESSED_FOLDER or settings.IMAP_MARK_SEEN)
+
+    def state(self) -> MailboxState:
+        mailbox, folder = mailbox_name(), settings.IMAP_FOLDER
+        Session.execute(pg_insert(MailboxState).values(mailbox=mailbox, folder=folder, last_uid=0)
+                        .on_conflict_do_nothing())
+        return Session.scalars(select(MailboxState).where(MailboxState.mailbox == mailbox,
+                                                          MailboxState.folder == folder)).one()
+
+    def run(self) -> RunCounts:
+        client = connect()
+        try:
+            self._run(client)
+        finally:
+            _close(client)
+        return self.counts
+
+    def _select(self, client: IMAPClient) -> dict:
+        folder = settings.IMAP_FOLDER
+        try:
+            return client.select_folder(folder, readonly=not self.writes)
+        except IMAPClientError:
+            raise ImportFailure(f"Папка «{folder}» не найдена в почтовом ящике") from None
+
+    def _run(self, client: IMAPClient) -> None:
+        info = self._select(client)
+        uidvalidity = int(info[b"UIDVALIDITY"])
+        uidnext = int(info.get(b"UIDNEXT") or 0)
+        if settings.IMAP_PROCESSED_FOLDER and not client.folder_exists(settings.IMAP_PROCESSED_FOLDER):
+            client.create_folder(settings.IMAP_PROCESSED_FOLDER)
+        state = self.state()
+        fresh = state.uidvalidity != uidvalidity
+        if fresh:
+            if state.uidvalidity is not None:
+                log.warning("mailbox folder UIDVALIDITY changed: the import starts over")
+            state.uidvalidity, state.last_uid = uidvalidity, 0
+            self.counts.fresh_start = True
+        last_uid = state.last_uid
+        Session.commit()
+        if fresh or self.manual:
+            since = today_local() - timedelta(days=self.days_back)
+            uids = sorted(client.search(["SINCE", since]))
+        else:
+            uids = sorted(uid for uid in client.search(["UID", f"{last_uid + 1}:*"]) if uid > last_uid)
+        for start in range(0, len(uids), FETCH_BATCH):
+            batch = uids[start:start + FETCH_BATCH]
+            structures = client.fetch(batch, ["BODYSTRUCTURE", "ENVELOPE"])
+            processed = []
+            for uid in batch:
+                data = structures.get(uid)
+                if data is None:  # expunged meanwhile
+                    continue
+                if self.message_or_skip(client, uid, data):
+                    processed.append(uid)
+            self.finish_messages(client, processed)
+            self.advance(max(batch))
+        # Nothing up to UIDNEXT − 1 is left behind: messages older than days_back are not read later.
+        if uidnext:
+            self.advance(uidnext - 1)
+
+    def advance(self, uid: int) -> None:
+        state = self.state()
+        if uid > state.last_uid:
+            state.last_uid = uid
+        Session.commit()
+
+    def finish_messages(self, client: IMAPClient, uids: list[int]) -> None:
+        if not uids:
+            return
+        if settings.IMAP_PROCESSED_FOLDER:
+            client.move(uids, settings.IMAP_PROCESSED_FOLDER)
+        elif settings.IMAP_MARK_SEEN:
+            client.add_flags(uids, [b"\\Seen"])
+
+    def message_or_skip(self, client: IMAPClient, uid: int, data: dict) -> bool:
+        """One message; a message that breaks the importer is skipped, not retried forever. The
+        connection or the database failing ends the run instead (the next run picks up from here)."""
+        try:
+            return self.message(client, uid, data)
+        except (OSError, IMAPClientError, DBAPIError, SoftTimeLimitExceeded):
+            raise
+        except Exception as exc:
+            Session.rollback()
+            # The type only: messages of such errors may quote file names, which hold phone numbers.
+            log.error("recordings import: a message skipped after %s", type(exc).__name__)
+            self.counts.skip(uid, None, f"письмо не обработано: {type(exc).__name__}")
+            return False
+
+    def message(self, client: IMAPClient, uid: int, data: dict) -> bool:
+        """Import the recordings of one message; True when it held any (stored now or before)."""
+        self.counts.messages += 1
+        envelope = data.get(b"ENVELOPE")
+        message_id = _text(getattr(envelope, "message_id", None)).strip()[:255] or None
+        held = False
+        try:
+            parts = list(walk(data[b"BODYSTRUCTURE"]))
+        except (IndexError, TypeError, ValueError):
+            self.counts.skip(uid, None, "не удалось разобрать структуру письма")
+            return False
+        for part in parts:
+            if not rules.is_recording_name(part.filename):
+                continue
+            self.counts.attachments += 1
+            try:
+                parsed = rules.parse_name(part.filename)
+            except rules.BadName as exc:
+                self.counts.skip(uid, part.filename, str(exc))
+                continue
+            estimated = part.size * 3 // 4 if part.encoding == "base64" else part.size
+            if estimated > self.max_bytes + 4096:
+                self.counts.skip(uid, part.filename, f"вложение больше {settings.MAX_RECORDING_UPLOAD_MB} МБ")
+                continue
+            try:
+                outcome = store_part(client, uid, part, self.max_bytes)
+            except Skip as exc:
+                self.counts.skip(uid, part.filename, exc.reason)
+                continue
+            held = True
+            if isinstance(outcome, str):
+                self.counts.duplicates += 1
+                Session.rollback()
+                continue
+            self.save(outcome, part, parsed, message_id or f"imap:{uid}")
+        return held
+
+    def save(self, stored: Stored, part: Part, parsed: rules.ParsedName, message_id: str) -> None:
+        recording_id = Session.scalar(
+            pg_insert(Recording).values(
+                source="imap", sha256=stored.sha256, storage_path=stored.relative_path,
+                original_name=(part.filename or "")[:255] or None, size_bytes=stored.size,
+                mime_type=stored.mime_type, call_time=parsed.call_time, from_phone=parsed.from_phone,
+                to_phone=parsed.to_phone, message_id=message_id, match_status=rules.UNMATCHED,
+            ).on_conflict_do_nothing().returning(Recording.id)
+        )
+        if recording_id is None:  # the same bytes were stored meanwhile (another source)
+            Session.rollback()
+            get_storage().delete_media(stored.relative_path)
+            self.counts.duplicates += 1
+            return
+        recording = Session.get(Recording, recording_id)
+        status = rules.match_recording(recording)
+        Session.commit()
+        self.counts.imported += 1
+        setattr(self.counts, status, getattr(self.counts, status) + 1)
+
+
+# ---- the job row of a run -------------------------------------------------------------------------------
+
+def _start_job(job_id: str | None, days_back: int, trigger: str) -> str | None:
+    if job_id is not None:
+        return job_id if jobs.claim(job_id) else None
+    job = jobs.create_job(JOB_KIND, {"days_back": days_back, "trigger": trigger})
+    job.status, job.started_at, job.attempts = "running", datetime.now(timezone.utc), 1
+    Session.commit()
+    return str(job.id)
+
+
+def _record_state(error: str | None) -> None:
+    Session.rollback()
+    mailbox, folder = mailbox_name(), settings.IMAP_FOLDER
+    Session.execute(
+        pg_insert(MailboxState).values(mailbox=mailbox, folder=folder, last_uid=0, last_run_at=func.now(),
+                                       last_error=error)
+        .on_conflict_do_update(index_elements=[MailboxState.mailbox, MailboxState.folder],
+                               set_={"last_run_at": func.now(), "last_error": error})
+    )
+    Session.commit()
+
+
+def run_import(job_id: str | None = None, days_back: int | None = None, manual: bool | None = None) -> dict[str, Any]:
+    """One import, as the task runs it. `job_id` is a manual run's job (days_back from its params); a
+    manual run looks back days_back days even when the mailbox was read before."""
+    get_engine()
+    manual = job_id is not None if manual is None else manual
+    if job_id is not None:
+        job = Session.get(Job, _uuid(job_id))
+        if job is None:
+            Session.rollback()
+            return {"result": "no such job"}
+        days_back = int((job.params or {}).get("days_back") or DEFAULT_DAYS_BACK)
+        Session.rollback()
+    days_back = int(days_back or DEFAULT_DAYS_BACK)
+    if not configured():
+        if job_id is not None:
+            jobs.claim(job_id)
+            jobs.fail(job_id, "Импорт записей не настроен: не заданы IMAP_HOST, IMAP_USER или IMAP_PASSWORD")
+        return {"result": "not configured"}
+    lock = import_lock()
+    if not lock.acquire():
+        if job_id is not None:
+            jobs.claim(job_id)
+            jobs.fail(job_id, "Импорт записей уже выполняется, повторите позже")
+        return {"result": "refused", "reason": "another import is running"}
+    try:
+        job_id = _start_job(job_id, days_back, "manual" if manual else "beat")
+        if job_id is None:
+            return {"result": "already finished"}
+        importer = MailboxImport(days_back=days_back, manual=manual)
+        try:
+            counts = importer.run()
+        except SoftTimeLimitExceeded:
+            Session.rollback()
+            counts = importer.counts
+            counts.partial = True  # progress is committed per batch: the next run goes on from there
+        except (ImportFailure, OSError, IMAPClientError) as exc:
+            Session.rollback()
+            message = str(exc) if isinstance(exc, ImportFailure) else \
+                f"Соединение с почтовым сервером прервано: {type(exc).__name__}"
+            log.warning("recordings import failed: %s", message)
+            _record_state(message)
+            jobs.fail(job_id, message)
+            return {"result": "failed", "error": message}
+        except Exception as exc:
+            Session.rollback()
+            message = f"Ошибка импорта записей: {type(exc).__name__}"
+            log.error("recordings import failed: %s", type(exc).__name__)
+            _record_state(message)
+            jobs.fail(job_id, message)
+            return {"result": "failed", "error": message}
+        try:
+            counts.rematched = retry_unmatched()
+        except Exception as exc:
+            Session.rollback()
+            log.error("retrying unmatched recordings failed: %s", type(exc).__name__)
+        _record_state(None)
+        result = counts.as_dict()
+        jobs.succeed(job_id, result)
+        if counts.imported or counts.skipped:
+            log.info("recordings import: %s imported, %s duplicates, %s skipped; matched %s, unmatched %s, "
+                     "ambiguous %s", counts.imported, counts.duplicates, counts.skipped, counts.matched,
+                     counts.unmatched, counts.ambiguous)
+        return {"result": "succeeded", **result}
+    finally:
+        lock.release()
+
+
+def _uuid(value: str):
+    import uuid
+
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def own_session() -> None:
+    """The task's session on the engine itself, whatever the session factory is bound to: these tasks
+    are queued by ordinary API calls, so a worker may run one while a test holds the factory bound to
+    its own rolled-back connection."""
+    Session.remove()
+    Session(bind=get_engine())
+
+
+@celery_app.task(name="recordings.import_mailbox", soft_time_limit=IMPORT_SOFT_LIMIT, time_limit=IMPORT_HARD_LIMIT)
+def import_mailbox(job_id: str | None = None, days_back: int | None = None) -> dict[str, Any]:
+    own_session()
+    return run_import(job_id, days_back)
+
+
+# ---- retries of the unmatched ----------------------------------------------------------------------------
+
+def retry_unmatched() -> int:
+    """Match unmatched recordings again; returns how many are matched or ambiguous now."""
+    rules.release_orphans()
+    Session.commit()
+    changed = 0
+    for recording_id in rules.pending_ids(RETRY_BATCH, RETRY_HORIZON_DAYS):
+        recording = Session.scalar(select(Recording).where(Recording.id == recording_id,
+                                                           Recording.match_status == rules.UNMATCHED)
+                                   .with_for_update(skip_locked=True))
+        if recording is None:
+            Session.rollback()
+            continue
+        if rules.match_recording(recording) != rules.UNMATCHED:
+            changed += 1
+        Session.commit()
+    rules.link_files_of_matched()
+    Session.commit()
+    return changed
+
+
+@celery_app.task(name="recordings.match_pending", soft_time_limit=120, time_limit=180)
+def match_pending() -> dict[str, Any]:
+    own_session()
+    lock = Lock(MATCH_LOCK, 240)
+    if not lock.acquire():
+        return {"skipped": "another retry is running"}
+    try:
+        return {"matched": retry_unmatched()}
+    finally:
+        lock.release()
+
+
+def match_pending_soon() -> bool:
+    """Ask for a retry of the unmatched recordings a few seconds from now; a burst asks once.
+
+    Called after a request or call is committed; True when this call queued the retry. Never fails
+    its caller: the periodic retry catches up with whatever a broken broker lost.
+    """
+    try:
+        if get_redis().set(MATCH_DEBOUNCE_KEY, "1", nx=True, ex=MATCH_DEBOUNCE_SECONDS):
+            match_pending.apply_async(countdown=MATCH_DEBOUNCE_SECONDS, queue=HEAVY, retry=False)
+            return True
+    except Exception as exc:
+        log.warning("could not queue the recordings retry: %s", type(exc).__name__)
+    return False
