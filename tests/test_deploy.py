@@ -68,15 +68,11 @@ def test_compose_refuses_to_start_grafana_without_a_password():
     assert done.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in done.stderr
 
 
-def test_prometheus_config_is_valid(tmp_path):
+def test_prometheus_config_is_valid():
     promtool = ensure_tool("promtool", "prometheus")
     text = (DEPLOY / "prometheus.yml").read_text()
-    # The token file is written by the container at start; here it is an empty file of ours.
-    token = tmp_path / "metrics_token"
-    token.write_text("")
-    copy = tmp_path / "prometheus.yml"
-    copy.write_text(text.replace("/prometheus/secrets/metrics_token", str(token)))
-    done = subprocess.run([promtool, "check", "config", str(copy)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([promtool, "check", "config", str(DEPLOY / "prometheus.yml")], capture_output=True,
+                          text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
 
     jobs = {job["job_name"]: job for job in yaml.safe_load(text)["scrape_configs"]}
