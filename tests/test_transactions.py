@@ -433,3 +433,26 @@ def test_balance_is_exact_over_many_rows(client, signed_in, make_city, income_id
     body = client.get(f"/api/transactions/balance?city_id={city.id}").json
     assert Decimal(str(body["total"]["income"])) == Decimal("100.00")
     assert body["total"]["count"] == 1000
+
+
+def test_list_rows_match_the_single_operation(client, signed_in, make_city, income_id, expense_id):
+    """The list (streamed and paged, its documents looked up per page) and one operation read the same."""
+    from datetime import datetime, timezone
+
+    signed_in("manager")
+    city = make_city("Москва")
+    rows = [
+        book(city.id, expense_id, "-1500.00", date(2025, 1, 31), notes='Чек "№1"\n\\ <b>',
+             created_at=datetime(2025, 1, 31, 8, 0, tzinfo=timezone.utc)),
+        book(city.id, income_id, "0.05", date(2025, 2, 1), payment_reason="Аванс",
+             created_at=datetime(2025, 2, 1, 8, 0, 0, 250000, tzinfo=timezone.utc)),
+    ]
+    singles = {t.id: client.get(f"{URL}{t.id}").json for t in rows}
+    streamed = {t["id"]: t for t in client.get(URL).json}
+    paged = {t["id"]: t for t in client.get(f"{URL}?page=1&page_size=1000").json}
+    for transaction_id, single in singles.items():
+        assert streamed[transaction_id] == single == paged[transaction_id]
+    assert streamed[rows[0].id]["amount"] == -1500 and streamed[rows[1].id]["amount"] == 0.05
+    assert streamed[rows[1].id]["created_at"] == "2025-02-01T08:00:00.250000+00:00"
+    assert streamed[rows[0].id]["specified_date"] == "2025-01-31"
+    assert streamed[rows[0].id]["notes"] == 'Чек "№1"\n\\ <b>' == streamed[rows[0].id]["description"]
