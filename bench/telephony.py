@@ -16,7 +16,7 @@ Measured:
    Load from wrk (with a Lua script cycling through pre-signed bodies) when installed, else Python.
 2. backlog — 10,000 deliveries (2,000 calls of 5 events: IVR, operator Appeared/Connected/
    Disconnected, summary; a tenth of the callers call twice) accepted with no worker, then one light
-   worker (`--worker-concurrency` prefork processes, 8 by default; the Procfile's light worker has 2)
+   worker (`--worker-concurrency` prefork processes, 8 by default, as the Procfile's light worker)
    started: deliveries folded into calls and requests per second, from the first to the last
    processed row, and the wall time from start.
 3. end to end — `--rate` deliveries/s (100) for `--e2e-seconds` (60), paced (open loop), with the light
@@ -689,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-workers", type=int, default=2 * cores + 1, help="gunicorn workers")
     parser.add_argument("--api-threads", type=int, default=1, help="> 1: gthread workers with this many threads")
     parser.add_argument("--worker-concurrency", type=int, default=8,
-                        help="light worker processes (the Procfile has 2; light tasks wait on I/O, 8 keep the "
+                        help="light worker processes (8 as in the Procfile: light tasks wait on I/O, 8 keep the "
                              "pipeline of one worker full)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--accept-seconds", type=int, default=10)
