@@ -120,8 +120,8 @@ class Money(fields.Field):
         return None if value is None else float(value)
 
 
-class LenientDate(fields.Date):
-    """A date; '' means none."""
+class BlankIsNone:
+    """Mixin for a field where '' (an untouched form input or query parameter) means "not set"."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("allow_none", True)
@@ -130,6 +130,13 @@ class LenientDate(fields.Date):
     def _deserialize(self, value, attr, data, **kwargs):
         if value == "" or value is None:
             return None
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class LenientDate(BlankIsNone, fields.Date):
+    """A date; '' means none."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, str) and "T" in value:
             value = value.split("T", 1)[0]
         result = super()._deserialize(value, attr, data, **kwargs)

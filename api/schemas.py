@@ -10,7 +10,7 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from api.errors import ApiError
-from api.fields import OptionalId, Text
+from api.fields import BlankIsNone, OptionalId, Text
 from api.listing import MAX_PAGE_SIZE, PageArgs
 
 MAX_DB_INT = 2_147_483_647
@@ -122,17 +122,8 @@ class FilterId(OptionalId):
         return result
 
 
-class FilterBool(fields.Boolean):
+class FilterBool(BlankIsNone, fields.Boolean):
     """true/false/1/0 from the query string; '' means "not set"."""
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("allow_none", True)
-        super().__init__(**kwargs)
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if value == "" or value is None:
-            return None
-        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class FilterText(Text):
