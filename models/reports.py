@@ -168,6 +168,17 @@ def _names(model, ids: Iterable[int]) -> dict[int, str]:
     return dict(Session.execute(select(model.id, model.name).where(model.id.in_(ids))).all())
 
 
+def _days_between(day, filters: Filters) -> list[ColumnElement[bool]]:
+    """The date range again, on the local day itself: the same rows as _created_between, stated so that
+    the index on the local day (ix_requests_local_day_status) can serve a grouping by day."""
+    conditions = []
+    if filters.date_from is not None:
+        conditions.append(day >= filters.date_from)
+    if filters.date_to is not None:
+        conditions.append(day <= filters.date_to)
+    return conditions
+
+
 def _local_day(column):
     # The zone as a literal (a validated zone name), so the same expression matches in GROUP BY.
     zone = business_tz().key.replace("'", "''")
@@ -272,8 +283,9 @@ def callcenter(filters: Filters, scope: Scope) -> dict[str, Any]:
                  for name, counts in _counts_by_status(Request.call_center_name, where).items()]
     operators.sort(key=lambda row: (-row["requests"], row["call_center_name"] is None, row["call_center_name"] or ""))
 
+    day = _local_day(Request.created_at)
     days = [{"date": day, **_status_figures(counts)}
-            for day, counts in sorted(_counts_by_status(_local_day(Request.created_at), where).items())]
+            for day, counts in sorted(_counts_by_status(day, where + _days_between(day, filters)).items())]
 
     totals: dict[str, int] = {}
     for counts in per_city.values():  # every request has a city
