@@ -92,7 +92,8 @@ def stop_postgres() -> None:
 
 # ---- Redis --------------------------------------------------------------------------------------
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now (embedded Redis, test and benchmark servers)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -133,7 +134,7 @@ def _start_redis() -> int:
 
     pidfile = REDIS_DIR / "redis.pid"
     pidfile.unlink(missing_ok=True)  # a crashed run's pid file must not block or mislead
-    port = _free_port()
+    port = free_port()
     args = [
         REDIS_SERVER_PATH,
         "--bind", "127.0.0.1",

@@ -14,7 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = ROOT / ".secrets.baseline"
-EXCLUDE_FILES = r"^(\.venv|var|\.git|\.hypothesis|\.pytest_cache|tests|bench)/|\.secrets\.baseline$"
+# Local .env files hold this machine's real secrets: they are git-ignored and must never reach the baseline.
+EXCLUDE_FILES = r"^(\.venv|var|\.git|\.hypothesis|\.pytest_cache|tests|bench)/|\.secrets\.baseline$|(^|/)\.env$"
 
 
 def scan() -> dict:

@@ -8,6 +8,7 @@ from decimal import Decimal, InvalidOperation
 
 from marshmallow import ValidationError, fields
 
+from models.base import MAX_INT4
 from models.money import to_money
 from models.phones import normalize_phone
 from models.timez import as_aware, to_local
@@ -79,7 +80,7 @@ class OptionalId(fields.Integer):
         result = super()._deserialize(value, attr, data, **kwargs)
         if result == 0:
             return None  # "-0", " 0", 0.0: still "not chosen"
-        if result is not None and not 0 < result <= 2_147_483_647:
+        if result is not None and not 0 < result <= MAX_INT4:
             raise ValidationError("Идентификатор должен быть положительным числом")
         return result
 

@@ -9,6 +9,8 @@ import re
 import time
 import uuid
 
+from werkzeug.wsgi import ClosingIterator
+
 from api.logconfig import ACCESS_LOGGER, PHONE_RE, SECURITY_LOGGER, request_id_var
 
 V1_PREFIX = "/api/v1"
@@ -74,9 +76,20 @@ class RequestContext:
             headers.append((REQUEST_ID_HEADER, request_id))
             return start_response(status_line, headers, exc_info)
 
+        def forget_request_id():
+            try:
+                request_id_var.reset(token)
+            except ValueError:  # closed from another context (a test client's garbage collection)
+                pass
+
         try:
-            return self.wsgi_app(environ, start)
+            return ClosingIterator(self.wsgi_app(environ, start), forget_request_id)
+        except BaseException:
+            forget_request_id()
+            raise
         finally:
+            # Logged when the app returns: a streamed list's time is up to its first byte. The request
+            # id stays set until the server closes the body, so lines logged while streaming carry it.
             path = environ.get("PATH_INFO", "")
             quiet = path.startswith(QUIET_PATHS)
             if not quiet:
@@ -86,7 +99,6 @@ class RequestContext:
                 "%s %s %s %.1fms", environ.get("REQUEST_METHOD"), path, status[0],
                 (time.perf_counter() - started) * 1000,
             )
-            request_id_var.reset(token)
 
 
 def init_request_logging(app) -> None:

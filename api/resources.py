@@ -7,13 +7,17 @@ from psycopg import errors as pg_errors
 from sqlalchemy.exc import IntegrityError
 
 from api.errors import ApiError
+from models.base import MAX_INT4
 from models.db import Session
 
 T = TypeVar("T")
 
 
-def get_or_404(model: type[T], ident: int, detail: str = "Запись не найдена", *, for_update: bool = False) -> T:
-    if not isinstance(ident, int) or ident <= 0 or ident > 2_147_483_647:
+def get_or_404(model: type[T], ident: int, detail: str = "Запись не найдена", *, for_update: bool = False,
+               max_id: int = MAX_INT4) -> T:
+    """The row, or 404 with `detail`; ids outside the key's range are simply not found (max_id:
+    MAX_INT8 for bigint keys)."""
+    if not isinstance(ident, int) or ident <= 0 or ident > max_id:
         raise ApiError(404, detail, code="not_found")
     # FOR UPDATE OF the row itself: eager-loaded relationships are outer joins.
     obj = Session.get(model, ident, with_for_update={"of": model} if for_update else None)

@@ -12,8 +12,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from api.errors import ApiError
 from api.fields import BlankIsNone, OptionalId, Text
 from api.listing import MAX_PAGE_SIZE, PageArgs
-
-MAX_DB_INT = 2_147_483_647
+from models.base import MAX_INT4
 
 
 def _first_message(messages: Any) -> str:
@@ -107,7 +106,7 @@ class Id(fields.Integer):
         if isinstance(value, str) and not value.strip().isdigit():
             raise self.make_error("invalid")
         result = super()._deserialize(value, attr, data, **kwargs)
-        if result is None or not 1 <= result <= MAX_DB_INT:
+        if result is None or not 1 <= result <= MAX_INT4:
             raise self.make_error("range")
         return result
 
@@ -117,7 +116,7 @@ class FilterId(OptionalId):
 
     def _deserialize(self, value, attr, data, **kwargs):
         result = super()._deserialize(value, attr, data, **kwargs)
-        if result is not None and result > MAX_DB_INT:
+        if result is not None and result > MAX_INT4:
             raise ValidationError("Некорректный идентификатор")
         return result
 

@@ -28,13 +28,11 @@ import http.client
 import json
 import math
 import os
-import platform
 import random
 import resource
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +50,7 @@ import psutil
 import psycopg
 
 from bench.seed_bulk import BENCH_ADMIN_LOGIN, BENCH_ADMIN_PASSWORD
+from bench.support import free_port, machine_info
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -93,35 +92,11 @@ def ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 2)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
 def database_url_of(url: str) -> str:
     parts = urlsplit(url)
     if parts.path.strip("/"):
         return url
     return urlunsplit(parts._replace(path="/leadline_bench_100k"))
-
-
-def machine_info() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "memory_gb": round(psutil.virtual_memory().total / 2 ** 30, 1),
-        "python": platform.python_version(),
-        "postgres_and_redis": "same machine",
-    }
 
 
 def code_version() -> str:

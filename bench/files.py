@@ -27,7 +27,6 @@ import platform
 import random
 import secrets
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -36,6 +35,8 @@ import threading
 import time
 import uuid
 from pathlib import Path
+
+from bench.support import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -77,12 +78,6 @@ def multipart(name: str, data: bytes) -> bytes:
 
 
 # ---- processes -----------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
 
 def stop(process: subprocess.Popen | None) -> None:
     if process is None or process.poll() is not None:

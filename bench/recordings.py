@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import resource
 import shutil
@@ -32,7 +31,7 @@ from typing import Any
 
 import psycopg
 
-from bench.support import prepare_database
+from bench.support import machine_info, prepare_database
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/leadline_bench_recordings"
@@ -139,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"the import failed: {first}")
     per_second = first["imported"] / wall if wall else 0.0
     results: dict[str, Any] = {
-        "machine": {"nproc": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine_info(),
         "messages": args.messages, "size_kb": args.size_kb, "mailbox_mb": round(mailbox_bytes / 2 ** 20, 1),
         "append_per_second": round(args.messages / append_seconds, 1), "requests_seeded": requests,
         "imported": first["imported"], "duplicates": first["duplicates"], "skipped": first["skipped"],

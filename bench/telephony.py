@@ -35,12 +35,10 @@ import http.client
 import json
 import math
 import os
-import platform
 import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,7 +53,7 @@ from urllib.parse import urlencode, urlsplit
 import psutil
 import psycopg
 
-from bench.support import prepare_database
+from bench.support import free_port, machine_info, prepare_database
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -81,26 +79,6 @@ def percentile(values: list[float], pct: float) -> float | None:
 
 def ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 2)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def machine_info() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpus": os.cpu_count(), "cpu_model": model,
-            "memory_gb": round(psutil.virtual_memory().total / 2 ** 30, 1), "python": platform.python_version(),
-            "kernel": platform.release(), "postgres_and_redis": "same machine"}
 
 
 def compact(payload: dict) -> str:

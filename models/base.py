@@ -31,3 +31,8 @@ name200 = Annotated[str, mapped_column(String(200))]
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: DateTime(timezone=True)}
+
+
+# The range of integer and bigint keys: ids outside it can name no row (and must not reach a query).
+MAX_INT4 = 2_147_483_647
+MAX_INT8 = 9_223_372_036_854_775_807

@@ -33,7 +33,10 @@ def configure(url: str | None = None, **engine_options) -> Engine:
     global _engine
     if _engine is not None:
         _engine.dispose()
-    options = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10, "pool_recycle": 1800}
+    # connect_timeout: a database host that stops answering fails a connection in seconds, not after
+    # the operating system's TCP timeout (minutes), so probes, health checks and tasks report it.
+    options = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10, "pool_recycle": 1800,
+               "connect_args": {"connect_timeout": 5}}
     options.update(engine_options)
     _engine = create_engine(sqlalchemy_url(url or database_url()), **options)
     Session.remove()

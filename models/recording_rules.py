@@ -275,3 +275,12 @@ def totals() -> dict[str, int]:
     out = {status: int(counts.get(status, 0)) for status in (MATCHED, UNMATCHED, AMBIGUOUS)}
     out["total"] = sum(out.values())
     return out
+
+
+def stored_path(sha256: str) -> str | None:
+    """Where a recording with these bytes is stored already, if it is."""
+    return Session.scalar(select(Recording.storage_path).where(Recording.sha256 == sha256))
+
+
+def path_referenced(relative_path: str) -> bool:
+    return Session.scalar(select(Recording.id).where(Recording.storage_path == relative_path).limit(1)) is not None

@@ -85,52 +85,48 @@ def _mpeg_audio_frame(head: bytes, offset: int = 0) -> bool:
     return version != 1 and layer != 0 and bitrate != 15 and rate != 3 and emphasis != 2
 
 
+# Formats told by their first bytes alone (none of them starts like another or like an MPEG frame).
+PREFIXES: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", JPEG),
+    (b"\x89PNG\r\n\x1a\n", PNG),
+    (b"%PDF-", PDF),
+    (b"PK\x03\x04", ZIP),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", OLE),
+    (b"{\\rtf", RTF),
+    (b"OggS", OGG),
+    (b"#!AMR\n", AMR),
+    (b"#!AMR-WB\n", AMR),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+    (b"fLaC", "audio/flac"),
+    (b"\x1f\x8b", "application/gzip"),
+    (b"Rar!\x1a\x07", "application/x-rar"),
+    (b"7z\xbc\xaf\x27\x1c", "application/x-7z-compressed"),
+)
+RIFF_FORMATS = {b"WAVE": WAV, b"WEBP": "image/webp"}
+
+
 def sniff(head: bytes) -> str | None:
     """The content type the first bytes announce, or None when they announce nothing we know."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return JPEG
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return PNG
-    if head.startswith(b"%PDF-"):
-        return PDF
-    if head.startswith(b"PK\x03\x04"):
-        return ZIP
-    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
-        return OLE
-    if head.startswith(b"{\\rtf"):
-        return RTF
+    for prefix, content_type in PREFIXES:
+        if head.startswith(prefix):
+            return content_type
     if head.startswith(b"ID3") and len(head) >= 10 and head[3] in (2, 3, 4):
         return MP3
     if _mpeg_audio_frame(head):
         return MP3
-    if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
-        return WAV
-    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return "image/webp"
-    if head.startswith(b"OggS"):
-        return OGG
-    if head.startswith((b"#!AMR\n", b"#!AMR-WB\n")):
-        return AMR
+    if head.startswith(b"RIFF") and head[8:12] in RIFF_FORMATS:
+        return RIFF_FORMATS[head[8:12]]
     if head[4:8] == b"ftyp":
         brand = head[8:12]
         if brand in HEIC_BRANDS:
             return "image/heic"
         if brand in MP4_BRANDS:
             return M4A
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "image/gif"
     if head.startswith(b"BM") and len(head) >= 14:
         return "image/bmp"
-    if head.startswith((b"II*\x00", b"MM\x00*")):
-        return "image/tiff"
-    if head.startswith(b"fLaC"):
-        return "audio/flac"
-    if head.startswith(b"\x1f\x8b"):
-        return "application/gzip"
-    if head.startswith(b"Rar!\x1a\x07"):
-        return "application/x-rar"
-    if head.startswith(b"7z\xbc\xaf\x27\x1c"):
-        return "application/x-7z-compressed"
     return None
 
 

@@ -22,13 +22,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import requests
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from models import alert_rules, probes
 from models.alert_rules import QUEUES, RULES, Current, Finding
 from models.db import Session
-from models.kv import get_redis, key
+from models.kv import SingleFlight, get_redis, key
 from models.ops import Alert, AlertSilence
 from settings import settings
 from tasks.celery_app import celery_app
@@ -36,7 +37,7 @@ from tasks.celery_app import celery_app
 log = logging.getLogger(__name__)
 
 LOCK_KEY = key("lock", "alerts-evaluate")
-LOCK_SECONDS = 120
+LOCK_SECONDS = 150  # longer than evaluate's hard time limit: two evaluations never overlap
 LAST_EVALUATION_KEY = key("alerts", "last-evaluation")
 FALLBACK_AFTER_SECONDS = 150  # the light queue's evaluation is this late: the heavy queue's one works
 RESOLVE_RETRY_WINDOW = timedelta(hours=1)
@@ -207,6 +208,8 @@ def collect(s: Any, own_queue: str | None) -> dict[str, Any]:
             return
         try:
             snapshot[name] = probe()
+        except SoftTimeLimitExceeded:
+            raise  # out of time: stop, do not evaluate on half the readings
         except Exception as exc:  # noqa: BLE001 - a probe down is reported, the other rules go on
             log.warning("alerts: reading %s failed: %s", name, type(exc).__name__)
             Session.rollback()
@@ -267,7 +270,10 @@ def _note(kind: str, result: dict[str, Any], now: datetime, *, silenced: bool = 
 
 def _append_note(alert_id: int, note: dict[str, Any], *, notified_at: datetime | None = None) -> None:
     alert = Session.get(Alert, alert_id)
-    alert.notifications = [*(alert.notifications or []), note]
+    notes = list(alert.notifications or [])
+    if notes and notes[-1].get("pending") and notes[-1]["kind"] == note["kind"]:
+        notes.pop()  # the placeholder written before sending: this note is what became of it
+    alert.notifications = [*notes, note]
     if notified_at is not None:
         alert.last_notified_at = notified_at
     Session.commit()
@@ -322,6 +328,10 @@ def run_evaluation(s: Any = None, own_queue: str | None = None) -> dict[str, Any
         if decision.close:
             Session.execute(update(Alert).where(Alert.id == alert.id, Alert.status == "firing")
                             .values(status="resolved", resolved_at=now))
+            if decision.send == "resolve":
+                # Committed with the resolution: if the worker dies before the message goes out,
+                # this unsent note is what _retry_resolve_messages picks up.
+                _append_note(alert.id, {**_note("resolve", {"ok": False}, now), "pending": True})
             Session.commit()
             summary["resolved"].append(finding.rule)
         if finding.firing:
@@ -367,8 +377,8 @@ def evaluate(self, fallback: bool = False) -> dict[str, Any]:
         last = redis.get(LAST_EVALUATION_KEY)
         if last is not None and time.time() - float(last) < FALLBACK_AFTER_SECONDS:
             return {"skipped": "the light queue evaluates"}
-    lock = redis.lock(LOCK_KEY, timeout=LOCK_SECONDS)
-    if not lock.acquire(blocking=False):
+    lock = SingleFlight(LOCK_KEY, LOCK_SECONDS)
+    if not lock.acquire():
         log.info("alerts.evaluate: another evaluation is running, skipped")
         return {"skipped": "another evaluation is running"}
     try:
@@ -382,7 +392,4 @@ def evaluate(self, fallback: bool = False) -> dict[str, Any]:
                         summary["opened"], summary["resolved"], summary["failed"])
         return summary
     finally:
-        try:
-            lock.release()
-        except Exception:  # noqa: BLE001 - expired meanwhile: nothing to release
-            pass
+        lock.release()

@@ -22,7 +22,7 @@ from models import jobs
 from models.crm import RequestEvent
 from models.db import Session
 from models.files import File
-from models.kv import get_redis, key
+from models.kv import SingleFlight, get_redis, key
 from models.ops import Job
 from settings import settings
 from storage import validation
@@ -321,16 +321,8 @@ def sweep() -> int:
 def cleanup() -> dict[str, int]:
     """Expire uploads never validated, remove quarantine leftovers and half-written promotions, and
     delete the files of deleted requests and transactions after FILES_RETENTION_DAYS. One at a time."""
-    lock = get_redis().lock(key("lock", "files-cleanup"), timeout=2100)
-    if not lock.acquire(blocking=False):
-        return {"skipped": 1}
-    try:
-        return run_cleanup()
-    finally:
-        try:
-            lock.release()
-        except Exception:  # expired meanwhile: nothing to release
-            pass
+    with SingleFlight(key("lock", "files-cleanup"), 2100) as acquired:
+        return run_cleanup() if acquired else {"skipped": 1}
 
 
 def run_cleanup(now: datetime | None = None) -> dict[str, int]:

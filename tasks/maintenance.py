@@ -11,27 +11,20 @@ from typing import Any, Callable, Iterator
 from sqlalchemy import Connection, text, update
 from sqlalchemy.exc import OperationalError
 
-from models import jobs
+from models import jobs, probes
 from models.db import Session, get_engine
-from models.kv import get_redis, key
+from models.kv import SingleFlight, get_redis, key
 from models.ops import Job
 from settings import settings
 from tasks.celery_app import celery_app
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_KEY = key("beat", "heartbeat")
-
 
 @celery_app.task(name="maintenance.heartbeat", soft_time_limit=10, time_limit=20)
 def heartbeat() -> None:
     """Enqueued by beat on a fixed interval; readiness reads how fresh it is."""
-    get_redis().set(HEARTBEAT_KEY, f"{time.time():.3f}", ex=24 * 3600)
-
-
-def heartbeat_age() -> float | None:
-    raw = get_redis().get(HEARTBEAT_KEY)
-    return None if raw is None else max(time.time() - float(raw), 0.0)
+    get_redis().set(probes.HEARTBEAT_KEY, f"{time.time():.3f}", ex=24 * 3600)
 
 
 # ---- database maintenance -----------------------------------------------------------------------------
@@ -236,16 +229,15 @@ def run_maintenance(name: str, job_id: str | None = None) -> dict[str, Any]:
     """Run one maintenance task under the shared lock, recording it in its job row."""
     work = MAINTENANCE_WORK[name]
     if job_id is None:  # from beat: the run gets its own row
-        job = jobs.create_job(f"maintenance.{name}", {"trigger": "schedule"})
+        job = jobs.create_job(f"maintenance.{name}", {"trigger": "beat"})
         Session.commit()
         job_id = str(job.id)
     if not jobs.claim(job_id):
         return {"skipped": True, "reason": "finished"}  # a redelivery of a finished run
-    token = f"{name}:{job_id}"
-    redis = get_redis()
-    lock = redis.lock(MAINTENANCE_LOCK, timeout=MAINTENANCE_LOCK_SECONDS)
-    if not lock.acquire(blocking=False, token=token):
-        return _skip(job_id, redis.get(MAINTENANCE_LOCK) or "")
+    # The job id in the token: a run redelivered after its worker died takes its own lock back.
+    lock = SingleFlight(MAINTENANCE_LOCK, MAINTENANCE_LOCK_SECONDS, token=f"{name}:{job_id}")
+    if not lock.acquire():
+        return _skip(job_id, lock.holder() or "")
     try:
         started = time.monotonic()
         result = work()
@@ -258,10 +250,7 @@ def run_maintenance(name: str, job_id: str | None = None) -> dict[str, Any]:
         jobs.fail(job_id, f"{type(exc).__name__}: {str(exc)[:500]}")
         raise
     finally:
-        try:
-            lock.release()
-        except Exception:  # noqa: BLE001 - expired meanwhile: nothing to release
-            pass
+        lock.release()
 
 
 @celery_app.task(name="maintenance.analyze", soft_time_limit=1800, time_limit=1900)

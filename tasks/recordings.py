@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import logging
-import secrets
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -40,6 +38,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.util import to_unicode
+from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
@@ -47,14 +46,14 @@ from sqlalchemy.exc import DBAPIError
 from models import jobs
 from models import recording_rules as rules
 from models.db import Session, get_engine
-from models.kv import get_redis, key
+from models.kv import SingleFlight, get_redis, key
 from models.ops import Job
 from models.recordings import MailboxState, Recording
 from models.timez import today_local
 from settings import settings
-from storage.backend import UploadTooLarge, get_storage
-from storage.kinds import AMR, KINDS, M4A, MP3, OGG, WAV
-from storage.sniff import sniff
+from storage.backend import UploadTooLarge
+from storage.kinds import KINDS
+from storage.recordings import NotAudio, StoredRecording, delete_unless_referenced, store_recording
 from tasks.celery_app import HEAVY, celery_app
 
 log = logging.getLogger(__name__)
@@ -64,8 +63,6 @@ IMPORT_LOCK = key("lock", "recordings-import")
 MATCH_LOCK = key("lock", "recordings-match")
 MATCH_DEBOUNCE_KEY = key("recordings", "match-soon")
 MATCH_DEBOUNCE_SECONDS = 5
-RECORDINGS_DIR = KINDS["recording"].directory  # zayvka/zapis
-AUDIO_EXTENSIONS = {MP3: "mp3", WAV: "wav", OGG: "ogg", M4A: "m4a", AMR: "amr"}
 FETCH_BATCH = 100  # messages whose structure is read in one FETCH
 PART_CHUNK = 1024 * 1024  # encoded bytes of an attachment read per FETCH
 RETRY_BATCH = 500
@@ -75,6 +72,7 @@ DEFAULT_DAYS_BACK = 1
 IMPORT_SOFT_LIMIT = max(settings.TASK_SOFT_TIME_LIMIT, 300)
 IMPORT_HARD_LIMIT = max(settings.TASK_TIME_LIMIT, IMPORT_SOFT_LIMIT + 60)
 LOCK_TTL = IMPORT_HARD_LIMIT + 60
+MATCH_LOCK_TTL = 240  # longer than match_pending's hard limit
 
 
 class ImportFailure(Exception):
@@ -91,27 +89,17 @@ def mailbox_name() -> str:
 
 # ---- the lock -------------------------------------------------------------------------------------------
 
-class Lock:
-    """A Redis lock with a TTL, released only by its holder."""
-
-    def __init__(self, name: str, ttl: int):
-        self.name, self.ttl, self.token = name, ttl, secrets.token_hex(8)
-
-    def acquire(self) -> bool:
-        return bool(get_redis().set(self.name, self.token, nx=True, ex=self.ttl))
-
-    def release(self) -> None:
-        redis = get_redis()
-        if redis.get(self.name) == self.token:
-            redis.delete(self.name)
+def import_lock(token: str | None = None) -> SingleFlight:
+    """One import at a time; a manual run's job id as the token lets its redelivery go on."""
+    return SingleFlight(IMPORT_LOCK, LOCK_TTL, token)
 
 
-def import_lock() -> Lock:
-    return Lock(IMPORT_LOCK, LOCK_TTL)
-
-
-def import_running() -> bool:
-    return bool(get_redis().exists(IMPORT_LOCK))
+def import_running() -> bool | None:
+    """Whether an import holds the lock; None when Redis cannot say (the status page still answers)."""
+    try:
+        return bool(get_redis().exists(IMPORT_LOCK))
+    except RedisError:
+        return None
 
 
 # ---- IMAP ------------------------------------------------------------------------------------------------
@@ -296,58 +284,23 @@ class RunCounts:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-@dataclass
-class Stored:
-    relative_path: str
-    sha256: str
-    size: int
-    mime_type: str
+def store_part(client: IMAPClient, uid: int, part: Part, max_bytes: int) -> StoredRecording:
+    """Stream one attachment, decoded as it arrives, into the media layout (storage/recordings.py)."""
+    decoder = Decoder(part.encoding)
 
-
-def _write(writer, digest, head: bytes, data: bytes) -> bytes:
-    """Write decoded bytes to the quarantine and the digest; returns the file's first 64 bytes so far."""
-    if data:
-        if len(head) < 64:
-            head += data[:64 - len(head)]
-        digest.update(data)
-        writer.write(data)
-    return head
-
-
-def store_part(client: IMAPClient, uid: int, part: Part, max_bytes: int) -> Stored | str:
-    """Stream one attachment into the media layout; the sha256 of a file already stored instead."""
-    storage = get_storage()
-    writer = storage.quarantine_writer(max_bytes)
-    decoder, digest, head = Decoder(part.encoding), hashlib.sha256(), b""
-    try:
+    def decoded() -> Iterator[bytes]:
         for encoded in part_chunks(client, uid, part):
-            head = _write(writer, digest, head, decoder.feed(encoded))
-        head = _write(writer, digest, head, decoder.finish())
-        if writer.size == 0:
-            raise Skip("пустое вложение")
-        mime = sniff(head)
-        if mime not in AUDIO_EXTENSIONS:
-            raise Skip("вложение не является аудиофайлом")
-        sha256 = digest.hexdigest()
-        if Session.scalar(select(Recording.id).where(Recording.sha256 == sha256)) is not None:
-            writer.abort()
-            return sha256
-        writer.commit()
-    except UploadTooLarge:
-        writer.abort()
-        raise Skip(f"вложение больше {settings.MAX_RECORDING_UPLOAD_MB} МБ") from None
-    except (binascii.Error, ValueError):
-        writer.abort()
-        raise Skip("вложение повреждено (ошибка кодировки)") from None
-    except BaseException:
-        writer.abort()
-        raise
-    relative = f"{RECORDINGS_DIR}/{writer.token}.{AUDIO_EXTENSIONS[mime]}"
+            yield decoder.feed(encoded)
+        yield decoder.finish()
+
     try:
-        storage.promote(writer.token, relative)
-    finally:
-        storage.delete_quarantined(writer.token)
-    return Stored(relative, sha256, writer.size, mime)
+        return store_recording(decoded(), max_bytes, stored_at=rules.stored_path)
+    except UploadTooLarge:
+        raise Skip(f"вложение больше {settings.MAX_RECORDING_UPLOAD_MB} МБ") from None
+    except NotAudio as exc:
+        raise Skip("пустое вложение" if exc.empty else "вложение не является аудиофайлом") from None
+    except (binascii.Error, ValueError):
+        raise Skip("вложение повреждено (ошибка кодировки)") from None
 
 
 class MailboxImport:
@@ -474,14 +427,14 @@ class MailboxImport:
                 self.counts.skip(uid, part.filename, exc.reason)
                 continue
             held = True
-            if isinstance(outcome, str):
+            if not outcome.new:
                 self.counts.duplicates += 1
                 Session.rollback()
                 continue
             self.save(outcome, part, parsed, message_id or f"imap:{uid}")
         return held
 
-    def save(self, stored: Stored, part: Part, parsed: rules.ParsedName, message_id: str) -> None:
+    def save(self, stored: StoredRecording, part: Part, parsed: rules.ParsedName, message_id: str) -> None:
         recording_id = Session.scalar(
             pg_insert(Recording).values(
                 source="imap", sha256=stored.sha256, storage_path=stored.relative_path,
@@ -492,7 +445,7 @@ class MailboxImport:
         )
         if recording_id is None:  # the same bytes were stored meanwhile (another source)
             Session.rollback()
-            get_storage().delete_media(stored.relative_path)
+            delete_unless_referenced(stored.relative_path, rules.path_referenced)
             self.counts.duplicates += 1
             return
         recording = Session.get(Recording, recording_id)
@@ -543,8 +496,15 @@ def run_import(job_id: str | None = None, days_back: int | None = None, manual: 
             jobs.claim(job_id)
             jobs.fail(job_id, "Импорт записей не настроен: не заданы IMAP_HOST, IMAP_USER или IMAP_PASSWORD")
         return {"result": "not configured"}
-    lock = import_lock()
-    if not lock.acquire():
+    try:
+        lock = import_lock(job_id)
+        acquired = lock.acquire()
+    except RedisError:
+        if job_id is not None:
+            jobs.claim(job_id)
+            jobs.fail(job_id, "Хранилище блокировок (Redis) недоступно, повторите позже")
+        raise  # retried by the next scheduled run; a manual job says why it failed
+    if not acquired:
         if job_id is not None:
             jobs.claim(job_id)
             jobs.fail(job_id, "Импорт записей уже выполняется, повторите позже")
@@ -575,11 +535,16 @@ def run_import(job_id: str | None = None, days_back: int | None = None, manual: 
             _record_state(message)
             jobs.fail(job_id, message)
             return {"result": "failed", "error": message}
-        try:
-            counts.rematched = retry_unmatched()
-        except Exception as exc:
-            Session.rollback()
-            log.error("retrying unmatched recordings failed: %s", type(exc).__name__)
+        if counts.partial:  # out of time: the retry runs as its own task
+            match_pending_soon()
+        else:
+            try:
+                with SingleFlight(MATCH_LOCK, MATCH_LOCK_TTL) as acquired:
+                    if acquired:
+                        counts.rematched = retry_unmatched()
+            except Exception as exc:
+                Session.rollback()
+                log.error("retrying unmatched recordings failed: %s", type(exc).__name__)
         _record_state(None)
         result = counts.as_dict()
         jobs.succeed(job_id, result)
@@ -640,13 +605,10 @@ def retry_unmatched() -> int:
 @celery_app.task(name="recordings.match_pending", soft_time_limit=120, time_limit=180)
 def match_pending() -> dict[str, Any]:
     own_session()
-    lock = Lock(MATCH_LOCK, 240)
-    if not lock.acquire():
-        return {"skipped": "another retry is running"}
-    try:
+    with SingleFlight(MATCH_LOCK, MATCH_LOCK_TTL) as acquired:
+        if not acquired:
+            return {"skipped": "another retry is running"}
         return {"matched": retry_unmatched()}
-    finally:
-        lock.release()
 
 
 def match_pending_soon() -> bool:

@@ -24,7 +24,6 @@ import os
 import random
 import secrets
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urljoin
 
@@ -40,12 +39,12 @@ from sqlalchemy.exc import OperationalError as SAOperationalError
 from models import telephony_rules as rules
 from models.db import Session, get_engine
 from models.kv import get_redis, key
+from models.recording_rules import path_referenced
 from models.recordings import Recording
 from models.telephony import Call, MangoEvent
 from settings import settings
-from storage.backend import UploadTooLarge, get_storage
-from storage.kinds import AMR, KINDS, M4A, MP3, OGG, WAV
-from storage.sniff import sniff
+from storage.backend import UploadTooLarge
+from storage.recordings import AUDIO_EXTENSIONS, NotAudio, StoredRecording, delete_unless_referenced, store_recording
 from tasks.celery_app import LIGHT, broker_url, celery_app
 
 log = logging.getLogger(__name__)
@@ -54,10 +53,8 @@ PROCESS_MAX_RETRIES = 8
 DOWNLOAD_MAX_RETRIES = 6
 SWEEP_BATCH = 2000
 SWEEP_LOCK = key("lock", "mango-sweep")
-RECORDINGS_DIR = KINDS["recording"].directory  # zayvka/zapis
 MAX_DOWNLOAD_BYTES = 500 * 1024 * 1024  # a long call in MP3 is tens of MB; this only stops a runaway answer
 DOWNLOAD_CHUNK = 64 * 1024
-AUDIO_EXTENSIONS = {MP3: "mp3", WAV: "wav", OGG: "ogg", M4A: "m4a", AMR: "amr"}
 
 _TRANSIENT_PG = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable,
                  pg_errors.QueryCanceled, pg_errors.AdminShutdown, pg_errors.CannotConnectNow)
@@ -296,50 +293,20 @@ def _open_recording(recording_id: str):
     raise MangoApiError(f"Mango API: HTTP {status} {detail}", retry=retry)
 
 
-@dataclass(frozen=True)
-class Stored:
-    relative_path: str
-    sha256: str
-    size: int
-    mime_type: str
-
-
-def _store(response) -> Stored:
-    """Stream the body into the quarantine, check it is audio, promote it into zayvka/zapis under a
-    random name (the storage layer: durable, atomic, inside the media layout)."""
-    storage = get_storage()
-    writer = storage.quarantine_writer(MAX_DOWNLOAD_BYTES)
-    digest, head = hashlib.sha256(), b""
+def _store(response) -> StoredRecording:
+    """Stream the body into the media layout (storage/recordings.py); a body that is not audio is
+    an error page or a JSON answer with status 200: the file is not there yet."""
     try:
-        for chunk in response.iter_content(DOWNLOAD_CHUNK):
-            if len(head) < 64:
-                head += chunk[:64 - len(head)]
-            digest.update(chunk)
-            writer.write(chunk)
-        if writer.size == 0:
-            raise MangoApiError("пустой файл записи", retry=True)
-        mime = sniff(head)
-        if mime not in AUDIO_EXTENSIONS:
-            # An error page or a JSON answer with status 200: the file is not there yet.
-            raise MangoApiError("ответ не похож на аудиофайл", retry=True)
-        writer.commit()
+        return store_recording(response.iter_content(DOWNLOAD_CHUNK), MAX_DOWNLOAD_BYTES)
     except UploadTooLarge:
-        writer.abort()
         raise MangoApiError("запись больше допустимого размера", retry=False) from None
-    except BaseException:
-        writer.abort()
-        raise
+    except NotAudio as exc:
+        raise MangoApiError("пустой файл записи" if exc.empty else "ответ не похож на аудиофайл", retry=True) from None
     finally:
         response.close()
-    relative = f"{RECORDINGS_DIR}/{writer.token}.{AUDIO_EXTENSIONS[mime]}"
-    try:
-        storage.promote(writer.token, relative)
-    finally:
-        storage.delete_quarantined(writer.token)
-    return Stored(relative, digest.hexdigest(), writer.size, mime)
 
 
-def save_recording(recording_id: str, entry_id: str | None, announced_at, stored: Stored) -> str:
+def save_recording(recording_id: str, entry_id: str | None, announced_at, stored: StoredRecording) -> str:
     """Record a downloaded file once; a file that lost the race (or duplicates another) is removed."""
     call = rules.lock_call(entry_id) if entry_id else None
     client, line = (call.client_phone, call.line_number) if call is not None else (None, None)
@@ -365,7 +332,7 @@ def save_recording(recording_id: str, entry_id: str | None, announced_at, stored
         )
     Session.commit()
     if inserted is None:
-        get_storage().delete_media(stored.relative_path)
+        delete_unless_referenced(stored.relative_path, path_referenced)
         return "duplicate"
     return "stored"
 

@@ -152,6 +152,17 @@ def celery_worker_thread(database):
         yield worker
 
 
+@pytest.fixture()
+def media(tmp_path):
+    """Media and quarantine roots of this test only."""
+    from storage import backend
+
+    store = backend.LocalStorage(tmp_path / "media", tmp_path / "quarantine")
+    previous = backend.configure(store)
+    yield store
+    backend.configure(previous)
+
+
 def stop_process_group(process, timeout: float = 30.0) -> None:
     """Stop a server the test started in its own process group: SIGTERM, then SIGKILL if it lingers."""
     import signal

@@ -22,13 +22,9 @@ from typing import Iterable
 
 from imapclient import IMAPClient
 
+from embedded import free_port
+
 USER = "zapisi@leadline.test"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _mail_owner() -> tuple[str, int, int]:

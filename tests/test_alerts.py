@@ -220,6 +220,32 @@ def test_silenced_rule_resolves_quietly(committed, client, telegram, configure):
     assert alert.status == "resolved"
 
 
+def test_resolve_message_survives_a_worker_dying_before_it_is_sent(committed, telegram, configure, monkeypatch):
+    """The resolution and an unsent resolve note are committed together: a worker that dies between
+    them and the message (fault injected into the send) leaves the message for the next evaluation."""
+    configure("beat_silent")
+    alerts_task.evaluate()
+    beat_alive()
+
+    def worker_dies(self, message):
+        raise SystemExit("worker killed")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(alerts_task.TelegramSender, "send", worker_dies)
+        with pytest.raises(SystemExit):
+            alerts_task.evaluate()
+    [alert] = alerts_of("beat_silent")
+    assert alert.status == "resolved" and alert.notifications[-1]["kind"] == "resolve"
+    assert alert.notifications[-1]["ok"] is False and len(telegram.delivered) == 1
+
+    alerts_task.evaluate()
+    assert len(telegram.delivered) == 2 and telegram.texts()[1].startswith("✅")
+    [alert] = alerts_of("beat_silent")
+    assert [n["kind"] for n in alert.notifications] == ["fire", "resolve"] and alert.notifications[-1]["ok"]
+    alerts_task.evaluate()
+    assert len(telegram.delivered) == 2  # sent once
+
+
 # ---- Telegram's failures ------------------------------------------------------------------------------
 
 def test_telegram_500_then_success_is_retried(committed, telegram, configure):

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -21,6 +20,7 @@ import pytest
 import requests
 import yaml
 
+from embedded import free_port
 from settings import Settings, settings
 from tests.conftest import TEST_PASSWORD, bearer, create_user
 from tests.debian import ensure_tool
@@ -149,12 +149,6 @@ def test_dashboard_asks_only_for_metrics_that_exist(app, committed):
 
 
 # ---- nginx -------------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def nginx_copy(tmp_path: Path, *, api_port: int, listen_port: int, spa: Path, media: Path) -> Path:
     """The production config with this machine's addresses and folders in place of the containers'."""

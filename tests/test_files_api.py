@@ -19,7 +19,6 @@ from models.crm import RequestEvent
 from models.files import File
 from models.lookups import RequestType, TransactionType
 from models.ops import Job
-from storage import backend
 from storage.rejections import REASONS
 from tasks import files as file_tasks
 from tests.conftest import bearer, create_user, login
@@ -34,15 +33,6 @@ UPLOAD_PATHS = {"bso": "upload-bso", "expense": "upload-expense", "recording": "
 
 
 # ---- fixtures and helpers (imported by the other file tests) --------------------------------------------
-
-@pytest.fixture()
-def media(tmp_path):
-    """Media and quarantine roots of this test only."""
-    store = backend.LocalStorage(tmp_path / "media", tmp_path / "quarantine")
-    previous = backend.configure(store)
-    yield store
-    backend.configure(previous)
-
 
 @pytest.fixture()
 def queued(monkeypatch):

@@ -13,7 +13,6 @@ from sqlalchemy import update
 from api.security import issue_token
 from models.files import File
 from models.users import User
-from storage import backend
 from tests.conftest import bearer, create_user, login
 from tests.test_files_api import make_city, make_request, make_transaction
 from tests.test_files_corpus import jpeg_bytes, mp3_bytes, pdf_bytes
@@ -31,12 +30,10 @@ class Stored:
 
 
 @pytest.fixture()
-def media(tmp_path):
-    store = backend.LocalStorage(tmp_path / "media", tmp_path / "quarantine")
-    previous = backend.configure(store)
+def media(media, tmp_path):
+    """The test's own media roots, with a secret file beside them that must never be served."""
     (tmp_path / "secret.txt").write_bytes(SECRET)
-    yield store
-    backend.configure(previous)
+    return media
 
 
 def store_file(db, media, directory: str, name: str, data: bytes, content_type: str, *, original: str,

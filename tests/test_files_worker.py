@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+import embedded
 from api.security import issue_token
 from models import Session
 from models.crm import RequestEvent
@@ -47,14 +48,6 @@ from tests.test_files_corpus import (
 
 REPO = Path(__file__).resolve().parent.parent
 CELERY = str(Path(sys.executable).with_name("celery"))
-
-
-@pytest.fixture()
-def media(tmp_path):
-    store = backend.LocalStorage(tmp_path / "media", tmp_path / "quarantine")
-    previous = backend.configure(store)
-    yield store
-    backend.configure(previous)
 
 
 def _statuses(ids: list[int]) -> dict[int, str]:
@@ -274,9 +267,7 @@ def test_chunked_200_mb_upload_to_gunicorn_gets_413_with_flat_memory(app, commit
     request = make_request(committed, city.id)
     with app.app_context():
         token = issue_token(create_user("admin"))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = embedded.free_port()
     env = {**os.environ, "APP_ENV": "test", "PYTHONPATH": str(REPO), "MEDIA_ROOT": str(media.media_root),
            "QUARANTINE_ROOT": str(media.quarantine_root), "LOG_LEVEL": "WARNING"}
     log = open(tmp_path / "gunicorn.log", "wb")

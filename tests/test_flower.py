@@ -26,7 +26,7 @@ def test_flower_is_under_its_prefix_and_behind_basic_auth(tmp_path):
     from api.cli import stack_environment
 
     env, _started = stack_environment()
-    port = embedded._free_port()
+    port = embedded.free_port()
     env.update(FLOWER_PORT=str(port), FLOWER_BASIC_AUTH="ops:flower-test-pass", LOG_LEVEL="WARNING")
     command = procfile_command("flower", env)
     assert "--url_prefix=flower" in command

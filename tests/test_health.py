@@ -25,7 +25,8 @@ def own_redis(tmp_path, monkeypatch):
 
 
 def _heartbeat_from_worker():
-    from tasks.maintenance import heartbeat, heartbeat_age
+    from models.probes import beat_heartbeat_age as heartbeat_age
+    from tasks.maintenance import heartbeat
 
     heartbeat.delay()
     wait_for(lambda: heartbeat_age() is not None, timeout=30)
@@ -52,8 +53,8 @@ def test_not_ready_without_heartbeat(client):
 def test_stale_heartbeat_is_not_ready(client):
     import time
 
+    from models.probes import HEARTBEAT_KEY
     from settings import settings
-    from tasks.maintenance import HEARTBEAT_KEY
 
     kv.get_redis().set(HEARTBEAT_KEY, str(time.time() - settings.BEAT_HEARTBEAT_MAX_AGE - 5))
     response = client.get("/api/health/ready")

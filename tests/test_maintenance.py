@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 import tasks.maintenance as maintenance
+from models import jobs
 from models.db import Session
 from models.kv import get_redis
 from models.ops import Alert, AlertSilence, Job
@@ -43,7 +44,7 @@ def test_analyze_and_vacuum_cover_the_hot_tables_and_report_through_the_api(admi
     maintenance.vacuum()
     for name in ("analyze", "vacuum"):
         [job] = jobs_of(f"maintenance.{name}")
-        assert job.status == "succeeded" and job.params == {"trigger": "schedule"}
+        assert job.status == "succeeded" and job.params == {"trigger": "beat"}
         assert [t["table"] for t in job.result["tables"]] == list(maintenance.HOT_TABLES)
         response = client.get(f"/api/maintenance/reports/{name}", headers=admin)
         assert response.status_code == 200
@@ -111,6 +112,18 @@ def test_a_run_while_another_holds_the_lock_is_skipped_and_says_so(admin, client
     # Free again: the next run works.
     maintenance.analyze()
     assert jobs_of("maintenance.analyze")[-1].status == "succeeded"
+
+
+def test_a_run_redelivered_after_its_worker_died_takes_its_own_lock_back(admin):
+    """The dead attempt's lock (same job, same token) does not make the redelivery skip itself."""
+    job = jobs.create_job("maintenance.analyze", {"trigger": "manual"})
+    Session.commit()
+    left_behind = get_redis().lock(maintenance.MAINTENANCE_LOCK, timeout=60)
+    assert left_behind.acquire(blocking=False, token=f"analyze:{job.id}")  # the attempt that died
+    assert maintenance.analyze(str(job.id)) == {"ok": True}
+    [run] = jobs_of("maintenance.analyze")
+    assert run.id == job.id and run.status == "succeeded"
+    assert get_redis().get(maintenance.MAINTENANCE_LOCK) is None  # released after the run
 
 
 def test_purge_deletes_only_what_is_old(admin, client, monkeypatch):

@@ -172,7 +172,7 @@ def test_metrics_token_replaces_the_network_rule(app, monkeypatch):
 
 @pytest.fixture()
 def gunicorn_api(tmp_path):
-    port = embedded._free_port()
+    port = embedded.free_port()
     multiproc = tmp_path / "prometheus"
     multiproc.mkdir()
     (multiproc / "counter_999999.db").write_bytes(b"stale")  # left by a previous run: must be removed

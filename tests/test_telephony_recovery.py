@@ -34,9 +34,9 @@ class Stack:
 
     def __init__(self, tmp_path: Path, monkeypatch):
         self.tmp = tmp_path
-        port, self.api_port = embedded._free_port(), embedded._free_port()
+        port, self.api_port = embedded.free_port(), embedded.free_port()
         monkeypatch.setattr(embedded, "REDIS_DIR", tmp_path / "redis")
-        monkeypatch.setattr(embedded, "_free_port", lambda: port)
+        monkeypatch.setattr(embedded, "free_port", lambda: port)
         self.redis_url = embedded.redis_url()
         self.env = dict(os.environ, APP_ENV="test", REDIS_URL=self.redis_url, CELERY_BROKER_URL="",
                         MANGO_API_KEY=KEY, MANGO_API_SALT=SALT, MANGO_SWEEP_AFTER_SECONDS="1",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema, fields, validate
 
+from models.base import MAX_INT4
 from storage.kinds import KINDS, OWNER_TYPES
 
 # OpenAPI request body of every upload (parsed by storage/upload.py, not by webargs: it streams).
@@ -52,5 +53,5 @@ class FileOwnerQuery(Schema):
         unknown = EXCLUDE
 
     owner_type = fields.String(validate=validate.OneOf(OWNER_TYPES), load_default=None)
-    owner_id = fields.Integer(validate=validate.Range(min=1, max=2_147_483_647), load_default=None)
+    owner_id = fields.Integer(validate=validate.Range(min=1, max=MAX_INT4), load_default=None)
     kind = fields.String(validate=validate.OneOf(list(KINDS)), load_default=None)

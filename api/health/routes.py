@@ -49,7 +49,7 @@ def check_worker() -> str:
 
 
 def check_beat() -> str:
-    from tasks.maintenance import heartbeat_age
+    from models.probes import beat_heartbeat_age as heartbeat_age
 
     age = heartbeat_age()
     if age is None:

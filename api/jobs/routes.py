@@ -6,9 +6,9 @@ import uuid
 from flask import g
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields
 
 from api.errors import ApiError
+from api.jobs.schemas import JobAcceptedSchema, JobSchema
 from api.security import login_required, roles_required
 from models import jobs
 from models.db import Session
@@ -16,24 +16,6 @@ from models.enums import ADMIN, MANAGER
 from models.ops import Job
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/jobs", description="Background jobs")
-
-
-class JobSchema(Schema):
-    id = fields.UUID()
-    kind = fields.String()
-    status = fields.String(metadata={"enum": ["queued", "running", "succeeded", "failed"]})
-    params = fields.Dict()
-    result = fields.Dict(allow_none=True)
-    error = fields.String(allow_none=True)
-    attempts = fields.Integer()
-    created_at = fields.DateTime()
-    started_at = fields.DateTime(allow_none=True)
-    finished_at = fields.DateTime(allow_none=True)
-
-
-class JobAcceptedSchema(Schema):
-    job_id = fields.UUID()
-    status = fields.String()
 
 
 def enqueue_job(kind: str, task, params: dict | None = None) -> Job:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields
 from sqlalchemy import select
 
 from api.errors import ApiError
-from api.jobs.routes import JobAcceptedSchema, JobSchema, enqueue_job
-from api.listing import json_response
+from api.jobs.routes import enqueue_job
+from api.jobs.schemas import JobAcceptedSchema
+from api.maintenance.schemas import MaintenanceReportSchema
 from api.security import roles_required
 from models.db import Session
 from models.ops import Job
@@ -29,28 +29,12 @@ TITLES = {
 }
 
 
-class MaintenanceReportSchema(Schema):
-    name = fields.String()
-    title = fields.String()
-    last_run = fields.Nested(JobSchema, allow_none=True, metadata={"description": "the newest run, any outcome"})
-    report = fields.Nested(JobSchema, allow_none=True, metadata={"description": "the newest completed run"})
-
-
-def _job(job: Job | None) -> dict | None:
-    if job is None:
-        return None
-    iso = (lambda v: v.isoformat() if v else None)
-    return {"id": str(job.id), "kind": job.kind, "status": job.status, "params": job.params or {},
-            "result": job.result, "error": job.error, "attempts": job.attempts, "created_at": iso(job.created_at),
-            "started_at": iso(job.started_at), "finished_at": iso(job.finished_at)}
-
-
 def _report(name: str) -> dict:
     kind = f"maintenance.{name}"
     newest = select(Job).where(Job.kind == kind).order_by(Job.created_at.desc()).limit(1)
     last_run = Session.scalars(newest).first()
     report = Session.scalars(newest.where(Job.status == "succeeded")).first()
-    return {"name": name, "title": TITLES[name], "last_run": _job(last_run), "report": _job(report)}
+    return {"name": name, "title": TITLES[name], "last_run": last_run, "report": report}
 
 
 def _known(name: str) -> str:
@@ -65,7 +49,7 @@ class MaintenanceReports(MethodView):
     @blp.response(200, MaintenanceReportSchema(many=True))
     def get(self):
         """The newest run and the newest completed report of every maintenance task (admin)."""
-        return json_response([_report(name) for name in NAMES])
+        return [_report(name) for name in NAMES]
 
 
 @blp.route("/reports/<name>")
@@ -74,7 +58,7 @@ class MaintenanceReport(MethodView):
     @blp.response(200, MaintenanceReportSchema)
     def get(self, name: str):
         """The newest run and completed report of one task: analyze, vacuum, index_report, purge (admin)."""
-        return json_response(_report(_known(name)))
+        return _report(_known(name))
 
 
 @blp.route("/<name>/run")
@@ -87,4 +71,4 @@ class MaintenanceRun(MethodView):
         from tasks.maintenance import MAINTENANCE_TASKS
 
         job = enqueue_job(f"maintenance.{_known(name)}", MAINTENANCE_TASKS[name])
-        return json_response({"job_id": str(job.id), "status": job.status}, 202)
+        return {"job_id": job.id, "status": job.status}

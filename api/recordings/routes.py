@@ -14,7 +14,8 @@ from flask_smorest import Blueprint
 from sqlalchemy import and_, select
 
 from api.errors import ApiError
-from api.jobs.routes import JobAcceptedSchema, enqueue_job
+from api.jobs.routes import enqueue_job
+from api.jobs.schemas import JobAcceptedSchema
 from api.listing import json_response, list_response
 from api.recordings.schemas import (
     DownloadSchema,
@@ -23,9 +24,10 @@ from api.recordings.schemas import (
     RecordingSchema,
     StatusSchema,
 )
-from api.resources import get_or_404
+from api.resources import commit_or_409, get_or_404
 from api.security import login_required, roles_required
 from models import recording_rules
+from models.base import MAX_INT8
 from models.crm import Request
 from models.db import Session
 from models.enums import MANAGER
@@ -136,7 +138,10 @@ class RecordingsDownload(MethodView):
         if not configured():
             raise ApiError(409, "Импорт записей не настроен: не заданы IMAP_HOST, IMAP_USER или IMAP_PASSWORD",
                            code="imap_not_configured")
-        if import_running():
+        running = import_running()
+        if running is None:
+            raise ApiError(503, "Очередь задач недоступна, повторите позже", code="broker_unavailable")
+        if running:
             raise ApiError(409, "Импорт записей уже выполняется, повторите позже", code="import_running")
         job = enqueue_job(JOB_KIND, import_mailbox, {"days_back": data["days_back"], "trigger": "manual"})
         return json_response({"job_id": str(job.id), "status": job.status}, status=202)
@@ -170,15 +175,11 @@ class RecordingLink(MethodView):
     @blp.response(200, RecordingSchema)
     def post(self, data, recording_id: int):
         """Link a recording to a request by hand (admin, manager); it becomes the request's recording."""
-        if not 0 < recording_id <= 2 ** 62:
-            raise ApiError(404, NOT_FOUND, code="not_found")
-        recording = Session.get(Recording, recording_id, with_for_update=True)
-        if recording is None:
-            raise ApiError(404, NOT_FOUND, code="not_found")
+        recording = get_or_404(Recording, recording_id, NOT_FOUND, for_update=True, max_id=MAX_INT8)
         request = get_or_404(Request, data["request_id"], REQUEST_NOT_FOUND)
         if recording.request_id != request.id or recording.match_status != recording_rules.MATCHED:
             recording_rules.link(recording, request.id, user_id=g.current_user.id)
-        Session.commit()
+        commit_or_409(invalid_reference=REQUEST_NOT_FOUND)  # the request deleted meanwhile
         Session.refresh(recording)
         return json_response(serialize(recording))
 
@@ -189,11 +190,7 @@ class RecordingAudio(MethodView):
     @blp.response(200, description="The recording, inline (`?download=1` as an attachment)")
     def get(self, recording_id: int):
         """Listen to any recording, linked or not (admin, manager): how the inbox is worked through."""
-        if not 0 < recording_id <= 2 ** 62:
-            raise ApiError(404, NOT_FOUND, code="not_found")
-        recording = Session.get(Recording, recording_id)
-        if recording is None:
-            raise ApiError(404, NOT_FOUND, code="not_found")
+        recording = get_or_404(Recording, recording_id, NOT_FOUND, max_id=MAX_INT8)
         download = request.args.get("download", "").lower() in ("1", "true", "yes")
         try:
             return file_response(get_storage(), recording.storage_path, content_type=recording.mime_type or "",

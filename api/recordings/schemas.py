@@ -14,7 +14,7 @@ class DownloadSchema(RussianSchema):
     labels = {"days_back": "Глубина поиска (дней)"}
 
     days_back = fields.Integer(
-        load_default=1, strict=False,
+        load_default=1, strict=True,
         validate=validate.Range(min=1, max=MAX_DAYS_BACK, error="Число дней: от {min} до {max}"),
         metadata={"description": "how many days back to look in the mailbox (1 by default)"},
     )

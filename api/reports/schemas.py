@@ -4,6 +4,7 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from api.fields import LenientDate, LocalDateTime, Money, OptionalId, Text
+from models.base import MAX_INT4
 from models.enums import REQUEST_STATUSES
 
 DATE_ERROR = "Дата должна быть в формате ГГГГ-ММ-ДД"
@@ -31,7 +32,7 @@ class OptionalChoice(fields.String):
 
 def _id_in_range(value: int | None) -> None:
     # A validator runs on the None that '' became, so validate.Range cannot be used here.
-    if value is not None and not 1 <= value <= 2_147_483_647:
+    if value is not None and not 1 <= value <= MAX_INT4:
         raise ValidationError("Некорректный идентификатор города")
 
 

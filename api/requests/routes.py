@@ -25,6 +25,7 @@ from api.resources import commit_or_409, deleted, get_or_404
 from api.security import login_required, roles_required
 from api.sqljson import iso_local, iso_utc, json_object, json_row, nullable_object
 from models import request_rules
+from models.base import MAX_INT4
 from models.crm import AdvertisingCampaign, Request, RequestEvent
 from models.db import Session
 from models.enums import (
@@ -224,7 +225,7 @@ def detail(request_id: int, visible_to: User | None = None) -> dict:
     stmt = detail_columns().where(Request.id == request_id)
     if visible_to is not None:
         stmt = stmt.where(requests_visible_to(visible_to))
-    row = Session.execute(stmt).one_or_none() if 0 < request_id <= 2_147_483_647 else None
+    row = Session.execute(stmt).one_or_none() if 0 < request_id <= MAX_INT4 else None
     if row is None:
         raise ApiError(404, NOT_FOUND, code="not_found")
     data = serialize_row(row)
@@ -314,7 +315,7 @@ def load_visible(request_id: int, *, for_update: bool = False) -> Request:
 
 def require_visible(request_id: int) -> None:
     """404 unless the request exists and the caller may see it: one indexed query, no ORM load."""
-    if not 0 < request_id <= 2_147_483_647 or Session.scalar(
+    if not 0 < request_id <= MAX_INT4 or Session.scalar(
             select(Request.id).where(Request.id == request_id, requests_visible_to(g.current_user))) is None:
         raise ApiError(404, NOT_FOUND, code="not_found")
 

@@ -8,6 +8,7 @@ from marshmallow import Schema, ValidationError, fields, pre_load, validate, val
 
 from api.fields import LenientDate, OptionalId, Phone, Text
 from api.listing import PageArgs
+from models.base import MAX_INT4
 from models.enums import ADMIN, AVITOLOG, CALLCENTR, DIRECTOR, MANAGER, USER_STATUSES
 
 EMPLOYEE_ROLES = (DIRECTOR, MANAGER, CALLCENTR, AVITOLOG)
@@ -16,7 +17,6 @@ MASTER_STATUSES = ("active", "inactive", "busy", "suspended")
 EMPLOYEE_STATUSES = ("active", "inactive", "pending", "suspended")
 ADMIN_STATUSES = EMPLOYEE_STATUSES
 
-MAX_ID = 2_147_483_647
 MIN_PASSWORD = 6
 MIN_ADMIN_PASSWORD = 8
 MAX_PASSWORD = 256
@@ -40,7 +40,7 @@ def one_of(choices: tuple[str, ...]):
 
 
 def valid_id(value):
-    if value is not None and not 1 <= value <= MAX_ID:
+    if value is not None and not 1 <= value <= MAX_INT4:
         raise ValidationError("Некорректный идентификатор")
 
 
