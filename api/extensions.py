@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Flask
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
-from flask_limiter import Limit, Limiter
+from flask_limiter import Limiter
 from flask_smorest import Api
 
 from settings import settings
@@ -28,25 +28,9 @@ def _client_key() -> str:
     return "ip:" + client_ip()
 
 
-def _user_key() -> str:
-    from api.security import optional_user_id
-
-    user_id = optional_user_id()
-    return f"user:{user_id}" if user_id else "anonymous"
-
-
-def _is_anonymous() -> bool:
-    return _user_key() == "anonymous"
-
-
-limiter = Limiter(
-    key_func=_client_key,
-    default_limits=[
-        Limit(settings.RATE_LIMIT_PER_CLIENT, key_function=_client_key),
-        Limit(settings.RATE_LIMIT_PER_USER, key_function=_user_key, exempt_when=_is_anonymous),
-    ],
-    key_prefix="leadline-rl",
-)
+# Limits of single routes (sign-in attempts). The per-client and per-user limits of every call are
+# counted by the gate (api/gate.py) in the same Redis round trip as the session check.
+limiter = Limiter(key_func=_client_key, key_prefix="leadline-rl")
 
 
 def init_extensions(app: Flask) -> None:
@@ -67,7 +51,7 @@ def init_extensions(app: Flask) -> None:
         expose_headers=["X-Pagination", "X-Access-Token", "Retry-After", "X-Request-ID"],
         max_age=600,
     )
-    from api import security
+    from api import gate, security
 
-    security.init_jwt_callbacks(jwt)
+    gate.init_gate(app)
     security.init_session_extension(app)

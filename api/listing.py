@@ -61,11 +61,28 @@ def _stream(stmt: Select, serialize: Callable[[Any], dict]) -> Iterator[bytes]:
 COUNT_TTL_SECONDS = 10
 
 
+_sql_texts: dict[Any, str] = {}
+
+
+def _statement_text(stmt: Select) -> str:
+    """The statement's SQL and bound values as text. The SQL is compiled once per statement shape
+    (SQLAlchemy's cache key, which executing the statement then reuses), not on every call."""
+    cache_key = stmt._generate_cache_key()  # noqa: SLF001 - the public API compiles every time
+    if cache_key is None:  # a statement SQLAlchemy cannot cache
+        compiled = stmt.compile()
+        return f"{compiled}|{sorted(compiled.params.items(), key=str)}"
+    sql = _sql_texts.get(cache_key.key)
+    if sql is None:
+        if len(_sql_texts) > 1000:
+            _sql_texts.clear()
+        sql = _sql_texts[cache_key.key] = str(stmt.compile())
+    return f"{sql}|{[bind.effective_value for bind in cache_key.bindparams]!r}"
+
+
 def cached_count(count_stmt: Select) -> int:
     """The total for X-Pagination, kept in Redis for a few seconds: paging through a large filtered
     list must not count its rows again for every page. The total may lag by COUNT_TTL_SECONDS."""
-    compiled = count_stmt.compile()
-    statement = f"{compiled}|{sorted(compiled.params.items(), key=str)}"
+    statement = _statement_text(count_stmt)
     digest = hashlib.sha1(statement.encode(), usedforsecurity=False).hexdigest()  # a cache key, not a signature
     cache_key = key("count", digest)
     try:

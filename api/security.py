@@ -16,25 +16,18 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
-import jwt as pyjwt
-from flask import Flask, Response, current_app, g, request
-from flask_jwt_extended import (
-    JWTManager,
-    create_access_token,
-)
-from flask_jwt_extended import current_user as jwt_current_user
-from flask_jwt_extended import get_jwt, get_jwt_request_location, set_access_cookies, verify_jwt_in_request
-from flask_jwt_extended.exceptions import JWTExtendedException
-from jwt.exceptions import PyJWTError
+from flask import Flask, Response, g, request
+from flask_jwt_extended import create_access_token, get_jwt, get_jwt_request_location, set_access_cookies
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import make_transient_to_detached
 
-from api.errors import ApiError, error_response
+from api.errors import ApiError
+from api.gate import token_state
 from models.db import Session
 from models.enums import ADMIN, DIRECTOR, MANAGER, MASTER
 from models.kv import get_redis, key
 from models.lookups import City, Role
-from models.users import User, user_generation_key
+from models.users import User
 from settings import settings
 
 log = logging.getLogger(__name__)
@@ -56,7 +49,7 @@ def client_ip() -> str:
 
 # ---- tokens -------------------------------------------------------------------------------------
 
-def _session_key(sid: str) -> str:
+def session_key(sid: str) -> str:
     return key("session", "revoked", sid)
 
 
@@ -82,7 +75,7 @@ def revoke_session(claims: dict) -> None:
     if not sid:
         return
     remaining = int(claims.get("sst", time.time())) + settings.SESSION_MAX_HOURS * 3600 - int(time.time())
-    get_redis().set(_session_key(sid), "1", ex=max(remaining, 1) + 60)
+    get_redis().set(session_key(sid), "1", ex=max(remaining, 1) + 60)
 
 
 # ---- the signed-in user, cached per process --------------------------------------------------------
@@ -129,51 +122,15 @@ def signed_in_user(user_id: int, sid: str, generation: bytes | None) -> User | N
     return user
 
 
-def init_jwt_callbacks(jwt: JWTManager) -> None:
-    @jwt.user_lookup_loader
-    def load_user(_header: dict, claims: dict) -> User | None:
-        try:
-            user_id = int(claims["sub"])
-        except (KeyError, TypeError, ValueError):
-            return None
-        user = signed_in_user(user_id, str(claims.get("sid")), g.pop("user_generation", None))
-        if user is None or not user.may_sign_in:
-            return None
-        return user
-
-    @jwt.token_in_blocklist_loader
-    def is_revoked(_header: dict, claims: dict) -> bool:
-        sid = claims.get("sid")
-        if not sid:
-            return True
-        # Fail closed: if Redis cannot say the session is alive, the request is refused (503 below).
-        # The user's generation comes back in the same round trip (see signed_in_user).
-        pipe = get_redis().pipeline(transaction=False)
-        pipe.exists(_session_key(sid))
-        pipe.get(user_generation_key(claims.get("sub", "")))
-        revoked, generation = pipe.execute()
-        g.user_generation = generation or b"0"
-        return bool(revoked)
-
-    @jwt.user_lookup_error_loader
-    def user_gone(_header: dict, _claims: dict) -> Response:
-        return error_response(401, "Пользователь не найден или отключён", "user_inactive")
-
-    @jwt.unauthorized_loader
-    def missing_token(_reason: str) -> Response:
-        return error_response(401, "Требуется вход в систему", "not_authenticated")
-
-    @jwt.invalid_token_loader
-    def invalid_token(_reason: str) -> Response:
-        return error_response(401, "Недействительный токен, войдите снова", "token_invalid")
-
-    @jwt.expired_token_loader
-    def expired_token(_header: dict, _claims: dict) -> Response:
-        return error_response(401, "Сессия истекла, войдите снова", "token_expired")
-
-    @jwt.revoked_token_loader
-    def revoked_token(_header: dict, _claims: dict) -> Response:
-        return error_response(401, "Сессия завершена, войдите снова", "token_revoked")
+def _token_user(claims: dict, generation: str | None) -> User | None:
+    try:
+        user_id = int(claims["sub"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    user = signed_in_user(user_id, str(claims.get("sid")), generation)
+    if user is None or not user.may_sign_in:
+        return None
+    return user
 
 
 def init_session_extension(app: Flask) -> None:
@@ -199,31 +156,6 @@ def init_session_extension(app: Flask) -> None:
         else:
             response.headers["X-Access-Token"] = token
         return response
-
-
-def optional_user_id() -> int | None:
-    """The user id a valid token names, for rate-limit keys only.
-
-    Signature and expiry are checked; the session store and the user row are not (the view's own
-    authentication does that), so limiting costs no extra Redis or database round trip.
-    """
-    if "rate_limit_user" in g:
-        return g.rate_limit_user
-    user_id = None
-    header = request.headers.get("Authorization", "")
-    token = header[7:].strip() if header[:7].lower() == "bearer " else request.cookies.get("access_token")
-    if token:
-        try:
-            # PyJWT directly: flask-jwt-extended's decode_token costs several times more for the same checks.
-            config = current_app.config
-            claims = pyjwt.decode(token, config.get("JWT_SECRET_KEY") or config["SECRET_KEY"],
-                                  algorithms=[config.get("JWT_ALGORITHM", "HS256")],
-                                  options={"require": ["exp", "sub"]}, leeway=config.get("JWT_DECODE_LEEWAY", 0))
-            user_id = int(claims["sub"])
-        except (PyJWTError, KeyError, TypeError, ValueError):
-            user_id = None
-    g.rate_limit_user = user_id
-    return user_id
 
 
 # ---- origin check -------------------------------------------------------------------------------
@@ -260,18 +192,33 @@ def current_user() -> User:
 
 
 def authenticate() -> User:
-    """Verify the token (cookie or bearer), the session and the user; set g.current_user."""
-    try:
-        verify_jwt_in_request()
-    except (JWTExtendedException, PyJWTError):
-        raise
-    except Exception as exc:  # the session store cannot be asked: refuse rather than guess
-        log.error("session check failed: %s", type(exc).__name__)
+    """Verify the token (cookie or bearer), the session and the user; set g.current_user.
+
+    The gate (api/gate.py) has already decoded the token and asked Redis about the session."""
+    if "current_user" in g:
+        return g.current_user
+    state = token_state()
+    if state.location is None:
+        raise ApiError(401, "Требуется вход в систему", code="not_authenticated")
+    if state.error == "expired":
+        raise ApiError(401, "Сессия истекла, войдите снова", code="token_expired")
+    if state.error:
+        raise ApiError(401, "Недействительный токен, войдите снова", code="token_invalid")
+    if state.revoked is None:  # the session store cannot be asked: refuse rather than guess
         raise ApiError(503, "Сервис сессий недоступен, повторите позже", code="session_store_unavailable")
-    user = jwt_current_user
+    if state.revoked:
+        raise ApiError(401, "Сессия завершена, войдите снова", code="token_revoked")
+    user = _token_user(state.claims, state.generation)
+    if user is None:
+        raise ApiError(401, "Пользователь не найден или отключён", code="user_inactive")
+    # What flask-jwt-extended's helpers read (get_jwt, get_jwt_request_location).
+    g._jwt_extended_jwt_user = {"loaded_user": user}
+    g._jwt_extended_jwt_header = state.header
+    g._jwt_extended_jwt = state.claims
+    g._jwt_extended_jwt_location = state.location
     check_origin()
-    g.current_user = user._get_current_object() if hasattr(user, "_get_current_object") else user
-    return g.current_user
+    g.current_user = user
+    return user
 
 
 def login_required(view: Callable) -> Callable:

@@ -19,15 +19,30 @@ def city_of(user: User) -> int | None:
     return None
 
 
-def requests_visible_to(user: User) -> ColumnElement[bool]:
+def request_scope(user: User) -> tuple[str, int | None]:
+    """Which requests `user` sees, as a shape and its value: ("master", user id), ("city", city id),
+    ("all", None) or ("none", None)."""
     role = user.role_name
     if role == MASTER:
-        return Request.master_id == user.id
+        return "master", user.id
     if role == DIRECTOR and user.city_id is not None:
-        return Request.city_id == user.city_id
+        return "city", user.city_id
     if role in (ADMIN, MANAGER, DIRECTOR, CALLCENTR, AVITOLOG):
-        return true()
-    return false()
+        return "all", None
+    return "none", None
+
+
+def request_scope_condition(shape: str, value) -> ColumnElement[bool]:
+    """The condition of a scope shape; `value` may be a bind parameter (statements built once)."""
+    if shape == "master":
+        return Request.master_id == value
+    if shape == "city":
+        return Request.city_id == value
+    return true() if shape == "all" else false()
+
+
+def requests_visible_to(user: User) -> ColumnElement[bool]:
+    return request_scope_condition(*request_scope(user))
 
 
 def transactions_visible_to(user: User) -> ColumnElement[bool]:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from flask import g
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from sqlalchemy import case, func, or_, select, text
+from sqlalchemy import bindparam, case, func, or_, select, text
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import aliased
 
@@ -42,7 +42,7 @@ from models.enums import (
 from models.files import File
 from models.lookups import City, Direction, RequestType
 from models.phones import normalize_phone
-from models.scoping import may_see_request, requests_visible_to
+from models.scoping import may_see_request, request_scope, request_scope_condition, requests_visible_to
 from models.timez import local_day_start, to_local
 from models.users import User
 
@@ -220,12 +220,20 @@ def detail_columns():
     return list_columns().add_columns(_files_of_request())
 
 
+@functools.cache
+def detail_statement(scope: str):
+    """Built once per scope shape with bind parameters, so SQLAlchemy's cache key is computed once."""
+    stmt = detail_columns().where(Request.id == bindparam("request_id"))
+    if scope != "all":
+        stmt = stmt.where(request_scope_condition(scope, bindparam("scope_id")))
+    return stmt
+
+
 def detail(request_id: int, visible_to: User | None = None) -> dict:
     """The request as the detail page reads it; 404 when `visible_to` may not see it."""
-    stmt = detail_columns().where(Request.id == request_id)
-    if visible_to is not None:
-        stmt = stmt.where(requests_visible_to(visible_to))
-    row = Session.execute(stmt).one_or_none() if 0 < request_id <= MAX_INT4 else None
+    scope, scope_id = ("all", None) if visible_to is None else request_scope(visible_to)
+    params = {"request_id": request_id} if scope_id is None else {"request_id": request_id, "scope_id": scope_id}
+    row = Session.execute(detail_statement(scope), params).one_or_none() if 0 < request_id <= MAX_INT4 else None
     if row is None:
         raise ApiError(404, NOT_FOUND, code="not_found")
     data = serialize_row(row)

@@ -1,0 +1,182 @@
+"""The gate every API call passes before its view: the token read once, the rate limits and the
+session's state in one Redis round trip.
+
+- The token (bearer header first, then the SPA's cookie) is decoded once with PyJWT: signature,
+  expiry, `sub` and the access type. Its claims serve both the per-user rate limit and the view's
+  authentication (api/security.authenticate), which then costs no further decoding or round trip.
+- One Lua script counts the call against the client's and the user's fixed windows, says whether
+  the session was revoked and returns the user's cache generation (see models/users.py).
+- `RATELIMIT_ENABLED = False` in the app's config turns counting off (the session is still read).
+- Redis down: the limits are skipped (a call is not refused because the counters cannot be
+  reached), but the session cannot be confirmed, so an authenticated view answers 503.
+
+Exempt: health probes, the metrics scrape, Mango's webhooks (Mango sets the pace; the allow-list
+and the signature guard them) and CORS preflights. flask-limiter is kept for the limits attached to
+single routes (sign-in attempts).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import jwt as pyjwt
+from flask import Flask, current_app, g, request
+from jwt.exceptions import ExpiredSignatureError, PyJWTError
+from limits import parse as parse_limit
+
+from api.errors import ApiError
+from models.kv import get_redis, key
+from models.users import user_generation_key
+from settings import settings
+
+log = logging.getLogger(__name__)
+
+EXEMPT_BLUEPRINTS = {"health", "mango_webhook"}
+EXEMPT_ENDPOINTS = {"metrics"}
+
+# KEYS ('' where not asked): client counter, user counter, session-revoked flag, user generation.
+# ARGV: client limit and window, user limit and window.
+# Returns: seconds until the client window ends when over its limit (else 0), the same for the user,
+# whether the session is revoked, the user's generation.
+GATE_SCRIPT = """
+local over_client, over_user, revoked, generation = 0, 0, 0, false
+local n
+if KEYS[1] ~= '' then
+  n = redis.call('INCR', KEYS[1])
+  if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+  if n > tonumber(ARGV[1]) then over_client = math.max(redis.call('TTL', KEYS[1]), 1) end
+end
+if KEYS[2] ~= '' then
+  n = redis.call('INCR', KEYS[2])
+  if n == 1 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+  if n > tonumber(ARGV[3]) then over_user = math.max(redis.call('TTL', KEYS[2]), 1) end
+end
+if KEYS[3] ~= '' then revoked = redis.call('EXISTS', KEYS[3]) end
+if KEYS[4] ~= '' then generation = redis.call('GET', KEYS[4]) end
+return {over_client, over_user, revoked, generation}
+"""
+
+
+@dataclass
+class TokenState:
+    """What the gate learnt about the caller's token; authenticate() turns it into a user or a 401."""
+
+    location: str | None = None  # "headers" | "cookies" | None (no token)
+    claims: dict = field(default_factory=dict)
+    header: dict = field(default_factory=dict)
+    error: str | None = None  # "expired" | "invalid"
+    revoked: bool | None = None  # None: the session store could not be asked
+    generation: str | None = None
+
+
+def read_token() -> TokenState:
+    """The caller's token, decoded and verified (signature, expiry, `sub`, access type)."""
+    state = TokenState()
+    config = current_app.config
+    parts = request.headers.get("Authorization", "").split()
+    if len(parts) == 2 and parts[0].lower() == "bearer":
+        token, state.location = parts[1], "headers"
+    else:  # no bearer header (or not a bearer one): the SPA's cookie
+        token = request.cookies.get(config["JWT_ACCESS_COOKIE_NAME"])
+        state.location = "cookies" if token else None
+    if not token:
+        return state
+    try:
+        state.claims = pyjwt.decode(
+            token, config.get("JWT_SECRET_KEY") or config["SECRET_KEY"],
+            algorithms=[config.get("JWT_ALGORITHM", "HS256")],
+            options={"require": ["exp", "sub"]}, leeway=config.get("JWT_DECODE_LEEWAY", 0),
+        )
+        state.header = pyjwt.get_unverified_header(token)
+    except ExpiredSignatureError:
+        state.error = "expired"
+    except (PyJWTError, ValueError):
+        state.error = "invalid"
+    else:
+        if state.claims.get("type") != "access" or not isinstance(state.claims.get("sub"), str):
+            state.error, state.claims = "invalid", {}
+    return state
+
+
+def _user_id(state: TokenState) -> str | None:
+    sub = state.claims.get("sub") if state.error is None else None
+    return sub if sub and sub.isdigit() else None
+
+
+class Limits:
+    """The per-client and per-user limits from settings, parsed once."""
+
+    def __init__(self) -> None:
+        self.source = None
+        self.client = self.user = None
+
+    def current(self):
+        source = (settings.RATE_LIMIT_PER_CLIENT, settings.RATE_LIMIT_PER_USER)
+        if source != self.source:  # settings can change at run time (tests, a reload)
+            self.client, self.user = parse_limit(source[0]), parse_limit(source[1])
+            self.source = source
+        return self.client, self.user
+
+
+_limits = Limits()
+
+
+def _window_key(kind: str, who: str, item) -> str:
+    return key("gate", kind, who, f"{item.amount}-{item.get_expiry()}")
+
+
+def _script():
+    client = get_redis()
+    script = getattr(client, "_leadline_gate", None)
+    if script is None:
+        script = client.register_script(GATE_SCRIPT)
+        client._leadline_gate = script  # noqa: SLF001 - one registration per client
+    return script
+
+
+def check(state: TokenState, *, count: bool) -> None:
+    """Count the call (when `count`) and read the session state into `state`; raise 429 when over a limit."""
+    from api.security import client_ip, session_key
+
+    client_limit, user_limit = _limits.current()
+    user_id = _user_id(state)
+    sid = state.claims.get("sid") if user_id else None
+    keys = [
+        _window_key("client", client_ip(), client_limit) if count else "",
+        _window_key("user", user_id, user_limit) if count and user_id else "",
+        session_key(str(sid)) if sid else "",
+        user_generation_key(user_id) if user_id else "",
+    ]
+    try:
+        args = [client_limit.amount, client_limit.get_expiry(), user_limit.amount, user_limit.get_expiry()]
+        over_client, over_user, revoked, generation = _script()(keys=keys, args=args)
+    except Exception as exc:  # noqa: BLE001 - the store is down: limits skipped, the session unconfirmed
+        log.warning("gate: session store unavailable: %s", type(exc).__name__)
+        return
+    state.revoked = bool(revoked) if sid else True  # a token without a session id is not a session
+    state.generation = generation or "0"
+    wait = max(int(over_client or 0), int(over_user or 0)) if count else 0
+    if wait:
+        raise ApiError(429, "Слишком много запросов, повторите позже", code="rate_limited",
+                       headers={"Retry-After": str(wait)})
+
+
+def token_state() -> TokenState:
+    """The gate's view of this call's token; computed here for calls the gate did not see."""
+    state = g.get("gate")
+    if state is None:
+        state = g.gate = read_token()
+        if state.claims:
+            check(state, count=False)
+    return state
+
+
+def init_gate(app: Flask) -> None:
+    @app.before_request
+    def gate() -> None:
+        if request.method == "OPTIONS" or request.endpoint in EXEMPT_ENDPOINTS:
+            return
+        if request.blueprint in EXEMPT_BLUEPRINTS:
+            return
+        state = g.gate = read_token()
+        check(state, count=app.config.get("RATELIMIT_ENABLED", True))

@@ -1,0 +1,105 @@
+"""The gate before every view: per-client and per-user limits and the session state in one Redis
+round trip; and pooled database connections the server closed are replaced without an error."""
+from __future__ import annotations
+
+import os
+
+import psycopg
+import pytest
+
+import embedded
+from models import kv
+from models.db import get_engine
+from tests.conftest import bearer, login, wait_for
+from tests.telephony_support import overridden
+
+
+@pytest.fixture()
+def limited_app():
+    from api import create_app
+
+    return create_app({"TESTING": True, "RATELIMIT_ENABLED": True})
+
+
+def _token(client, user) -> str:
+    return login(client, user).json["access_token"]
+
+
+def test_the_per_user_limit_refuses_only_that_user(limited_app, make_user):
+    client = limited_app.test_client()
+    first, second = make_user("admin"), make_user("admin")
+    first_token, second_token = _token(client, first), _token(client, second)
+    with overridden(RATE_LIMIT_PER_USER="3 per minute", RATE_LIMIT_PER_CLIENT="1000 per minute"):
+        statuses = [client.get("/api/auth/me", headers=bearer(first_token)).status_code for _ in range(3)]
+        refused = client.get("/api/auth/me", headers=bearer(first_token))
+        other = client.get("/api/auth/me", headers=bearer(second_token))
+    assert statuses == [200, 200, 200]
+    assert refused.status_code == 429
+    assert refused.json["code"] == "rate_limited" and refused.json["detail"].startswith("Слишком много запросов")
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert other.status_code == 200
+
+
+def test_the_per_client_limit_counts_anonymous_calls_too(limited_app):
+    client = limited_app.test_client()
+    with overridden(RATE_LIMIT_PER_CLIENT="2 per minute"):
+        statuses = [client.get("/api/requests/").status_code for _ in range(3)]
+        health = [client.get("/api/health").status_code for _ in range(3)]
+    assert statuses == [401, 401, 429]
+    assert health == [200, 200, 200]  # probes are not counted
+
+
+def test_without_rate_limiting_configured_nothing_is_counted(client, make_user):
+    token = _token(client, make_user("admin"))
+    with overridden(RATE_LIMIT_PER_USER="1 per minute", RATE_LIMIT_PER_CLIENT="1 per minute"):
+        statuses = {client.get("/api/auth/me", headers=bearer(token)).status_code for _ in range(3)}
+    assert statuses == {200}
+
+
+def test_a_revoked_session_and_a_bad_token_are_told_apart(client, make_user):
+    token = _token(client, make_user("admin"))
+    assert client.post("/api/auth/logout", headers=bearer(token)).status_code in (200, 204)
+    revoked = client.get("/api/auth/me", headers=bearer(token))
+    forged = client.get("/api/auth/me", headers=bearer(token[:-3] + "abc"))
+    not_bearer = client.get("/api/auth/me", headers={"Authorization": f"Token {token}"})
+    assert (revoked.status_code, revoked.json["code"]) == (401, "token_revoked")
+    assert (forged.status_code, forged.json["code"]) == (401, "token_invalid")
+    assert (not_bearer.status_code, not_bearer.json["code"]) == (401, "not_authenticated")
+
+
+def test_with_redis_down_sessions_are_refused_with_503_not_500(limited_app, make_user):
+    client = limited_app.test_client()
+    token = _token(client, make_user("admin"))
+    kv.reset(f"redis://127.0.0.1:{embedded.free_port()}/0")  # nothing listens there
+    try:
+        signed_in = client.get("/api/auth/me", headers=bearer(token))
+        anonymous = limited_app.test_client().get("/api/auth/me")
+    finally:
+        kv.reset(os.environ["REDIS_URL"])
+    assert (signed_in.status_code, signed_in.json["code"]) == (503, "session_store_unavailable")
+    assert (anonymous.status_code, anonymous.json["code"]) == (401, "not_authenticated")
+
+
+def test_a_pooled_connection_the_server_ended_is_replaced_before_use(database):
+    from sqlalchemy import create_engine
+
+    from models.db import check_liveness_at_checkout
+
+    engine = create_engine(get_engine().url, pool_size=1, max_overflow=0)
+    check_liveness_at_checkout(engine)
+
+    def backend_pid() -> int:
+        with engine.connect() as conn:
+            return conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+
+    try:
+        pid = backend_pid()
+        assert backend_pid() == pid  # the one pooled connection comes back
+        url = get_engine().url.set(drivername="postgresql")
+        with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            wait_for(lambda: admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
+                                           (pid,)).fetchone()[0] == 0, timeout=10)
+        assert backend_pid() != pid  # no OperationalError: the dead connection was dropped at checkout
+    finally:
+        engine.dispose()
