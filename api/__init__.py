@@ -62,9 +62,8 @@ def register_config(app: Flask, config: dict[str, Any] | None) -> None:
         JWT_SESSION_COOKIE=False,
         JWT_ACCESS_TOKEN_EXPIRES=timedelta(minutes=settings.SESSION_IDLE_MINUTES),
         JWT_ERROR_MESSAGE_KEY="detail",
-        # flask-limiter
-        RATELIMIT_HEADERS_ENABLED=False,  # each header set costs a Redis round trip per limit
-        RATELIMIT_SWALLOW_ERRORS=True,  # Redis down must not turn every call into a 500
+        # Rate limits (api/gate.py) are counted unless an app is built with RATELIMIT_ENABLED=False.
+        RATELIMIT_ENABLED=True,
     )
     app.json.sort_keys = False  # keep "detail" first in error bodies, fields in schema order
     app.json.ensure_ascii = False  # Russian text as text, not \\u escapes
@@ -90,6 +89,24 @@ def register_database(app: Flask) -> None:
     from models.db import Session, get_engine
 
     get_engine()  # bind the session (tests and the CLI may have configured it already)
+
+    from flask import request
+    from sqlalchemy.exc import SQLAlchemyError
+
+    @app.teardown_request
+    def end_read_transaction(exc: BaseException | None) -> None:
+        """A read ends its transaction with COMMIT, not ROLLBACK: psycopg forgets every prepared
+        statement of a connection on ROLLBACK, and the hot reads (a request, a page) then pay
+        PostgreSQL's planning on every call. Nothing a GET does is meant to be undone anyway;
+        anything else (or a GET that failed) is rolled back as before."""
+        if exc is not None or request.method not in ("GET", "HEAD") or not Session.registry.has():
+            return
+        session = Session()
+        if session.in_transaction():
+            try:
+                session.commit()
+            except SQLAlchemyError:
+                session.rollback()
 
     @app.teardown_appcontext
     def remove_session(exc: BaseException | None) -> None:

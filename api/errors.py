@@ -103,9 +103,6 @@ def http_error_response(error: HTTPException):
     headers = {}
     for name, value in (data.get("headers") or {}).items():
         headers[name] = value
-    if status == 429 and getattr(error, "limit", None) is not None:
-        # Limit headers are off (they cost a Redis round trip per limit per call): say when to retry.
-        headers["Retry-After"] = str(int(error.limit.limit.get_expiry()))
     if status == 405 and getattr(error, "valid_methods", None):
         headers["Allow"] = ", ".join(error.valid_methods)
     if status == 413:

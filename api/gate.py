@@ -11,13 +11,15 @@ session's state in one Redis round trip.
   reached), but the session cannot be confirmed, so an authenticated view answers 503.
 
 Exempt: health probes, the metrics scrape, Mango's webhooks (Mango sets the pace; the allow-list
-and the signature guard them) and CORS preflights. flask-limiter is kept for the limits attached to
-single routes (sign-in attempts).
+and the signature guard them) and CORS preflights. Limits of single routes (sign-in attempts per
+client) use `hit()`, the same script and one round trip.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
+from typing import Callable
 
 import jwt as pyjwt
 from flask import Flask, current_app, g, request
@@ -159,6 +161,35 @@ def check(state: TokenState, *, count: bool) -> None:
     if wait:
         raise ApiError(429, "Слишком много запросов, повторите позже", code="rate_limited",
                        headers={"Retry-After": str(wait)})
+
+
+def hit(name: str, who: str, limit: str) -> None:
+    """Count one event against a limit of its own (e.g. sign-in attempts per client); 429 when over it."""
+    if not current_app.config.get("RATELIMIT_ENABLED", True):
+        return
+    item = parse_limit(limit)
+    try:
+        over = _script()(keys=[_window_key(name, who, item), "", "", ""],
+                         args=[item.amount, item.get_expiry(), 0, 0])[0]
+    except Exception as exc:  # noqa: BLE001 - the counters cannot be reached: not a reason to refuse
+        log.warning("gate: limit store unavailable: %s", type(exc).__name__)
+        return
+    if over:
+        raise ApiError(429, "Слишком много запросов, повторите позже", code="rate_limited",
+                       headers={"Retry-After": str(int(over))})
+
+
+def limited(name: str, limit: Callable[[], str]) -> Callable:
+    """A view decorator: every call counts against `limit()` per client address (read at call time)."""
+    def decorator(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            from api.security import client_ip
+
+            hit(name, client_ip(), limit())
+            return view(*args, **kwargs)
+        return wrapper
+    return decorator
 
 
 def token_state() -> TokenState:

@@ -55,7 +55,7 @@ def _stream(stmt: Select, serialize: Callable[[Any], dict]) -> Iterator[bytes]:
         yield chunk if first else b"," + chunk
         first = False
     yield b"]"
-    Session.rollback()  # end the read transaction; the cursor is done
+    Session.commit()  # end the read transaction (COMMIT keeps the connection's prepared statements)
 
 
 COUNT_TTL_SECONDS = 10
@@ -100,11 +100,13 @@ def cached_count(count_stmt: Select) -> int:
 
 
 def list_response(stmt: Select, serialize: Callable[[Any], dict], args: dict,
-                  count_stmt: Select | None = None, page_stmt: Callable[[Select], Select] | None = None) -> Response:
+                  count_stmt: Select | None = None, page_stmt: Callable[[Select], Select] | None = None,
+                  page_rows: Callable[[list], list] | None = None) -> Response:
     """Stream every row of `stmt`, or one page of it with an X-Pagination header.
 
     `count_stmt` counts the rows cheaper than wrapping `stmt` (e.g. without its joins); `page_stmt`
-    turns the page cut from `stmt` into the statement actually read (e.g. JSON built for it alone)."""
+    turns the page cut from `stmt` into the statement actually read (e.g. JSON built for it alone);
+    `page_rows` reads the rows of the ids `stmt` selects for the page, in their order."""
     page, page_size = args.get("page"), args.get("page_size")
     if page is None and page_size is None:
         return Response(stream_with_context(_stream(stmt, serialize)), mimetype="application/json")
@@ -113,7 +115,11 @@ def list_response(stmt: Select, serialize: Callable[[Any], dict], args: dict,
         count_stmt = select(func.count()).select_from(stmt.order_by(None).subquery())
     total = cached_count(count_stmt)
     page_select = stmt.limit(page_size).offset((page - 1) * page_size)
-    rows = Session.execute(page_stmt(page_select) if page_stmt else page_select).all()
+    if page_rows is not None:
+        ids = Session.scalars(page_select).all()
+        rows = page_rows(ids) if ids else []
+    else:
+        rows = Session.execute(page_stmt(page_select) if page_stmt else page_select).all()
     pages = max(1, math.ceil(total / page_size))
     pagination = {
         "total": total,

@@ -396,9 +396,6 @@ def init_metrics(app: Flask) -> None:
 
     scrape._leadline_public = True  # noqa: SLF001 - outside /api; its own access rule above
     app.add_url_rule(METRICS_PATH, endpoint="metrics", view_func=scrape, methods=["GET"])
-    from api.extensions import limiter
-
-    limiter.exempt(scrape)
 
 
 _live_registry = CollectorRegistry(auto_describe=False)

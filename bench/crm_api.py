@@ -470,10 +470,19 @@ WRK_SCRIPT = """
 local paths = {%(paths)s}
 local headers = {["Authorization"] = "Bearer %(token)s"}
 local counter = 0
+local threads = {}
+first_error = ""
 
 function setup(thread)
     counter = counter + 1
     thread:set("seed", counter * 7919)
+    table.insert(threads, thread)
+end
+
+function response(status, headers, body)
+    if status >= 400 and first_error == "" then
+        first_error = status .. " " .. string.sub(body or "", 1, 160)
+    end
 end
 
 function init(args)
@@ -486,6 +495,13 @@ end
 
 function done(summary, latency, requests)
     local e = summary.errors
+    for _, thread in ipairs(threads) do
+        local seen = thread:get("first_error")
+        if seen ~= nil and seen ~= "" then
+            io.write("WRK_FIRST_ERROR " .. seen .. "\\n")
+            break
+        end
+    end
     io.write(string.format(
         'WRK_JSON {"requests": %%d, "duration_us": %%d, "bytes": %%d, "connect": %%d, "read": %%d, '
         .. '"write": %%d, "status": %%d, "timeout": %%d, "p50_us": %%d, "p90_us": %%d, "p99_us": %%d, '
@@ -512,6 +528,8 @@ def wrk_run(port: int, token: str, paths: list[str], clients: int, seconds: int,
     if line is None:
         raise RuntimeError(f"wrk failed: {done.stdout}\n{done.stderr}")
     raw = json.loads(line[len("WRK_JSON "):])
+    first_error = next((x[len("WRK_FIRST_ERROR "):] for x in done.stdout.splitlines()
+                        if x.startswith("WRK_FIRST_ERROR ")), None)
     duration = raw["duration_us"] / 1e6
     errors = raw["connect"] + raw["read"] + raw["write"] + raw["status"] + raw["timeout"]
     return {
@@ -524,6 +542,7 @@ def wrk_run(port: int, token: str, paths: list[str], clients: int, seconds: int,
         "max_ms": round(raw["max_us"] / 1000, 2),
         "errors": errors,
         "error_kinds": {k: raw[k] for k in ("connect", "read", "write", "status", "timeout") if raw[k]},
+        "first_error": first_error,
         "mb_per_s": round(raw["bytes"] / duration / 2 ** 20, 1),
     }
 
@@ -633,6 +652,8 @@ def throughput(server: Server, token: str, paths: dict[str, list[str]], args, wo
                      "cpu_ms_per_request": cpu_ms, "busy_before_cores": idle, **result}
         print(f"    {name:9} {result['rps']:8.1f}/s  p50 {result['p50_ms']} ms  p99 {result['p99_ms']} ms  "
               f"errors {result['errors']}  cores {cpu}  cpu ms/request {cpu_ms}", flush=True)
+        if result.get("first_error"):
+            print(f"    first error: {result['first_error']}", flush=True)
     probe.close()
     return out
 

@@ -9,8 +9,10 @@ import select
 import time
 
 import psycopg
+from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import scoped_session, sessionmaker
+from sqlalchemy.sql import sqltypes
 
 from settings import settings
 
@@ -78,6 +80,60 @@ def _check_alive(dbapi_connection, record, _proxy) -> None:
             dead = True
     if dead:
         raise exc.DisconnectionError("the database closed this connection")
+
+
+def _native(type_) -> bool:
+    """psycopg takes and returns this type's values as SQLAlchemy would (no processing needed)."""
+    if isinstance(type_, sqltypes.Numeric):
+        return type_.asdecimal and not isinstance(type_, sqltypes.Float)
+    if isinstance(type_, (sqltypes.Enum, sqltypes.Unicode)):
+        return False
+    if isinstance(type_, sqltypes.ARRAY):  # a list of ids, cast to INTEGER[] in the SQL
+        return isinstance(type_.item_type, sqltypes.Integer)
+    return isinstance(type_, (sqltypes.Integer, sqltypes.String, sqltypes.DateTime, sqltypes.Date,
+                              sqltypes.Boolean, sqltypes.JSON, sqltypes.NullType))
+
+
+class Precompiled:
+    """A Core SELECT compiled once and run by psycopg itself on the session's connection (inside
+    the session's transaction): the hottest reads skip SQLAlchemy's per-call execution machinery.
+
+    For statements whose parameters and result columns need no SQLAlchemy type processing (ids,
+    text, numbers, dates and JSON, which psycopg converts itself); others run through the session."""
+
+    def __init__(self, stmt) -> None:
+        self.stmt = stmt
+        self._compiled: tuple[str, dict] | None = None
+        self._direct = True
+
+    def _sql(self) -> tuple[str, dict]:
+        if self._compiled is None:
+            compiled = self.stmt.compile(dialect=get_engine().dialect)
+            binds = compiled._bind_processors  # noqa: SLF001
+            self._direct = all(_native(compiled.binds[name].type) for name in binds) and all(
+                _native(column[3]) for column in compiled._result_columns  # noqa: SLF001
+            )
+            self._compiled = (compiled.string, compiled.construct_params(_check=False))
+        return self._compiled
+
+    def _rows(self, params: dict, limit: int | None = None) -> list:
+        sql, defaults = self._sql()
+        if not self._direct:
+            result = Session.execute(self.stmt, params)
+            return result.fetchmany(limit) if limit else result.all()
+        dbapi_connection = Session.connection().connection.dbapi_connection
+        with dbapi_connection.cursor(row_factory=namedtuple_row) as cursor:
+            cursor.execute(sql, {**defaults, **params})
+            return cursor.fetchmany(limit) if limit else cursor.fetchall()
+
+    def all(self, params: dict) -> list:
+        return self._rows(params)
+
+    def one_or_none(self, params: dict):
+        rows = self._rows(params, limit=2)
+        if len(rows) > 1:
+            raise exc.MultipleResultsFound("more than one row where one or none was expected")
+        return rows[0] if rows else None
 
 
 def get_engine() -> Engine:

@@ -273,14 +273,22 @@ def callcenter(filters: Filters, scope: Scope) -> dict[str, Any]:
     if filters.search:
         where.append(_search(filters.search))
 
-    per_city = _counts_by_status(Request.city_id, where)
+    # Cities and operators from one scan: counts per (city, operator, status), summed both ways here.
+    per_city: dict[Any, dict[str, int]] = {}
+    per_operator: dict[Any, dict[str, int]] = {}
+    stmt = (select(Request.city_id, Request.call_center_name, Request.status, func.count()).where(*where)
+            .group_by(Request.city_id, Request.call_center_name, Request.status))
+    for city_id, operator, status, count in Session.execute(stmt):
+        for groups, group in ((per_city, city_id), (per_operator, operator)):
+            counts = groups.setdefault(group, {})
+            counts[status] = counts.get(status, 0) + count
     names = _names(City, per_city)
     cities = [{"city_id": city_id, "city_name": names.get(city_id), **_status_figures(counts)}
               for city_id, counts in per_city.items()]
     cities.sort(key=lambda row: (-row["requests"], row["city_name"] or "", row["city_id"]))
 
     operators = [{"call_center_name": name, **_status_figures(counts)}
-                 for name, counts in _counts_by_status(Request.call_center_name, where).items()]
+                 for name, counts in per_operator.items()]
     operators.sort(key=lambda row: (-row["requests"], row["call_center_name"] is None, row["call_center_name"] or ""))
 
     day = _local_day(Request.created_at)

@@ -61,7 +61,7 @@ def clear_app_keys() -> None:
     Broker keys (queues, bindings) are left alone: the worker thread depends on them.
     """
     redis = get_redis()
-    for pattern in ("leadline:*", "LIMITS:*", "leadline-rl*"):
+    for pattern in ("leadline:*",):
         keys = list(redis.scan_iter(match=pattern, count=500))
         if keys:
             redis.delete(*keys)

@@ -140,11 +140,7 @@ def test_openapi_and_swagger_ui(client):
 
 def test_rate_limit_gives_429_with_error_body(make_user):
     from api import create_app
-    from api.extensions import limiter
-
     limited = create_app({"TESTING": True, "RATELIMIT_ENABLED": True})
-    with limited.app_context():
-        limiter.reset()
     client = limited.test_client()
     from settings import settings
 

@@ -1,5 +1,6 @@
-"""The gate before every view: per-client and per-user limits and the session state in one Redis
-round trip; and pooled database connections the server closed are replaced without an error."""
+"""The plumbing of every call: the gate (per-client and per-user limits and the session state in one
+Redis round trip), pooled connections the server closed replaced without an error, reads that keep
+their prepared statements, and precompiled reads."""
 from __future__ import annotations
 
 import os
@@ -103,3 +104,40 @@ def test_a_pooled_connection_the_server_ended_is_replaced_before_use(database):
         assert backend_pid() != pid  # no OperationalError: the dead connection was dropped at checkout
     finally:
         engine.dispose()
+
+
+def test_reads_keep_the_connections_prepared_statements(client, committed):
+    """A GET ends its transaction with COMMIT: a ROLLBACK would make psycopg drop every prepared
+    statement of the connection, and each read would be planned by PostgreSQL again."""
+    from models.db import configure
+    from tests.conftest import create_user
+
+    url = get_engine().url.render_as_string(hide_password=False)
+    configure(url, pool_size=1, max_overflow=0)  # one connection: the one every call below uses
+    try:
+        token = _token(client, create_user("admin"))
+        for _ in range(8):  # psycopg prepares a statement on its 5th run on a connection
+            assert client.get("/api/requests/?page=1&page_size=5", headers=bearer(token)).status_code == 200
+        with get_engine().connect() as conn:
+            prepared = conn.exec_driver_sql("SELECT statement FROM pg_prepared_statements").scalars().all()
+    finally:
+        configure(url)
+    assert any("FROM requests" in statement for statement in prepared), prepared
+
+
+def test_a_precompiled_read_gives_the_rows_the_session_gives(db, make_city):
+    """Precompiled runs psycopg directly only where psycopg's values are SQLAlchemy's own; a column
+    that needs SQLAlchemy's processing (a float from numeric here) sends it through the session."""
+    from sqlalchemy import Float, bindparam, cast, select
+
+    from models.db import Precompiled, Session
+    from models.lookups import City
+
+    city = make_city()
+    plain = select(City.id, City.name).where(City.id == bindparam("city_id"))
+    processed = select(City.id, cast(City.id, Float).label("as_float")).where(City.id == bindparam("city_id"))
+    direct, through_session = Precompiled(plain), Precompiled(processed)
+    assert tuple(direct.one_or_none({"city_id": city.id})) == tuple(Session.execute(plain, {"city_id": city.id}).one())
+    assert direct.one_or_none({"city_id": -1}) is None
+    row = through_session.one_or_none({"city_id": city.id})
+    assert row.as_float == float(city.id) and (direct._direct, through_session._direct) == (True, False)

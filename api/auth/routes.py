@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from api.auth import lockout
 from api.auth.schemas import LoginResultSchema, LoginSchema, MeSchema, MessageSchema
 from api.errors import ApiError
-from api.extensions import limiter
+from api.gate import limited
 from api.security import authenticate, client_ip, issue_token, login_required, revoke_session
 from models.db import Session
 from models.enums import ADMIN, MASTER
@@ -44,7 +44,7 @@ def _locked_error(seconds: int) -> ApiError:
 
 @blp.route("/login")
 class Login(MethodView):
-    decorators = [limiter.limit(settings.RATE_LIMIT_LOGIN, key_func=lambda: "login:" + client_ip())]
+    decorators = [limited("login", lambda: settings.RATE_LIMIT_LOGIN)]
 
     @blp.arguments(LoginSchema)
     @blp.response(200, LoginResultSchema)

@@ -9,7 +9,6 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import text
 
-from api.extensions import limiter
 from models.db import Session
 from models.kv import get_redis
 from settings import settings
@@ -61,8 +60,6 @@ def check_beat() -> str:
 
 @blp.route("")
 class Liveness(MethodView):
-    decorators = [limiter.exempt]
-
     def get(self):
         """The API process is up."""
         return {"status": "ok"}
@@ -70,8 +67,6 @@ class Liveness(MethodView):
 
 @blp.route("/ready")
 class Readiness(MethodView):
-    decorators = [limiter.exempt]
-
     def get(self):
         """Ready to work: database, Redis, a worker answering and beat alive. 503 otherwise."""
         checks = {"database": _timed(check_database), "redis": _timed(check_redis)}

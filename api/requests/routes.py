@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from flask import g
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from sqlalchemy import bindparam, case, func, or_, select, text
+from sqlalchemy import ARRAY, Integer, any_, bindparam, case, func, or_, select, text
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import aliased
 
@@ -27,7 +27,7 @@ from api.sqljson import iso_local, iso_utc, json_object, json_row, nullable_obje
 from models import request_rules
 from models.base import MAX_INT4
 from models.crm import AdvertisingCampaign, Request, RequestEvent
-from models.db import Session
+from models.db import Precompiled, Session
 from models.enums import (
     ADMIN,
     AVITOLOG,
@@ -122,13 +122,14 @@ def json_list(stmt, sort: str | None):
     return apply_sort(stmt.with_only_columns(_list_document()), sort)
 
 
-def json_page(sort: str | None):
-    """A page as JSON text rows. The page is cut from the requests table alone (ids in index order),
-    then joined and turned into JSON: the rows an OFFSET skips are never joined or formatted."""
-    def wrap(limited_ids):
-        page = limited_ids.subquery("page")
-        return json_list(list_columns().join(page, page.c.id == Request.id), sort)
-    return wrap
+@functools.cache
+def page_rows_statement(sort: str | None) -> Precompiled:
+    """The JSON text rows of a page whose ids are known, in the page's order; compiled once per sort.
+
+    The page is cut from the requests table alone (ids in index order) and only its rows are joined
+    and turned into JSON: the rows an OFFSET skips are never joined or formatted."""
+    return Precompiled(json_list(list_columns().where(Request.id == any_(bindparam("ids", type_=ARRAY(Integer)))),
+                                 sort))
 
 
 @functools.cache
@@ -221,19 +222,19 @@ def detail_columns():
 
 
 @functools.cache
-def detail_statement(scope: str):
-    """Built once per scope shape with bind parameters, so SQLAlchemy's cache key is computed once."""
+def detail_statement(scope: str) -> Precompiled:
+    """Compiled once per scope shape, with the request id and the scope's value as parameters."""
     stmt = detail_columns().where(Request.id == bindparam("request_id"))
     if scope != "all":
         stmt = stmt.where(request_scope_condition(scope, bindparam("scope_id")))
-    return stmt
+    return Precompiled(stmt)
 
 
 def detail(request_id: int, visible_to: User | None = None) -> dict:
     """The request as the detail page reads it; 404 when `visible_to` may not see it."""
     scope, scope_id = ("all", None) if visible_to is None else request_scope(visible_to)
     params = {"request_id": request_id} if scope_id is None else {"request_id": request_id, "scope_id": scope_id}
-    row = Session.execute(detail_statement(scope), params).one_or_none() if 0 < request_id <= MAX_INT4 else None
+    row = detail_statement(scope).one_or_none(params) if 0 < request_id <= MAX_INT4 else None
     if row is None:
         raise ApiError(404, NOT_FOUND, code="not_found")
     data = serialize_row(row)
@@ -410,7 +411,9 @@ class RequestCollection(MethodView):
         if args.get("page") is None and args.get("page_size") is None:
             return list_response(json_list(stmt, args.get("sort")), JSON_TEXT_ROWS, args)
         page_ids = apply_sort(select(Request.id).where(*conditions), args.get("sort"))
-        return list_response(page_ids, JSON_TEXT_ROWS, args, count_stmt=count, page_stmt=json_page(args.get("sort")))
+        rows = page_rows_statement(args.get("sort"))
+        return list_response(page_ids, JSON_TEXT_ROWS, args, count_stmt=count,
+                             page_rows=lambda ids: rows.all({"ids": ids}))
 
     @roles_required(MANAGER, DIRECTOR, CALLCENTR, AVITOLOG)
     @blp.arguments(RequestCreateSchema)

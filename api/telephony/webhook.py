@@ -35,7 +35,6 @@ from sqlalchemy.exc import DataError, DBAPIError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.errors import ApiError
-from api.extensions import limiter
 from api.listing import json_response
 from api.telephony.inbox import publisher, writer
 from models import telephony_rules as rules
@@ -45,14 +44,6 @@ from settings import settings
 log = logging.getLogger(__name__)
 
 blp = Blueprint("mango_webhook", __name__, url_prefix="/api", description="Mango Office webhooks")
-
-
-@limiter.request_filter
-def _not_rate_limited() -> bool:
-    """Mango sets the pace; the allow-list and the signature guard these routes. A request filter
-    rather than an exemption: the limiter then skips them before doing any of its own work."""
-    return request.blueprint == blp.name
-
 
 EVENT_TYPE = re.compile(r"^[a-z0-9_\-]+(\.[a-z0-9_\-]+)*(/[a-z0-9_\-]+(\.[a-z0-9_\-]+)*)*$")
 MAX_EVENT_TYPE = 50

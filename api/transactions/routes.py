@@ -6,12 +6,13 @@ owned by the request and cannot be changed here.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from flask import g
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from sqlalchemy import func, or_, select
+from sqlalchemy import ARRAY, Integer, any_, bindparam, func, or_, select
 
 from api.auth.schemas import MessageSchema
 from api.errors import ApiError
@@ -27,7 +28,7 @@ from api.transactions.schemas import (
     TransactionUpdateSchema,
 )
 from models.crm import Transaction
-from models.db import Session
+from models.db import Precompiled, Session
 from models.enums import DIRECTOR, MANAGER
 from models.files import File
 from models.lookups import City, TransactionType
@@ -54,7 +55,7 @@ def _current_file_path(transaction_id=Transaction.id):
     )
 
 
-def _select(with_file: bool = True):
+def _select():
     stmt = (
         select(
             Transaction.id, Transaction.amount, Transaction.city_id, City.name.label("city_name"),
@@ -65,14 +66,17 @@ def _select(with_file: bool = True):
         .join(City, City.id == Transaction.city_id)
         .join(TransactionType, TransactionType.id == Transaction.transaction_type_id)
     )
-    return stmt.add_columns(_current_file_path()) if with_file else stmt
+    return stmt.add_columns(_current_file_path())
 
 
-def _with_file_paths(limited):
-    """A page's documents, looked up for the rows of the page only (not for those OFFSET skips)."""
-    page = limited.subquery("page")
-    return (select(page, _current_file_path(page.c.id)).select_from(page)
-            .order_by(page.c.specified_date.desc(), page.c.id.desc()))
+NEWEST_FIRST = (Transaction.specified_date.desc(), Transaction.id.desc())
+
+
+@functools.cache
+def _page_rows() -> Precompiled:
+    """The rows of a page whose ids are known, newest first; compiled once."""
+    return Precompiled(_select().where(Transaction.id == any_(bindparam("ids", type_=ARRAY(Integer))))
+                       .order_by(*NEWEST_FIRST))
 
 
 def _row(row) -> dict[str, Any]:
@@ -169,23 +173,27 @@ class TransactionList(MethodView):
 
         Filters: city_id, transaction_type_id (type_id), date_from/date_to (specified_date,
         inclusive), kind=income|expense, request_id, search (notes, payment_reason)."""
-        paged = args.get("page") is not None or args.get("page_size") is not None
-        stmt = _select(with_file=not paged).where(transactions_visible_to(g.current_user), *_date_conditions(args))
+        conditions = [transactions_visible_to(g.current_user), *_date_conditions(args)]
         type_id = args.get("transaction_type_id") or args.get("type_id")
         if type_id:
-            stmt = stmt.where(Transaction.transaction_type_id == type_id)
+            conditions.append(Transaction.transaction_type_id == type_id)
         if args.get("kind") == "income":
-            stmt = stmt.where(Transaction.amount > 0)
+            conditions.append(Transaction.amount > 0)
         elif args.get("kind") == "expense":
-            stmt = stmt.where(Transaction.amount < 0)
+            conditions.append(Transaction.amount < 0)
         if args.get("request_id"):
-            stmt = stmt.where(Transaction.request_id == args["request_id"])
+            conditions.append(Transaction.request_id == args["request_id"])
         if args.get("search"):
             pattern = _like(args["search"])
-            stmt = stmt.where(or_(Transaction.notes.ilike(pattern, escape="\\"),
+            conditions.append(or_(Transaction.notes.ilike(pattern, escape="\\"),
                                   Transaction.payment_reason.ilike(pattern, escape="\\")))
-        stmt = stmt.order_by(Transaction.specified_date.desc(), Transaction.id.desc())
-        return list_response(stmt, _row, args, page_stmt=_with_file_paths if paged else None)
+        if args.get("page") is None and args.get("page_size") is None:
+            return list_response(_select().where(*conditions).order_by(*NEWEST_FIRST), _row, args)
+        # A page: its ids cut from the transactions table alone, then only its rows joined and read.
+        page_ids = select(Transaction.id).where(*conditions).order_by(*NEWEST_FIRST)
+        count = select(func.count()).select_from(Transaction).where(*conditions)
+        return list_response(page_ids, _row, args, count_stmt=count,
+                             page_rows=lambda ids: _page_rows().all({"ids": ids}))
 
     @roles_required(*CASH_ROLES)
     @blp.arguments(TransactionCreateSchema)
