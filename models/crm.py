@@ -61,6 +61,10 @@ class Request(Base):
         # The call-centre report counts requests per business-local day and status: read from here,
         # the day is not computed again for every row (built for BUSINESS_TZ at migration time).
         Index("ix_requests_local_day_status", text(local_day_sql()), "status", postgresql_include=["created_at"]),
+        # Reports over a date range read the columns they aggregate from here (index-only scans).
+        Index("ix_requests_created_at_report", "created_at",
+              postgresql_include=["city_id", "status", "master_id", "advertising_campaign_id", "result",
+                                  "master_handover", "net_amount", "call_center_name"]),
     )
 
     id: Mapped[intpk]
@@ -135,6 +139,9 @@ class Transaction(Base):
         Index("ix_transactions_city_id_specified_date", "city_id", text("specified_date DESC"), text("id DESC")),
         Index("ix_transactions_specified_date", text("specified_date DESC"), text("id DESC")),
         Index("ix_transactions_created_at", text("created_at DESC")),
+        # The cash report reads the amounts of a date range from here (an index-only scan).
+        Index("ix_transactions_specified_date_report", "specified_date",
+              postgresql_include=["city_id", "transaction_type_id", "amount"]),
         # The income of a completed request exists at most once.
         Index("uq_transactions_request_id", "request_id", unique=True,
               postgresql_where=text("request_id IS NOT NULL")),

@@ -41,7 +41,11 @@ def configure(url: str | None = None, **engine_options) -> Engine:
         _engine.dispose()
     # connect_timeout: a database host that stops answering fails a connection in seconds, not after
     # the operating system's TCP timeout (minutes), so probes, health checks and tasks report it.
-    options = {"pool_size": 5, "max_overflow": 10, "pool_recycle": 1800, "connect_args": {"connect_timeout": 5}}
+    # prepare_threshold=None: psycopg prepares nothing by itself. PostgreSQL would soon run such a
+    # statement with a generic plan, which suits a lookup by id but not a report over a date range
+    # (one plan for 30 days and for 365); Precompiled reads prepare their own statements explicitly.
+    options = {"pool_size": 5, "max_overflow": 10, "pool_recycle": 1800,
+               "connect_args": {"connect_timeout": 5, "prepare_threshold": None}}
     options.update(engine_options)
     _engine = create_engine(sqlalchemy_url(url or database_url()), **options)
     if not options.get("pool_pre_ping"):
@@ -96,7 +100,8 @@ def _native(type_) -> bool:
 
 class Precompiled:
     """A Core SELECT compiled once and run by psycopg itself on the session's connection (inside
-    the session's transaction): the hottest reads skip SQLAlchemy's per-call execution machinery.
+    the session's transaction), as a prepared statement: the hottest reads skip SQLAlchemy's per-call
+    execution machinery and PostgreSQL's parsing and planning.
 
     For statements whose parameters and result columns need no SQLAlchemy type processing (ids,
     text, numbers, dates and JSON, which psycopg converts itself); others run through the session."""
@@ -123,7 +128,7 @@ class Precompiled:
             return result.fetchmany(limit) if limit else result.all()
         dbapi_connection = Session.connection().connection.dbapi_connection
         with dbapi_connection.cursor(row_factory=namedtuple_row) as cursor:
-            cursor.execute(sql, {**defaults, **params})
+            cursor.execute(sql, {**defaults, **params}, prepare=True)
             return cursor.fetchmany(limit) if limit else cursor.fetchall()
 
     def all(self, params: dict) -> list:
