@@ -17,6 +17,7 @@ from sqlalchemy.sql import sqltypes
 from settings import settings
 
 _engine: Engine | None = None
+NEVER_AUTO_PREPARE = 2 ** 31 - 1
 Session = scoped_session(sessionmaker(expire_on_commit=False, future=True))
 
 
@@ -41,11 +42,12 @@ def configure(url: str | None = None, **engine_options) -> Engine:
         _engine.dispose()
     # connect_timeout: a database host that stops answering fails a connection in seconds, not after
     # the operating system's TCP timeout (minutes), so probes, health checks and tasks report it.
-    # prepare_threshold=None: psycopg prepares nothing by itself. PostgreSQL would soon run such a
-    # statement with a generic plan, which suits a lookup by id but not a report over a date range
-    # (one plan for 30 days and for 365); Precompiled reads prepare their own statements explicitly.
+    # psycopg would prepare any statement run 5 times on a connection, and PostgreSQL would soon
+    # run it with a generic plan: right for a lookup by id, wrong for a report over a date range (one
+    # plan for 30 days and for 365). The threshold is out of reach, so only Precompiled reads, which
+    # ask for it, are prepared (None would disable even those).
     options = {"pool_size": 5, "max_overflow": 10, "pool_recycle": 1800,
-               "connect_args": {"connect_timeout": 5, "prepare_threshold": None}}
+               "connect_args": {"connect_timeout": 5, "prepare_threshold": NEVER_AUTO_PREPARE}}
     options.update(engine_options)
     _engine = create_engine(sqlalchemy_url(url or database_url()), **options)
     if not options.get("pool_pre_ping"):
