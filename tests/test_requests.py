@@ -355,7 +355,8 @@ def test_only_admin_and_manager_delete(client, make_user, two_cities):
 
 def test_list_rows_built_by_postgresql_match_the_detail_document(client, operator, city, db, make_user):
     """Lists are formatted by PostgreSQL, the detail page in Python: the SPA must not see a difference
-    (money as numbers, dates with offsets and fractions, empty and missing references, quotes)."""
+    (money as numbers, dates with offsets and fractions, empty and missing references, quotes,
+    backslashes and control characters, which the complete list's COPY stream must carry intact)."""
     from models import AdvertisingCampaign, Direction
 
     rt = db.scalar(select(RequestType.id))
@@ -377,7 +378,7 @@ def test_list_rows_built_by_postgresql_match_the_detail_document(client, operato
                 expenses=Decimal("0.05"), net_amount=Decimal("12500.45"), master_handover=Decimal("-3.10"),
                 created_at=moments[1], completed_at=moments[2], meeting_date=moments[2]),
         Request(city_id=city.id, request_type_id=rt, client_phone="79990000003", client_name="",
-                created_at=moments[2], result=Decimal("0")),
+                problem="C:\\дом\\n \\\\ \x01\x1f\x7f 😀 \\\"", created_at=moments[2], result=Decimal("0")),
     ]
     db.add_all(rows)
     db.commit()
@@ -395,3 +396,4 @@ def test_list_rows_built_by_postgresql_match_the_detail_document(client, operato
     assert streamed[0]["meeting_date"] == "2025-01-01T02:59:59.999999+03:00"
     assert streamed[1]["client_phone"] == "79990000001" and streamed[1]["client_name"] == ""
     assert streamed[1]["created_at"] == "2025-03-10T20:30:00+00:00"
+    assert streamed[2]["problem"] == rows[2].problem
