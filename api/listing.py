@@ -170,6 +170,8 @@ def list_response(stmt: Select, serialize: Callable[[Any], dict], args: dict,
         pagination["next_page"] = page + 1
     headers = {"X-Pagination": json.dumps(pagination)}
     if serialize is JSON_TEXT_ROWS:
-        body = "[" + ",".join([row[0] for row in rows]) + "]"
-        return Response(body.encode(), mimetype="application/json", headers=headers)
+        texts = [row[0] for row in rows]
+        if texts and isinstance(texts[0], str):
+            texts = [text.encode() for text in texts]
+        return Response(b"[" + b",".join(texts) + b"]", mimetype="application/json", headers=headers)
     return json_response([serialize(row) for row in rows], headers=headers)

@@ -9,6 +9,7 @@ import select
 import time
 
 import psycopg
+from psycopg.adapt import Loader
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import scoped_session, sessionmaker
@@ -100,6 +101,11 @@ def _native(type_) -> bool:
                               sqltypes.Boolean, sqltypes.JSON, sqltypes.NullType))
 
 
+class _TextAsBytes(Loader):
+    def load(self, data) -> bytes:
+        return bytes(data)
+
+
 class Precompiled:
     """A Core SELECT compiled once and run by psycopg itself on the session's connection (inside
     the session's transaction), as a prepared statement: the hottest reads skip SQLAlchemy's per-call
@@ -108,8 +114,10 @@ class Precompiled:
     For statements whose parameters and result columns need no SQLAlchemy type processing (ids,
     text, numbers, dates and JSON, which psycopg converts itself); others run through the session."""
 
-    def __init__(self, stmt) -> None:
+    def __init__(self, stmt, *, text_as_bytes: bool = False) -> None:
+        """`text_as_bytes`: text columns come as UTF-8 bytes, not str (JSON text that is only passed on)."""
         self.stmt = stmt
+        self.text_as_bytes = text_as_bytes
         self._compiled: tuple[str, dict] | None = None
         self._direct = True
 
@@ -130,6 +138,8 @@ class Precompiled:
             return result.fetchmany(limit) if limit else result.all()
         dbapi_connection = Session.connection().connection.dbapi_connection
         with dbapi_connection.cursor(row_factory=namedtuple_row) as cursor:
+            if self.text_as_bytes:
+                cursor.adapters.register_loader("text", _TextAsBytes)
             cursor.execute(sql, {**defaults, **params}, prepare=True)
             return cursor.fetchmany(limit) if limit else cursor.fetchall()
 
