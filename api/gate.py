@@ -157,10 +157,14 @@ def check(state: TokenState, *, count: bool) -> None:
         return
     state.revoked = bool(revoked) if sid else True  # a token without a session id is not a session
     state.generation = generation or "0"
-    wait = max(int(over_client or 0), int(over_user or 0)) if count else 0
-    if wait:
+    if count:
+        _refuse_if_over(max(int(over_client or 0), int(over_user or 0)))
+
+
+def _refuse_if_over(wait_seconds: int) -> None:
+    if wait_seconds:
         raise ApiError(429, "Слишком много запросов, повторите позже", code="rate_limited",
-                       headers={"Retry-After": str(wait)})
+                       headers={"Retry-After": str(wait_seconds)})
 
 
 def hit(name: str, who: str, limit: str) -> None:
@@ -174,9 +178,7 @@ def hit(name: str, who: str, limit: str) -> None:
     except Exception as exc:  # noqa: BLE001 - the counters cannot be reached: not a reason to refuse
         log.warning("gate: limit store unavailable: %s", type(exc).__name__)
         return
-    if over:
-        raise ApiError(429, "Слишком много запросов, повторите позже", code="rate_limited",
-                       headers={"Retry-After": str(int(over))})
+    _refuse_if_over(int(over or 0))
 
 
 def limited(name: str, limit: Callable[[], str]) -> Callable:
