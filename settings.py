@@ -250,6 +250,16 @@ def _legacy_redis_url(env: dict[str, str]) -> str | None:
     return f"redis://{auth}{host}:{env.get('REDIS_PORT', '6379')}/{env.get('REDIS_DB', '0')}"
 
 
+def _is_rate_limit(text: str) -> bool:
+    from limits import parse
+
+    try:
+        parse(text)
+    except ValueError:
+        return False
+    return True
+
+
 def load(env: dict[str, str] | None = None) -> Settings:
     """Build Settings from an environment mapping; raise SettingsError on anything wrong."""
     env = dict(os.environ if env is None else env)
@@ -283,6 +293,9 @@ def load(env: dict[str, str] | None = None) -> Settings:
         problems.append("MAINTENANCE_HOUR_UTC must be between 0 and 23")
     if not Decimal("0") <= built.MASTER_SHARE <= Decimal("1"):
         problems.append("MASTER_SHARE must be between 0 and 1")
+    for name in ("RATE_LIMIT_PER_CLIENT", "RATE_LIMIT_PER_USER", "RATE_LIMIT_LOGIN"):
+        if not _is_rate_limit(getattr(built, name)):
+            problems.append(f"{name} must read like '600 per minute' or '10/second'")
     if built.is_production:
         missing = [name for name in SECRETS_REQUIRED_IN_PRODUCTION if not getattr(built, name)]
         if missing:

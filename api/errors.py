@@ -121,10 +121,17 @@ def init_error_handlers(app: Flask) -> None:
     def handle_unexpected(error: Exception):
         if isinstance(error, HTTPException):
             return http_error_response(error)
-        log.exception("unhandled error: %s", type(error).__name__)
-        from models.db import Session
+        from models.db import Session, database_unreachable
 
-        Session.rollback()
+        try:
+            Session.rollback()
+        except Exception:  # noqa: BLE001 - the connection may be gone with the database
+            Session.remove()
+        if database_unreachable(error):  # not a bug in the request: the client may retry later
+            log.error("database unavailable: %s", type(error).__name__)
+            return error_response(503, "База данных недоступна, повторите позже", "database_unavailable",
+                                  headers={"Retry-After": "5"})
+        log.exception("unhandled error: %s", type(error).__name__)
         return error_response(500)
 
     @app.errorhandler(InternalServerError)

@@ -135,13 +135,12 @@ def cached_count(count_stmt: Select) -> int:
 
 
 def list_response(stmt: Select, serialize: Callable[[Any], dict], args: dict,
-                  count_stmt: Select | None = None, page_stmt: Callable[[Select], Select] | None = None,
-                  page_rows: Callable[[list], list] | None = None) -> Response:
+                  count_stmt: Select | None = None, page_rows: Callable[[list], list] | None = None) -> Response:
     """Stream every row of `stmt`, or one page of it with an X-Pagination header.
 
-    `count_stmt` counts the rows cheaper than wrapping `stmt` (e.g. without its joins); `page_stmt`
-    turns the page cut from `stmt` into the statement actually read (e.g. JSON built for it alone);
-    `page_rows` reads the rows of the ids `stmt` selects for the page, in their order."""
+    `count_stmt` counts the rows cheaper than wrapping `stmt` (e.g. without its joins); with
+    `page_rows`, `stmt` selects ids and the page's rows are read by them, in their order (the rows
+    an OFFSET skips are never joined or formatted)."""
     page, page_size = args.get("page"), args.get("page_size")
     if page is None and page_size is None:
         return Response(stream_with_context(_stream(stmt, serialize)), mimetype="application/json")
@@ -154,7 +153,7 @@ def list_response(stmt: Select, serialize: Callable[[Any], dict], args: dict,
         ids = Session.scalars(page_select).all()
         rows = page_rows(ids) if ids else []
     else:
-        rows = Session.execute(page_stmt(page_select) if page_stmt else page_select).all()
+        rows = Session.execute(page_select).all()
     pages = max(1, math.ceil(total / page_size))
     pagination = {
         "total": total,

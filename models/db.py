@@ -153,6 +153,25 @@ class Precompiled:
         return rows[0] if rows else None
 
 
+# admin_shutdown, crash_shutdown, cannot_connect_now; class 08 is "connection exception".
+_SERVER_GONE = {"57P01", "57P02", "57P03"}
+
+
+def database_unreachable(error: BaseException) -> bool:
+    """The database could not be reached or dropped the connection (a restart, the network), as
+    opposed to a statement that failed: the caller may try again later."""
+    if isinstance(error, exc.DisconnectionError):
+        return True
+    if isinstance(error, exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        error = error.orig
+    if isinstance(error, psycopg.OperationalError):
+        state = error.sqlstate
+        return state is None or state.startswith("08") or state in _SERVER_GONE
+    return False
+
+
 def get_engine() -> Engine:
     return _engine if _engine is not None else configure()
 

@@ -46,6 +46,8 @@ def test_types_are_parsed():
     ({"MASTER_SHARE": "1.5"}, "MASTER_SHARE"),
     ({"APP_ENV": "staging"}, "APP_ENV"),
     ({"IMAP_SECURITY": "tls"}, "IMAP_SECURITY"),
+    ({"RATE_LIMIT_PER_USER": "lots"}, "RATE_LIMIT_PER_USER"),
+    ({"RATE_LIMIT_LOGIN": "30 per fortnight"}, "RATE_LIMIT_LOGIN"),
 ])
 def test_malformed_values_are_refused(env, name):
     with pytest.raises(SettingsError, match=name):

@@ -1,7 +1,7 @@
 """Input and output of the recordings resource."""
 from __future__ import annotations
 
-from marshmallow import fields, validate
+from marshmallow import Schema, fields, validate
 
 from api.fields import LenientDate
 from api.schemas import Id, ListArgs, RussianSchema
@@ -36,7 +36,7 @@ class RecordingQuerySchema(ListArgs):
     date_to = LenientDate(metadata={"description": "call on or before (business-local day)"})
 
 
-class RecordingSchema(RussianSchema):
+class RecordingSchema(Schema):
     id = fields.Integer()
     source = fields.String()
     original_name = fields.String(allow_none=True)
@@ -55,7 +55,7 @@ class RecordingSchema(RussianSchema):
     created_at = fields.DateTime()
 
 
-class RunSchema(RussianSchema):
+class RunSchema(Schema):
     job_id = fields.UUID()
     trigger = fields.String(metadata={"description": "beat or manual"})
     status = fields.String()
@@ -66,7 +66,7 @@ class RunSchema(RussianSchema):
     error = fields.String(allow_none=True)
 
 
-class StatusSchema(RussianSchema):
+class StatusSchema(Schema):
     configured = fields.Boolean()
     mailbox = fields.String(allow_none=True)
     folder = fields.String()

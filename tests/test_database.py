@@ -1,0 +1,106 @@
+"""The API's database plumbing: pooled connections the server closed replaced without an error,
+reads that keep their prepared statements, precompiled reads, and a 503 when PostgreSQL is gone."""
+from __future__ import annotations
+
+import psycopg
+
+import embedded
+from models.db import get_engine
+from tests.conftest import bearer, login, wait_for
+
+
+def _token(client, user) -> str:
+    return login(client, user).json["access_token"]
+
+
+def test_a_pooled_connection_the_server_ended_is_replaced_before_use(database):
+    from sqlalchemy import create_engine
+
+    from models.db import check_liveness_at_checkout
+
+    engine = create_engine(get_engine().url, pool_size=1, max_overflow=0)
+    check_liveness_at_checkout(engine)
+
+    def backend_pid() -> int:
+        with engine.connect() as conn:
+            return conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+
+    try:
+        pid = backend_pid()
+        assert backend_pid() == pid  # the one pooled connection comes back
+        url = get_engine().url.set(drivername="postgresql")
+        with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            wait_for(lambda: admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
+                                           (pid,)).fetchone()[0] == 0, timeout=10)
+        assert backend_pid() != pid  # no OperationalError: the dead connection was dropped at checkout
+    finally:
+        engine.dispose()
+
+
+def test_reads_keep_the_connections_prepared_statements(client, committed):
+    """A GET ends its transaction with COMMIT: a ROLLBACK would make psycopg drop every prepared
+    statement of the connection, and each read would be planned by PostgreSQL again."""
+    from models.db import configure
+    from tests.conftest import create_user
+
+    url = get_engine().url.render_as_string(hide_password=False)
+    configure(url, pool_size=1, max_overflow=0)  # one connection: the one every call below uses
+    try:
+        token = _token(client, create_user("admin"))
+        for _ in range(3):  # a request's detail is a prepared read (found or not)
+            assert client.get("/api/requests/999999/", headers=bearer(token)).status_code == 404
+        for _ in range(6):  # a report is not: a generic plan would serve every date range alike
+            assert client.get("/api/reports/dashboard?date_from=2026-01-01&date_to=2026-01-31",
+                              headers=bearer(token)).status_code == 200
+        with get_engine().connect() as conn:
+            prepared = conn.exec_driver_sql("SELECT statement FROM pg_prepared_statements").scalars().all()
+    finally:
+        configure(url)
+    assert any("FROM requests" in statement for statement in prepared), prepared
+    assert not any("count(" in statement.lower() for statement in prepared), prepared
+
+
+def test_a_precompiled_read_gives_the_rows_the_session_gives(db, make_city):
+    """Precompiled runs psycopg directly only where psycopg's values are SQLAlchemy's own; a column
+    that needs SQLAlchemy's processing (a float from numeric here) sends it through the session."""
+    from sqlalchemy import Float, bindparam, cast, select
+
+    from models.db import Precompiled, Session
+    from models.lookups import City
+
+    city = make_city()
+    plain = select(City.id, City.name).where(City.id == bindparam("city_id"))
+    processed = select(City.id, cast(City.id, Float).label("as_float")).where(City.id == bindparam("city_id"))
+    direct, through_session = Precompiled(plain), Precompiled(processed)
+    assert tuple(direct.one_or_none({"city_id": city.id})) == tuple(Session.execute(plain, {"city_id": city.id}).one())
+    assert direct.one_or_none({"city_id": -1}) is None
+    row = through_session.one_or_none({"city_id": city.id})
+    assert row.as_float == float(city.id) and (direct._direct, through_session._direct) == (True, False)
+
+
+def test_with_the_database_unreachable_calls_get_503_and_nothing_is_written(client, committed):
+    """The database gone (here: nothing listens where it should be) is a 503 the client may retry,
+    not a 500; once it is back, the API answers again and nothing half-done is left behind."""
+    from models.db import configure
+    from models.lookups import City
+    from tests.conftest import create_user
+
+    city = City(name="Тверь")
+    committed.add(city)
+    committed.commit()
+    token = _token(client, create_user("admin"))  # the user is now cached: no query to authenticate
+    url = get_engine().url.render_as_string(hide_password=False)
+    configure(f"postgresql://postgres@127.0.0.1:{embedded.free_port()}/leadline")
+    try:
+        listed = client.get("/api/requests/?page=1&page_size=5", headers=bearer(token))
+        booked = client.post("/api/transactions/", headers=bearer(token),
+                             json={"city_id": city.id, "transaction_type_id": 1, "amount": "-1500"})
+    finally:
+        configure(url)
+    for response in (listed, booked):
+        assert response.status_code == 503, response.json
+        assert response.json["code"] == "database_unavailable" and "База данных" in response.json["detail"]
+    assert client.get("/api/requests/?page=1&page_size=5", headers=bearer(token)).status_code == 200
+    with get_engine().connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM transactions").scalar() == 0
