@@ -26,57 +26,32 @@ def maintenance_entries() -> dict:
     }
 
 
+def every(seconds: float, task: str, queue: str, **kwargs) -> dict:
+    """An entry run every `seconds` on `queue`; a run that waited a whole interval is dropped
+    (the next one is coming)."""
+    entry = {"task": task, "schedule": float(seconds), "options": {"queue": queue, "expires": float(seconds)}}
+    if kwargs:
+        entry["kwargs"] = kwargs
+    return entry
+
+
 SCHEDULE = {
-    "beat-heartbeat": {
-        "task": "maintenance.heartbeat",
-        "schedule": float(settings.BEAT_HEARTBEAT_SECONDS),
-        # A heartbeat that waited longer than its interval is worthless: drop it.
-        "options": {"queue": "light", "expires": float(settings.BEAT_HEARTBEAT_SECONDS)},
-    },
-    "files-sweep": {
-        "task": "files.sweep",
-        # Uploads still pending 10 minutes after upload are queued again (their message was lost).
-        "schedule": 300.0,
-        "options": {"queue": "heavy", "expires": 300.0},
-    },
-    "files-cleanup": {
-        "task": "files.cleanup",
-        # Quarantine leftovers, expired uploads, files of deleted owners after FILES_RETENTION_DAYS.
-        "schedule": 3600.0,
-        "options": {"queue": "heavy", "expires": 3600.0},
-    },
-    "alerts-evaluate": {
-        "task": "alerts.evaluate",
-        # Every minute on the light queue; a late evaluation is worthless, the next one is coming.
-        "schedule": 60.0,
-        "options": {"queue": "light", "expires": 60.0},
-    },
-    "alerts-evaluate-fallback": {
-        "task": "alerts.evaluate",
-        # On the heavy queue: evaluates only when the light queue's evaluation is late (no light worker).
-        "schedule": 120.0,
-        "kwargs": {"fallback": True},
-        "options": {"queue": "heavy", "expires": 120.0},
-    },
+    "beat-heartbeat": every(settings.BEAT_HEARTBEAT_SECONDS, "maintenance.heartbeat", "light"),
+    # Uploads still pending 10 minutes after upload are queued again (their message was lost).
+    "files-sweep": every(300, "files.sweep", "heavy"),
+    # Quarantine leftovers, expired uploads, files of deleted owners after FILES_RETENTION_DAYS.
+    "files-cleanup": every(3600, "files.cleanup", "heavy"),
+    # Every minute on the light queue; a late evaluation is worthless, the next one is coming.
+    "alerts-evaluate": every(60, "alerts.evaluate", "light"),
+    # On the heavy queue: evaluates only when the light queue's evaluation is late (no light worker).
+    "alerts-evaluate-fallback": every(120, "alerts.evaluate", "heavy", fallback=True),
     **maintenance_entries(),
-    "recordings-import": {
-        "task": "recordings.import_mailbox",
-        # The mailbox import; a run still going holds its lock and the next one returns at once.
-        "schedule": float(settings.RECORDINGS_CHECK_INTERVAL),
-        "options": {"queue": "heavy", "expires": float(settings.RECORDINGS_CHECK_INTERVAL)},
-    },
-    "recordings-match-pending": {
-        "task": "recordings.match_pending",
-        # Unmatched recordings tried again (also queued, debounced, when requests or calls appear).
-        "schedule": 900.0,
-        "options": {"queue": "heavy", "expires": 900.0},
-    },
-    "mango-sweep-inbox": {
-        "task": "telephony.sweep_inbox",
-        # Rows pending longer than MANGO_SWEEP_AFTER_SECONDS are queued again; a lost sweep is harmless.
-        "schedule": 30.0,
-        "options": {"queue": "light", "expires": 30.0},
-    },
+    # The mailbox import; a run still going holds its lock and the next one returns at once.
+    "recordings-import": every(settings.RECORDINGS_CHECK_INTERVAL, "recordings.import_mailbox", "heavy"),
+    # Unmatched recordings tried again (also queued, debounced, when requests or calls appear).
+    "recordings-match-pending": every(900, "recordings.match_pending", "heavy"),
+    # Rows pending longer than MANGO_SWEEP_AFTER_SECONDS are queued again; a lost sweep is harmless.
+    "mango-sweep-inbox": every(30, "telephony.sweep_inbox", "light"),
 }
 
 
