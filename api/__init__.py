@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
+from flask.sessions import SessionInterface
 
 from settings import settings
 
@@ -65,10 +66,22 @@ def register_config(app: Flask, config: dict[str, Any] | None) -> None:
         # Rate limits (api/gate.py) are counted unless an app is built with RATELIMIT_ENABLED=False.
         RATELIMIT_ENABLED=True,
     )
+    app.session_interface = NoFlaskSession()
     app.json.sort_keys = False  # keep "detail" first in error bodies, fields in schema order
     app.json.ensure_ascii = False  # Russian text as text, not \\u escapes
     if config:
         app.config.update(config)
+
+
+class NoFlaskSession(SessionInterface):
+    """The API keeps no Flask session (the signed-in session is the token, see api/security.py):
+    no session cookie is read or signed on any call."""
+
+    def open_session(self, app: Flask, request):
+        return None  # Flask then uses its null session, which refuses writes
+
+    def save_session(self, app: Flask, session, response) -> None:
+        return None
 
 
 def _development_secret() -> str:
@@ -86,22 +99,31 @@ def register_logging(app: Flask) -> None:
 
 
 def register_database(app: Flask) -> None:
-    from models.db import Session, get_engine
+    from models.db import Session, autocommit_reads, get_engine, reads_autocommit
 
     get_engine()  # bind the session (tests and the CLI may have configured it already)
 
     from flask import request
     from sqlalchemy.exc import SQLAlchemyError
 
+    @app.before_request
+    def reads_without_transaction() -> None:
+        """A GET only reads: its statements run outside a transaction block (models/db.py)."""
+        if request.method in ("GET", "HEAD"):
+            autocommit_reads(Session())
+
     @app.teardown_request
     def end_read_transaction(exc: BaseException | None) -> None:
         """A read ends its transaction with COMMIT, not ROLLBACK: psycopg forgets every prepared
         statement of a connection on ROLLBACK, and the hot reads (a request, a page) then pay
         PostgreSQL's planning on every call. Nothing a GET does is meant to be undone anyway;
-        anything else (or a GET that failed) is rolled back as before."""
+        anything else (or a GET that failed) is rolled back as before. Reads outside a transaction
+        block have nothing to end."""
         if exc is not None or request.method not in ("GET", "HEAD") or not Session.registry.has():
             return
         session = Session()
+        if reads_autocommit(session):
+            return
         if session.in_transaction():
             try:
                 session.commit()

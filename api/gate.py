@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -59,6 +60,13 @@ return {over_client, over_user, revoked, generation}
 """
 
 
+# Tokens this process has verified, with their claims: a client sends the same token with every
+# call, and checking its signature again would only repeat the answer. Only the expiry is checked
+# again (by the clock); a revoked session is the gate's script's business, not the token's.
+VERIFIED_TOKENS_KEPT = 4096
+_verified: dict[tuple[str, str, str], tuple[dict, dict]] = {}
+
+
 @dataclass
 class TokenState:
     """What the gate learnt about the caller's token; authenticate() turns it into a user or a 401."""
@@ -83,12 +91,19 @@ def read_token() -> TokenState:
         state.location = "cookies" if token else None
     if not token:
         return state
+    secret = config.get("JWT_SECRET_KEY") or config["SECRET_KEY"]
+    algorithm = config.get("JWT_ALGORITHM", "HS256")
+    leeway = config.get("JWT_DECODE_LEEWAY", 0)
+    verified = _verified.get((token, secret, algorithm))
+    if verified is not None:  # the same bytes, already verified: only the clock can have changed
+        if verified[0]["exp"] <= time.time() - leeway:
+            state.error = "expired"
+        else:
+            state.claims, state.header = verified
+        return state
     try:
-        state.claims = pyjwt.decode(
-            token, config.get("JWT_SECRET_KEY") or config["SECRET_KEY"],
-            algorithms=[config.get("JWT_ALGORITHM", "HS256")],
-            options={"require": ["exp", "sub"]}, leeway=config.get("JWT_DECODE_LEEWAY", 0),
-        )
+        state.claims = pyjwt.decode(token, secret, algorithms=[algorithm],
+                                    options={"require": ["exp", "sub"]}, leeway=leeway)
         state.header = pyjwt.get_unverified_header(token)
     except ExpiredSignatureError:
         state.error = "expired"
@@ -97,6 +112,10 @@ def read_token() -> TokenState:
     else:
         if state.claims.get("type") != "access" or not isinstance(state.claims.get("sub"), str):
             state.error, state.claims = "invalid", {}
+        else:
+            if len(_verified) >= VERIFIED_TOKENS_KEPT:
+                _verified.clear()
+            _verified[(token, secret, algorithm)] = (state.claims, state.header)
     return state
 
 

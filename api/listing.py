@@ -17,7 +17,7 @@ from marshmallow import Schema, fields, validate
 from redis.exceptions import RedisError
 from sqlalchemy import Select, func, select
 
-from models.db import Session
+from models.db import Session, transaction_block
 from models.kv import get_redis, key
 
 STREAM_BATCH = 2000
@@ -47,6 +47,7 @@ def _stream(stmt: Select, serialize: Callable[[Any], dict]) -> Iterator[bytes]:
     if serialize is JSON_TEXT_ROWS:
         chunks = _copied_rows(stmt)
     else:
+        transaction_block()  # a server-side cursor lives in a transaction block
         result = Session.execute(stmt.execution_options(yield_per=STREAM_BATCH))
         chunks = (b",".join(dumps(serialize(row)) for row in partition) for partition in result.partitions())
     for chunk in chunks:

@@ -12,6 +12,7 @@ import psycopg
 from psycopg.adapt import Loader
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import scoped_session, sessionmaker
 from sqlalchemy.sql import sqltypes
 
@@ -51,11 +52,58 @@ def configure(url: str | None = None, **engine_options) -> Engine:
                "connect_args": {"connect_timeout": 5, "prepare_threshold": NEVER_AUTO_PREPARE}}
     options.update(engine_options)
     _engine = create_engine(sqlalchemy_url(url or database_url()), **options)
+    event.listen(_engine, "checkin", _end_autocommit)
     if not options.get("pool_pre_ping"):
         check_liveness_at_checkout(_engine)
     Session.remove()
     Session.configure(bind=_engine)
     return _engine
+
+
+# ---- reads outside a transaction block ------------------------------------------------------------
+
+AUTOCOMMIT_READS = "leadline_autocommit_reads"
+
+
+def autocommit_reads(session: OrmSession) -> None:
+    """Run this session's statements outside a transaction block (psycopg's autocommit).
+
+    For a request that only reads (the API's GETs): psycopg would otherwise send BEGIN before the
+    first statement and the request would end with COMMIT, two round trips and two commands for
+    PostgreSQL on every call, for nothing: at READ COMMITTED every statement takes its own snapshot
+    either way, so a read sees exactly what it saw inside a transaction. Sessions bound to a
+    connection (tests' outer transactions) keep theirs. A read that needs a transaction block (a
+    server-side cursor) asks for one with `transaction_block()`."""
+    session.info[AUTOCOMMIT_READS] = True
+
+
+def reads_autocommit(session: OrmSession) -> bool:
+    return bool(session.info.get(AUTOCOMMIT_READS)) and isinstance(session.bind, Engine)
+
+
+@event.listens_for(OrmSession, "after_begin")
+def _begin_autocommit(session, transaction, connection) -> None:
+    if session.info.get(AUTOCOMMIT_READS) and isinstance(session.bind, Engine):
+        dbapi_connection = connection.connection.dbapi_connection
+        if dbapi_connection.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            dbapi_connection.autocommit = True
+
+
+def transaction_block() -> None:
+    """The session's next statements run in one transaction block, whatever `autocommit_reads` said
+    (ended by the session's commit or rollback)."""
+    dbapi_connection = Session.connection().connection.dbapi_connection
+    if dbapi_connection.autocommit:
+        dbapi_connection.autocommit = False
+
+
+def _end_autocommit(dbapi_connection, record) -> None:
+    """A connection goes back to the pool in the default mode (statements in transactions)."""
+    if dbapi_connection.autocommit and not dbapi_connection.closed:
+        try:
+            dbapi_connection.autocommit = False
+        except psycopg.Error:  # not idle (never after the pool's reset): the pool will not reuse it
+            record.invalidate()
 
 
 PING_AFTER_IDLE_SECONDS = 30.0

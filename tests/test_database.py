@@ -39,8 +39,8 @@ def test_a_pooled_connection_the_server_ended_is_replaced_before_use(database):
 
 
 def test_reads_keep_the_connections_prepared_statements(client, committed):
-    """A GET ends its transaction with COMMIT: a ROLLBACK would make psycopg drop every prepared
-    statement of the connection, and each read would be planned by PostgreSQL again."""
+    """A GET never ends with ROLLBACK, which would make psycopg drop every prepared statement of the
+    connection, and each read would be planned by PostgreSQL again."""
     from models.db import configure
     from tests.conftest import create_user
 
@@ -59,6 +59,39 @@ def test_reads_keep_the_connections_prepared_statements(client, committed):
         configure(url)
     assert any("FROM requests" in statement for statement in prepared), prepared
     assert not any("count(" in statement.lower() for statement in prepared), prepared
+
+
+def test_a_get_reads_outside_a_transaction_block_and_other_calls_inside_one(app, committed):
+    """A GET's statements run without BEGIN and COMMIT (two round trips saved on every read); a POST
+    keeps its transaction; a read that needs a block (a server-side cursor) gets one; and the
+    connection goes back to the pool in the default mode."""
+    from psycopg.pq import TransactionStatus
+    from sqlalchemy import text
+
+    from models.db import Session, configure, transaction_block
+
+    url = get_engine().url.render_as_string(hide_password=False)
+    configure(url, pool_size=1, max_overflow=0)  # one connection: the same one every time below
+
+    def status_after_select(method: str, block: bool = False) -> TransactionStatus:
+        with app.test_request_context("/api/requests", method=method):
+            app.preprocess_request()
+            if block:
+                transaction_block()
+            Session.execute(text("SELECT 1"))
+            status = Session.connection().connection.dbapi_connection.info.transaction_status
+            Session.remove()
+        return status
+
+    try:
+        assert status_after_select("GET") == TransactionStatus.IDLE
+        assert status_after_select("POST") == TransactionStatus.INTRANS
+        assert status_after_select("GET", block=True) == TransactionStatus.INTRANS
+        assert status_after_select("GET") == TransactionStatus.IDLE
+        with get_engine().connect() as conn:  # after a GET the pooled connection is back in the default mode
+            assert conn.connection.dbapi_connection.autocommit is False
+    finally:
+        configure(url)
 
 
 def test_a_precompiled_read_gives_the_rows_the_session_gives(db, make_city):

@@ -76,3 +76,26 @@ def test_with_redis_down_sessions_are_refused_with_503_not_500(limited_app, make
         kv.reset(os.environ["REDIS_URL"])
     assert (signed_in.status_code, signed_in.json["code"]) == (503, "session_store_unavailable")
     assert (anonymous.status_code, anonymous.json["code"]) == (401, "not_authenticated")
+
+
+def test_a_token_verified_once_is_still_refused_when_it_expires(client, make_user, monkeypatch):
+    """The gate keeps the claims of tokens it has verified; the clock still ends them."""
+    import time as real_time
+
+    from api import gate
+
+    token = _token(client, make_user("admin"))
+    assert client.get("/api/auth/me", headers=bearer(token)).status_code == 200
+    assert any(key[0] == token for key in gate._verified)  # noqa: SLF001 - kept after the first call
+
+    class Later:
+        @staticmethod
+        def time() -> float:
+            return real_time.time() + 24 * 3600
+
+    monkeypatch.setattr(gate, "time", Later)
+    response = client.get("/api/auth/me", headers=bearer(token))
+    assert response.status_code == 401
+    assert response.json["code"] == "token_expired"
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")  # another signature: verified afresh
+    assert client.get("/api/auth/me", headers=bearer(forged)).json["code"] == "token_invalid"
