@@ -17,7 +17,7 @@ from marshmallow import Schema, fields, validate
 from redis.exceptions import RedisError
 from sqlalchemy import Select, func, select
 
-from models.db import Session, transaction_block
+from models.db import Session, prepared_scalars, transaction_block
 from models.kv import get_redis, key
 
 STREAM_BATCH = 2000
@@ -151,7 +151,7 @@ def list_response(stmt: Select, serialize: Callable[[Any], dict], args: dict,
     total = cached_count(count_stmt)
     page_select = stmt.limit(page_size).offset((page - 1) * page_size)
     if page_rows is not None:
-        ids = Session.scalars(page_select).all()
+        ids = prepared_scalars(page_select)
         rows = page_rows(ids) if ids else []
     else:
         rows = Session.execute(page_select).all()

@@ -154,6 +154,27 @@ class _TextAsBytes(Loader):
         return bytes(data)
 
 
+def _direct(compiled) -> bool:
+    """psycopg can run `compiled` by itself: no parameter or result column needs SQLAlchemy's type
+    processing, and no parameter is expanded when the statement runs (an IN list)."""
+    if compiled.post_compile_params or compiled.literal_execute_params:
+        return False
+    binds = compiled._bind_processors  # noqa: SLF001
+    return all(_native(compiled.binds[name].type) for name in binds) and all(
+        _native(column[3]) for column in compiled._result_columns  # noqa: SLF001
+    )
+
+
+def _prepared_rows(sql: str, params: dict, limit: int | None = None, text_as_bytes: bool = False) -> list:
+    """`sql` run by psycopg on the session's connection as a prepared statement."""
+    dbapi_connection = Session.connection().connection.dbapi_connection
+    with dbapi_connection.cursor(row_factory=namedtuple_row) as cursor:
+        if text_as_bytes:
+            cursor.adapters.register_loader("text", _TextAsBytes)
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchmany(limit) if limit else cursor.fetchall()
+
+
 class Precompiled:
     """A Core SELECT compiled once and run by psycopg itself on the session's connection (inside
     the session's transaction), as a prepared statement: the hottest reads skip SQLAlchemy's per-call
@@ -172,10 +193,7 @@ class Precompiled:
     def _sql(self) -> tuple[str, dict]:
         if self._compiled is None:
             compiled = self.stmt.compile(dialect=get_engine().dialect)
-            binds = compiled._bind_processors  # noqa: SLF001
-            self._direct = all(_native(compiled.binds[name].type) for name in binds) and all(
-                _native(column[3]) for column in compiled._result_columns  # noqa: SLF001
-            )
+            self._direct = _direct(compiled)
             self._compiled = (compiled.string, compiled.construct_params(_check=False))
         return self._compiled
 
@@ -184,12 +202,7 @@ class Precompiled:
         if not self._direct:
             result = Session.execute(self.stmt, params)
             return result.fetchmany(limit) if limit else result.all()
-        dbapi_connection = Session.connection().connection.dbapi_connection
-        with dbapi_connection.cursor(row_factory=namedtuple_row) as cursor:
-            if self.text_as_bytes:
-                cursor.adapters.register_loader("text", _TextAsBytes)
-            cursor.execute(sql, {**defaults, **params}, prepare=True)
-            return cursor.fetchmany(limit) if limit else cursor.fetchall()
+        return _prepared_rows(sql, {**defaults, **params}, limit, self.text_as_bytes)
 
     def all(self, params: dict) -> list:
         return self._rows(params)
@@ -199,6 +212,31 @@ class Precompiled:
         if len(rows) > 1:
             raise exc.MultipleResultsFound("more than one row where one or none was expected")
         return rows[0] if rows else None
+
+
+SHAPES_KEPT = 1000
+_shapes: dict = {}
+
+
+def prepared_scalars(stmt) -> list:
+    """The first column of every row of `stmt`, as `Session.scalars(stmt).all()` gives it, run as a
+    prepared statement: one per statement shape (SQLAlchemy's cache key, e.g. a page's ids under one
+    combination of filters), compiled once, with this call's values. Shapes psycopg cannot run
+    by itself go through the session."""
+    cache_key = stmt._generate_cache_key()  # noqa: SLF001 - what the session would compute to execute it
+    if cache_key is None:
+        return Session.scalars(stmt).all()
+    shape = _shapes.get(cache_key.key)
+    if shape is None:
+        compiled = stmt.compile(dialect=get_engine().dialect, cache_key=cache_key)
+        if len(_shapes) >= SHAPES_KEPT:
+            _shapes.clear()
+        shape = _shapes[cache_key.key] = (compiled, _direct(compiled))
+    compiled, direct = shape
+    if not direct:
+        return Session.scalars(stmt).all()
+    params = compiled.construct_params(extracted_parameters=cache_key.bindparams, _check=False)
+    return [row[0] for row in _prepared_rows(compiled.string, params)]
 
 
 # admin_shutdown, crash_shutdown, cannot_connect_now; class 08 is "connection exception".

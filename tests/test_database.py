@@ -112,6 +112,32 @@ def test_a_precompiled_read_gives_the_rows_the_session_gives(db, make_city):
     assert row.as_float == float(city.id) and (direct._direct, through_session._direct) == (True, False)
 
 
+def test_prepared_scalars_give_the_sessions_ids_for_every_value_of_a_shape(db, make_city):
+    """One prepared statement per statement shape serves every value it is called with; a shape with
+    an IN list (expanded when it runs) goes through the session."""
+    from sqlalchemy import select
+
+    from models.db import Session, _shapes, prepared_scalars
+    from models.lookups import City
+
+    cities = [make_city(f"Город {letter}") for letter in "АБВГД"]
+
+    def page(name_from: str, offset: int):
+        return select(City.id).where(City.name >= name_from).order_by(City.name.desc()).limit(2).offset(offset)
+
+    for name_from, offset in (("Город А", 0), ("Город В", 1), ("Город Г", 0), ("Я", 0)):
+        stmt = page(name_from, offset)
+        assert prepared_scalars(stmt) == Session.scalars(stmt).all()
+    assert prepared_scalars(page("Город А", 0)) == [cities[4].id, cities[3].id]
+    assert prepared_scalars(page("Город А", 3)) == [cities[1].id, cities[0].id]
+    listed = select(City.id).where(City.id.in_([cities[0].id, cities[2].id])).order_by(City.id)
+    assert prepared_scalars(listed) == [cities[0].id, cities[2].id]
+    shapes = [direct for compiled, direct in _shapes.values() if "cities" in compiled.string]
+    assert sorted(shapes) == [False, True]  # one shape for every page above, one for the IN list
+    prepared = Session.connection().exec_driver_sql("SELECT statement FROM pg_prepared_statements").scalars().all()
+    assert any("FROM cities" in statement and "OFFSET" in statement for statement in prepared), prepared
+
+
 def test_with_the_database_unreachable_calls_get_503_and_nothing_is_written(client, committed):
     """The database gone (here: nothing listens where it should be) is a 503 the client may retry,
     not a 500; once it is back, the API answers again and nothing half-done is left behind."""
