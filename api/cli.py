@@ -19,7 +19,7 @@ from settings import BASE_DIR, settings
 
 
 def init_cli(app: Flask) -> None:
-    for command in (stack, migrate, downgrade, create_admin, check_db, seed_demo):
+    for command in (stack, migrate, downgrade, create_admin, check_db, seed_demo, rebuild_rollups):
         app.cli.add_command(command)
 
 
@@ -108,6 +108,21 @@ def check_db() -> None:
     Session.rollback()
     if not at_head:
         sys.exit(3)
+
+
+@click.command("rebuild-rollups")
+def rebuild_rollups() -> None:
+    """Recompute the reports' daily rollups from the tables (after a change of BUSINESS_TZ, or a load
+    that skipped triggers); writes wait meanwhile."""
+    from models import rollups
+    from models.db import get_engine
+    from models.timez import business_tz
+
+    with get_engine().begin() as connection:
+        rollups.rebuild(connection)
+        counts = connection.execute(text("SELECT (SELECT count(*) FROM request_day_stats), "
+                                         "(SELECT count(*) FROM transaction_day_stats)")).one()
+    click.echo(f"rollups: rebuilt in {business_tz().key} ({counts[0]} request rows, {counts[1]} cash-book rows)")
 
 
 @click.command("seed-demo")

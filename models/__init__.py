@@ -6,6 +6,7 @@ from models.files import File
 from models.lookups import City, Direction, RequestType, Role, TransactionType
 from models.ops import Alert, AlertSilence, Job
 from models.recordings import MailboxState, Recording
+from models.rollups import ReportRollups, RequestDayStats, TransactionDayStats
 from models.telephony import Call, CallLeg, MangoEvent
 from models.users import User
 
@@ -23,12 +24,15 @@ __all__ = [
     "MailboxState",
     "MangoEvent",
     "Recording",
+    "ReportRollups",
     "Request",
+    "RequestDayStats",
     "RequestEvent",
     "RequestType",
     "Role",
     "Session",
     "Transaction",
+    "TransactionDayStats",
     "TransactionType",
     "User",
     "configure",

@@ -65,6 +65,9 @@ class Request(Base):
         Index("ix_requests_created_at_report", "created_at",
               postgresql_include=["city_id", "status", "master_id", "advertising_campaign_id", "result",
                                   "master_handover", "net_amount", "call_center_name"]),
+        # A master's last activity (masters report): their latest update first, with what filters it.
+        Index("ix_requests_master_id_updated_at", "master_id", text("updated_at DESC"),
+              postgresql_include=["created_at", "city_id"]),
     )
 
     id: Mapped[intpk]

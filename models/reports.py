@@ -23,7 +23,7 @@ from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable
 
-from sqlalchemy import ColumnElement, Date, and_, cast, func, literal_column, or_, select, true, tuple_
+from sqlalchemy import ColumnElement, Date, and_, case, cast, false, func, literal_column, or_, select, true, tuple_
 
 from models.crm import AdvertisingCampaign, Request, Transaction
 from models.db import Session
@@ -31,11 +31,29 @@ from models.enums import MASTER, REQUEST_STATUSES, STATUS_GROUPS, STATUS_NEW
 from models.lookups import City, Role, TransactionType
 from models.money import to_money
 from models.phones import normalize_phone
-from models.scoping import city_of, requests_visible_to, transactions_visible_to
+from models.rollups import (
+    BY_CAMPAIGN,
+    BY_MASTER,
+    BY_OPERATOR,
+    TOTAL,
+    RequestDayStats,
+    TransactionDayStats,
+    rollup_zone_matches,
+)
+from models.scoping import (
+    city_of,
+    request_scope,
+    request_scope_condition,
+    transaction_scope,
+    transactions_visible_to,
+)
 from models.timez import business_tz, local_day_start, today_local
 from models.users import User
 
-GROUPS = tuple(STATUS_GROUPS)  # completed, in_progress, waiting, cancelled
+GROUPS = tuple(STATUS_GROUPS)
+# Reports read the daily rollups where they can answer (models/rollups.py); off, every report reads
+# the tables (the reference the rollups are compared with in the tests).
+USE_ROLLUPS = True  # completed, in_progress, waiting, cancelled
 ZERO = Decimal("0.00")
 _TENTH = Decimal("0.1")
 
@@ -52,15 +70,21 @@ class Filters:
 @dataclass(frozen=True)
 class Scope:
     """What the reader may see: conditions on requests and on transactions, and the one city they
-    are held to (None for every city) for cities, masters and campaigns."""
+    are held to (None for every city) for cities, masters and campaigns. The shapes of both
+    (models.scoping) say whether the daily rollups can serve the reader: they hold cities, not
+    masters, so a master's own figures are read from the requests table."""
 
     requests: ColumnElement[bool]
     transactions: ColumnElement[bool]
     city_id: int | None = None
+    request_shape: str = "all"
+    transaction_shape: str = "all"
 
     @classmethod
     def of(cls, user: User) -> Scope:
-        return cls(requests_visible_to(user), transactions_visible_to(user), city_of(user))
+        shape, value = request_scope(user)
+        return cls(request_scope_condition(shape, value), transactions_visible_to(user), city_of(user),
+                   shape, transaction_scope(user)[0])
 
     @classmethod
     def everything(cls) -> Scope:
@@ -108,15 +132,6 @@ def _requests_where(filters: Filters, scope: Scope) -> list[ColumnElement[bool]]
             *_created_between(filters.date_from, filters.date_to)]
 
 
-def _transactions_where(filters: Filters, scope: Scope, *, with_start: bool = True) -> list[ColumnElement[bool]]:
-    conditions = [scope.transactions, *_cities(Transaction.city_id, filters, scope)]
-    if with_start and filters.date_from is not None:
-        conditions.append(Transaction.specified_date >= filters.date_from)
-    if filters.date_to is not None:
-        conditions.append(Transaction.specified_date <= filters.date_to)
-    return conditions
-
-
 _PHONE_LIKE = re.compile(r"[\d\s()+\-.]+")
 
 
@@ -144,11 +159,6 @@ def _count(condition: ColumnElement[bool] | None = None):
 def _sum(column, condition: ColumnElement[bool] | None = None):
     total = func.sum(column) if condition is None else func.sum(column).filter(condition)
     return func.coalesce(total, 0)
-
-
-def _group_counts() -> list:
-    """requests, completed, in_progress, waiting, cancelled."""
-    return [func.count().label("requests"), *(_count(_in(group)).label(group) for group in GROUPS)]
 
 
 def _counts(row) -> dict[str, int]:
@@ -185,17 +195,121 @@ def _local_day(column):
     return cast(func.timezone(literal_column(f"'{zone}'"), column), Date)
 
 
+# ---- where the figures come from: the tables, or the daily rollups ------------------------------------
+
+class Requests:
+    """The requests a report counts: the requests table, or the daily rollup of one dimension
+    (models/rollups.py) when it can answer the same (a reader held to a city or to nothing, no text
+    search, the rollup's days in BUSINESS_TZ). Either way the same labelled aggregates come out."""
+
+    def __init__(self, filters: Filters, scope: Scope, dimension: int = TOTAL, *, narrowed: bool = False,
+                 rollup: bool | None = None):
+        """`narrowed`: the status and search filters apply (the call-centre report's)."""
+        if rollup is None:
+            rollup = (USE_ROLLUPS and scope.request_shape in ("all", "city") and not (narrowed and filters.search)
+                      and rollup_zone_matches(Session))
+        self.rollup = rollup
+        s = RequestDayStats
+        if rollup:
+            self.status = s.status
+            self.city_id = s.city_id
+            self.master_id = s.key_id  # dimension BY_MASTER: 0 is "no master"
+            self.campaign_id = func.nullif(s.key_id, 0)  # dimension BY_CAMPAIGN
+            self.operator = case((s.key_id == 1, None), else_=s.key_text)  # dimension BY_OPERATOR
+            self.day = s.day
+            self.where = [s.dimension == dimension, *_cities(s.city_id, filters, scope),
+                          *_days_between(s.day, filters)]
+            self.with_master = s.key_id != 0
+        else:
+            self.status = Request.status
+            self.city_id = Request.city_id
+            self.master_id = Request.master_id
+            self.campaign_id = Request.advertising_campaign_id
+            self.operator = Request.call_center_name
+            self.day = _local_day(Request.created_at)
+            self.where = _requests_where(filters, scope)
+            self.with_master = Request.master_id.is_not(None)
+        if narrowed and filters.status:
+            self.where.append(self.status == filters.status)
+        if narrowed and filters.search:
+            self.where.append(_search(filters.search))
+
+    def count(self, condition: ColumnElement[bool] | None = None):
+        if not self.rollup:
+            return _count(condition)
+        total = func.sum(RequestDayStats.requests)
+        return func.coalesce(total if condition is None else total.filter(condition), 0)
+
+    def count_in(self, group: str):
+        return self.count(self.status.in_(STATUS_GROUPS[group]))
+
+    def group_counts(self) -> list:
+        """requests, completed, in_progress, waiting, cancelled."""
+        return [self.count().label("requests"), *(self.count_in(group).label(group) for group in GROUPS)]
+
+    def completed_sum(self, name: str):
+        """Σ result, master_handover or net_amount (`name`) of the completed requests."""
+        column = {"result": RequestDayStats.result, "master_handover": RequestDayStats.handover,
+                  "net_amount": RequestDayStats.net}[name] if self.rollup else getattr(Request, name)
+        return _sum(column, self.status.in_(STATUS_GROUPS["completed"]))
+
+
+class Transactions:
+    """The cash-book rows a report sums: the transactions table or its daily rollup (for every
+    reader: the rollup holds cities)."""
+
+    def __init__(self, filters: Filters, scope: Scope, *, with_start: bool = True):
+        self.rollup = rollup = USE_ROLLUPS
+        if rollup:
+            t = TransactionDayStats
+            self.city_id, self.type_id, self.day = t.city_id, t.transaction_type_id, t.day
+            # a reader held to a city is held by scope.city_id (in _cities), as in every report
+            nothing = [false()] if scope.transaction_shape == "none" else []
+            self.where = [*nothing, *_cities(t.city_id, filters, scope)]
+        else:
+            self.city_id, self.type_id, self.day = (Transaction.city_id, Transaction.transaction_type_id,
+                                                    Transaction.specified_date)
+            self.where = [scope.transactions, *_cities(Transaction.city_id, filters, scope)]
+        if with_start and filters.date_from is not None:
+            self.where.append(self.day >= filters.date_from)
+        if filters.date_to is not None:
+            self.where.append(self.day <= filters.date_to)
+
+    def income(self, condition: ColumnElement[bool] | None = None):
+        if self.rollup:
+            return _sum(TransactionDayStats.income, condition)
+        positive = Transaction.amount > 0
+        return _sum(Transaction.amount, positive if condition is None else positive & condition)
+
+    def expense(self, condition: ColumnElement[bool] | None = None):
+        """Σ of the negative amounts (a negative number)."""
+        if self.rollup:
+            return _sum(TransactionDayStats.expense, condition)
+        negative = Transaction.amount < 0
+        return _sum(Transaction.amount, negative if condition is None else negative & condition)
+
+    def count(self, condition: ColumnElement[bool] | None = None):
+        if not self.rollup:
+            return _count(condition)
+        return _sum(TransactionDayStats.transactions, condition)
+
+    def balance(self, condition: ColumnElement[bool] | None = None):
+        if self.rollup:
+            return _sum(TransactionDayStats.income + TransactionDayStats.expense, condition)
+        return _sum(Transaction.amount, condition)
+
+
 # ---- dashboard ----------------------------------------------------------------------------------
 
 def dashboard(filters: Filters, scope: Scope, *, today: date | None = None) -> dict[str, Any]:
-    done = _in("completed")
+    source = Requests(filters, scope)
     requests = Session.execute(
         select(
-            *_group_counts(),
-            _count(Request.status == STATUS_NEW).label("new"),
-            _sum(Request.result, done).label("revenue"),
-            _sum(Request.master_handover, done).label("handover"),
-        ).where(*_requests_where(filters, scope))
+            *source.group_counts(),
+            source.count(source.status == STATUS_NEW).label("new"),
+            source.completed_sum("result").label("revenue"),
+            source.completed_sum("master_handover").label("handover"),
+        ).where(*source.where)
     ).one()
 
     today = today or today_local()
@@ -211,14 +325,15 @@ def dashboard(filters: Filters, scope: Scope, *, today: date | None = None) -> d
         .scalar_subquery()
     )
     cities = select(func.count()).select_from(City).where(*_cities(City.id, filters, scope)).scalar_subquery()
+    cash = Transactions(filters, scope)
     other = Session.execute(
         select(
-            _sum(Transaction.amount, Transaction.amount > 0).label("income"),
-            _sum(Transaction.amount, Transaction.amount < 0).label("expense"),
+            cash.income().label("income"),
+            cash.expense().label("expense"),
             created_today.label("created_today"),
             active_masters.label("active_masters"),
             cities.label("cities"),
-        ).where(*_transactions_where(filters, scope))
+        ).where(*cash.where)
     ).one()
 
     counts = _counts(requests)
@@ -255,11 +370,13 @@ def _status_figures(by_status: dict[str, int]) -> dict[str, Any]:
     return row
 
 
-def _counts_by_status(key, where: list[ColumnElement[bool]]) -> dict[Any, dict[str, int]]:
-    """{key: {status: count}}: one GROUP BY (key, status) with a plain count, which stays a hash
+def _counts_by_status(source: Requests, where: list[ColumnElement[bool]]) -> dict[Any, dict[str, int]]:
+    """{day: {status: count}}: one GROUP BY (day, status) with a plain count, which stays a hash
     aggregate even where the planner cannot estimate the key (a local day)."""
     result: dict[Any, dict[str, int]] = {}
-    stmt = select(key.label("key"), Request.status, func.count()).where(*where).group_by(key, Request.status)
+    key = source.day
+    stmt = (select(key.label("key"), source.status, source.count()).where(*where)
+            .group_by(key, source.status))
     for value, status, count in Session.execute(stmt):
         result.setdefault(value, {})[status] = count
     return result
@@ -267,17 +384,13 @@ def _counts_by_status(key, where: list[ColumnElement[bool]]) -> dict[Any, dict[s
 
 def callcenter(filters: Filters, scope: Scope) -> dict[str, Any]:
     """Totals by status and group, then the same figures per city, per operator and per day."""
-    where = _requests_where(filters, scope)
-    if filters.status:
-        where.append(Request.status == filters.status)
-    if filters.search:
-        where.append(_search(filters.search))
+    source = Requests(filters, scope, BY_OPERATOR, narrowed=True)
 
     # Cities and operators from one scan: counts per (city, operator, status), summed both ways here.
     per_city: dict[Any, dict[str, int]] = {}
     per_operator: dict[Any, dict[str, int]] = {}
-    stmt = (select(Request.city_id, Request.call_center_name, Request.status, func.count()).where(*where)
-            .group_by(Request.city_id, Request.call_center_name, Request.status))
+    stmt = (select(source.city_id, source.operator, source.status, source.count()).where(*source.where)
+            .group_by(source.city_id, source.operator, source.status))
     for city_id, operator, status, count in Session.execute(stmt):
         for groups, group in ((per_city, city_id), (per_operator, operator)):
             counts = groups.setdefault(group, {})
@@ -291,9 +404,10 @@ def callcenter(filters: Filters, scope: Scope) -> dict[str, Any]:
                  for name, counts in per_operator.items()]
     operators.sort(key=lambda row: (-row["requests"], row["call_center_name"] is None, row["call_center_name"] or ""))
 
-    day = _local_day(Request.created_at)
+    by_day = Requests(filters, scope, TOTAL, narrowed=True, rollup=source.rollup)
+    where = by_day.where if by_day.rollup else by_day.where + _days_between(by_day.day, filters)
     days = [{"date": day, **_status_figures(counts)}
-            for day, counts in sorted(_counts_by_status(day, where + _days_between(day, filters)).items())]
+            for day, counts in sorted(_counts_by_status(by_day, where).items())]
 
     totals: dict[str, int] = {}
     for counts in per_city.values():  # every request has a city
@@ -314,21 +428,19 @@ def _int_totals(rows: list[dict[str, Any]], keys: Iterable[str]) -> dict[str, in
 
 def cities(filters: Filters, scope: Scope) -> dict[str, Any]:
     """Per city: request groups, money of the cash book, active masters; sorted by balance."""
-    done = _in("completed")
+    source = Requests(filters, scope)
     r = (
-        select(Request.city_id.label("city_id"), *_group_counts(), _sum(Request.result, done).label("revenue"))
-        .where(*_requests_where(filters, scope))
-        .group_by(Request.city_id)
+        select(source.city_id.label("city_id"), *source.group_counts(),
+               source.completed_sum("result").label("revenue"))
+        .where(*source.where)
+        .group_by(source.city_id)
         .subquery("r")
     )
+    cash = Transactions(filters, scope)
     t = (
-        select(
-            Transaction.city_id.label("city_id"),
-            _sum(Transaction.amount, Transaction.amount > 0).label("income"),
-            _sum(Transaction.amount, Transaction.amount < 0).label("expense"),
-        )
-        .where(*_transactions_where(filters, scope))
-        .group_by(Transaction.city_id)
+        select(cash.city_id.label("city_id"), cash.income().label("income"), cash.expense().label("expense"))
+        .where(*cash.where)
+        .group_by(cash.city_id)
         .subquery("t")
     )
     m = (
@@ -386,19 +498,28 @@ def cities(filters: Filters, scope: Scope) -> dict[str, Any]:
 def masters(filters: Filters, scope: Scope) -> dict[str, Any]:
     """Per master (every master of the scope, also those without requests): request groups and the
     money of their completed requests; sorted by completed."""
-    done = _in("completed")
+    source = Requests(filters, scope, BY_MASTER)
     r = (
         select(
-            Request.master_id.label("master_id"),
-            *_group_counts(),
-            _sum(Request.result, done).label("revenue"),
-            _sum(Request.master_handover, done).label("handover"),
-            _sum(Request.net_amount, done).label("net"),
-            func.max(Request.updated_at).label("last_activity"),
+            source.master_id.label("master_id"),
+            *source.group_counts(),
+            source.completed_sum("result").label("revenue"),
+            source.completed_sum("master_handover").label("handover"),
+            source.completed_sum("net_amount").label("net"),
         )
-        .where(Request.master_id.is_not(None), *_requests_where(filters, scope))
-        .group_by(Request.master_id)
+        .where(source.with_master, *source.where)
+        .group_by(source.master_id)
         .subquery("r")
+    )
+    # The latest update among the master's requests of the range: their newest update first
+    # (ix_requests_master_id_updated_at), the first one the range and the reader's cities admit.
+    last_activity = (
+        select(Request.updated_at)
+        .where(Request.master_id == User.id, *_requests_where(filters, scope))
+        .order_by(Request.updated_at.desc())
+        .limit(1)
+        .correlate(User)
+        .scalar_subquery()
     )
 
     def z(column):
@@ -409,7 +530,7 @@ def masters(filters: Filters, scope: Scope) -> dict[str, Any]:
         _masters().with_only_columns(
             User.id, User.full_name, User.city_id, City.name.label("city_name"), User.status,
             *(z(r.c[key]).label(key) for key in ("requests", *GROUPS, "revenue", "handover", "net")),
-            r.c.last_activity,
+            last_activity.label("last_activity"),
         )
         .outerjoin(City, City.id == User.city_id)
         .outerjoin(r, r.c.master_id == User.id)
@@ -450,18 +571,18 @@ NO_CAMPAIGN = "Без рекламной кампании"
 def advertising(filters: Filters, scope: Scope) -> dict[str, Any]:
     """Per campaign of the scope (and any campaign the visible requests came from), plus the
     requests without a campaign; sorted by requests."""
-    done = _in("completed")
+    source = Requests(filters, scope, BY_CAMPAIGN)
     per_campaign = {
         values.campaign_id: values
         for values in Session.execute(
             select(
-                Request.advertising_campaign_id.label("campaign_id"),
-                func.count().label("requests"),
-                _count(done).label("completed"),
-                _sum(Request.result, done).label("revenue"),
+                source.campaign_id.label("campaign_id"),
+                source.count().label("requests"),
+                source.count_in("completed").label("completed"),
+                source.completed_sum("result").label("revenue"),
             )
-            .where(*_requests_where(filters, scope))
-            .group_by(Request.advertising_campaign_id)
+            .where(*source.where)
+            .group_by(source.campaign_id)
         )
     }
     with_requests = [key for key in per_campaign if key is not None]
@@ -517,23 +638,22 @@ def advertising(filters: Filters, scope: Scope) -> dict[str, Any]:
 def cash(filters: Filters, scope: Scope) -> dict[str, Any]:
     """The cash book over the range, per city and per transaction type, with each city's balance
     before `date_from` (opening) and at the end of `date_to` (closing); one pass (GROUPING SETS)."""
-    in_range = Transaction.specified_date >= filters.date_from if filters.date_from else None
-    income_condition = Transaction.amount > 0 if in_range is None else (Transaction.amount > 0) & in_range
-    expense_condition = Transaction.amount < 0 if in_range is None else (Transaction.amount < 0) & in_range
-    opening = _sum(Transaction.amount, ~in_range) if in_range is not None else literal_column("0")
+    cash = Transactions(filters, scope, with_start=False)
+    in_range = cash.day >= filters.date_from if filters.date_from else None
+    opening = cash.balance(~in_range) if in_range is not None else literal_column("0")
     stmt = (
         select(
-            Transaction.city_id,
-            Transaction.transaction_type_id,
-            func.grouping(Transaction.city_id).label("by_city"),
-            func.grouping(Transaction.transaction_type_id).label("by_type"),
-            _sum(Transaction.amount, income_condition).label("income"),
-            _sum(Transaction.amount, expense_condition).label("expense"),
-            _count(in_range).label("count"),
+            cash.city_id,
+            cash.type_id,
+            func.grouping(cash.city_id).label("by_city"),
+            func.grouping(cash.type_id).label("by_type"),
+            cash.income(in_range).label("income"),
+            cash.expense(in_range).label("expense"),
+            cash.count(in_range).label("count"),
             opening.label("opening"),
         )
-        .where(*_transactions_where(filters, scope, with_start=False))
-        .group_by(func.grouping_sets(tuple_(Transaction.city_id), tuple_(Transaction.transaction_type_id), tuple_()))
+        .where(*cash.where)
+        .group_by(func.grouping_sets(tuple_(cash.city_id), tuple_(cash.type_id), tuple_()))
     )
     cities_rows, types_rows, summary = [], [], None
     for values in Session.execute(stmt):

@@ -45,13 +45,21 @@ def requests_visible_to(user: User) -> ColumnElement[bool]:
     return request_scope_condition(*request_scope(user))
 
 
-def transactions_visible_to(user: User) -> ColumnElement[bool]:
+def transaction_scope(user: User) -> tuple[str, int | None]:
+    """Which cash-book rows `user` sees: ("city", city id), ("all", None) or ("none", None)."""
     role = user.role_name
-    if role == DIRECTOR:
-        return true() if user.city_id is None else Transaction.city_id == user.city_id
-    if role in (ADMIN, MANAGER):
-        return true()
-    return false()
+    if role == DIRECTOR and user.city_id is not None:
+        return "city", user.city_id
+    if role in (ADMIN, MANAGER, DIRECTOR):
+        return "all", None
+    return "none", None
+
+
+def transactions_visible_to(user: User) -> ColumnElement[bool]:
+    shape, city_id = transaction_scope(user)
+    if shape == "city":
+        return Transaction.city_id == city_id
+    return true() if shape == "all" else false()
 
 
 def city_condition(user: User, column) -> ColumnElement[bool]:

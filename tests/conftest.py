@@ -50,7 +50,7 @@ from models.kv import get_redis  # noqa: E402
 from models.passwords import hash_password  # noqa: E402
 
 # Lookups seeded by the migration survive the per-test cleanup of committed data.
-SEEDED_TABLES = {"roles", "request_types", "transaction_types"}
+SEEDED_TABLES = {"roles", "request_types", "transaction_types", "report_rollups"}
 TEST_PASSWORD = "correct-horse-42"
 _PASSWORD_HASH = hash_password(TEST_PASSWORD)
 
