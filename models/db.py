@@ -10,7 +10,8 @@ import time
 
 import psycopg
 from psycopg.adapt import Loader
-from psycopg.rows import namedtuple_row
+from psycopg.rows import namedtuple_row, tuple_row
+from psycopg.types.numeric import FloatLoader
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import scoped_session, sessionmaker
@@ -165,12 +166,21 @@ def _direct(compiled) -> bool:
     )
 
 
-def _prepared_rows(sql: str, params: dict, limit: int | None = None, text_as_bytes: bool = False) -> list:
+def int_array(ids: list[int]) -> str:
+    """A list of ids as PostgreSQL's array text (`{1,2,3}`), for a parameter the SQL casts to INTEGER[]:
+    psycopg would otherwise inspect and dump a thousand ints one by one in Python."""
+    return "{" + ",".join(map(str, ids)) + "}"
+
+
+def _prepared_rows(sql: str, params: dict, limit: int | None = None, text_as_bytes: bool = False,
+                   tuples: bool = False) -> list:
     """`sql` run by psycopg on the session's connection as a prepared statement."""
     dbapi_connection = Session.connection().connection.dbapi_connection
-    with dbapi_connection.cursor(row_factory=namedtuple_row) as cursor:
+    with dbapi_connection.cursor(row_factory=tuple_row if tuples else namedtuple_row) as cursor:
         if text_as_bytes:
             cursor.adapters.register_loader("text", _TextAsBytes)
+        if tuples:  # rows only unpacked: money as float, as it is answered
+            cursor.adapters.register_loader("numeric", FloatLoader)
         cursor.execute(sql, params, prepare=True)
         return cursor.fetchmany(limit) if limit else cursor.fetchall()
 
@@ -183,10 +193,12 @@ class Precompiled:
     For statements whose parameters and result columns need no SQLAlchemy type processing (ids,
     text, numbers, dates and JSON, which psycopg converts itself); others run through the session."""
 
-    def __init__(self, stmt, *, text_as_bytes: bool = False) -> None:
-        """`text_as_bytes`: text columns come as UTF-8 bytes, not str (JSON text that is only passed on)."""
+    def __init__(self, stmt, *, text_as_bytes: bool = False, tuples: bool = False) -> None:
+        """`text_as_bytes`: text columns come as UTF-8 bytes, not str (JSON text that is only passed on).
+        `tuples`: rows are plain tuples, numbers (numeric) floats: for rows that are only unpacked."""
         self.stmt = stmt
         self.text_as_bytes = text_as_bytes
+        self.tuples = tuples
         self._compiled: tuple[str, dict] | None = None
         self._direct = True
 
@@ -202,7 +214,7 @@ class Precompiled:
         if not self._direct:
             result = Session.execute(self.stmt, params)
             return result.fetchmany(limit) if limit else result.all()
-        return _prepared_rows(sql, {**defaults, **params}, limit, self.text_as_bytes)
+        return _prepared_rows(sql, {**defaults, **params}, limit, self.text_as_bytes, self.tuples)
 
     def all(self, params: dict) -> list:
         return self._rows(params)

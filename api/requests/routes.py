@@ -27,7 +27,7 @@ from api.sqljson import iso_local, iso_utc, json_object, json_row, nullable_obje
 from models import request_rules
 from models.base import MAX_INT4
 from models.crm import AdvertisingCampaign, Request, RequestEvent
-from models.db import Precompiled, Session
+from models.db import Precompiled, Session, int_array
 from models.enums import (
     ADMIN,
     AVITOLOG,
@@ -413,7 +413,7 @@ class RequestCollection(MethodView):
         page_ids = apply_sort(select(Request.id).where(*conditions), args.get("sort"))
         rows = page_rows_statement(args.get("sort"))
         return list_response(page_ids, JSON_TEXT_ROWS, args, count_stmt=count,
-                             page_rows=lambda ids: rows.all({"ids": ids}))
+                             page_rows=lambda ids: rows.all({"ids": int_array(ids)}))
 
     @roles_required(MANAGER, DIRECTOR, CALLCENTR, AVITOLOG)
     @blp.arguments(RequestCreateSchema)

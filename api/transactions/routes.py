@@ -28,7 +28,7 @@ from api.transactions.schemas import (
     TransactionUpdateSchema,
 )
 from models.crm import Transaction
-from models.db import Precompiled, Session
+from models.db import Precompiled, Session, int_array
 from models.enums import DIRECTOR, MANAGER
 from models.files import File
 from models.lookups import City, TransactionType
@@ -76,7 +76,7 @@ NEWEST_FIRST = (Transaction.specified_date.desc(), Transaction.id.desc())
 def _page_rows() -> Precompiled:
     """The rows of a page whose ids are known, newest first; compiled once."""
     return Precompiled(_select().where(Transaction.id == any_(bindparam("ids", type_=ARRAY(Integer))))
-                       .order_by(*NEWEST_FIRST))
+                       .order_by(*NEWEST_FIRST), tuples=True)
 
 
 def _row(row) -> dict[str, Any]:
@@ -193,7 +193,7 @@ class TransactionList(MethodView):
         page_ids = select(Transaction.id).where(*conditions).order_by(*NEWEST_FIRST)
         count = select(func.count()).select_from(Transaction).where(*conditions)
         return list_response(page_ids, _row, args, count_stmt=count,
-                             page_rows=lambda ids: _page_rows().all({"ids": ids}))
+                             page_rows=lambda ids: _page_rows().all({"ids": int_array(ids)}))
 
     @roles_required(*CASH_ROLES)
     @blp.arguments(TransactionCreateSchema)
