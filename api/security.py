@@ -81,28 +81,25 @@ def revoke_session(claims: dict) -> None:
 # ---- the signed-in user, cached per process --------------------------------------------------------
 
 USER_CACHE_SECONDS = 60.0
-_user_cache: dict[tuple[int, str], tuple[bytes, float, dict]] = {}
+_user_cache: dict[tuple[int, str], tuple[bytes, float, User]] = {}
 
 
-def _snapshot(user: User) -> dict:
-    """What rebuilds the user without the database: its columns and its role and city names."""
+def _detached_copy(user: User) -> User:
+    """A copy of the user (its columns, role and city) that belongs to no session: what the cache
+    keeps, never handed out itself (each call gets it merged into its own session)."""
     columns = {attr.key: getattr(user, attr.key) for attr in sa_inspect(User).column_attrs}
-    return {
-        "columns": columns,
-        "role": {"id": user.role.id, "name": user.role.name},
-        "city": None if user.city is None else {"id": user.city.id, "name": user.city.name},
-    }
-
-
-def _attached(snapshot: dict) -> User:
-    """A session-bound user rebuilt from a snapshot, without a query (merge with load=False)."""
-    user = User(**snapshot["columns"])
-    user.role = Role(**snapshot["role"])
-    user.city = None if snapshot["city"] is None else City(**snapshot["city"])
-    for obj in (user, user.role, user.city):
+    copy = User(**columns)
+    copy.role = Role(id=user.role.id, name=user.role.name)
+    copy.city = None if user.city is None else City(id=user.city.id, name=user.city.name)
+    for obj in (copy, copy.role, copy.city):
         if obj is not None:
             make_transient_to_detached(obj)
-    return Session.merge(user, load=False)
+    return copy
+
+
+def _attached(cached: User) -> User:
+    """The cached user in this call's session, without a query (merge with load=False copies it)."""
+    return Session.merge(cached, load=False)
 
 
 def signed_in_user(user_id: int, sid: str, generation: bytes | None) -> User | None:
@@ -118,7 +115,7 @@ def signed_in_user(user_id: int, sid: str, generation: bytes | None) -> User | N
     if user is not None and generation is not None:
         if len(_user_cache) > 10_000:
             _user_cache.clear()
-        _user_cache[(user_id, sid)] = (generation, time.monotonic(), _snapshot(user))
+        _user_cache[(user_id, sid)] = (generation, time.monotonic(), _detached_copy(user))
     return user
 
 
