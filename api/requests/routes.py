@@ -129,7 +129,7 @@ def page_rows_statement(sort: str | None) -> Precompiled:
     The page is cut from the requests table alone (ids in index order) and only its rows are joined
     and turned into JSON: the rows an OFFSET skips are never joined or formatted."""
     return Precompiled(json_list(list_columns().where(Request.id == any_(bindparam("ids", type_=ARRAY(Integer)))),
-                                 sort), text_as_bytes=True)
+                                 sort), text_as_bytes=True, tuples=True)
 
 
 @functools.cache
