@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from flask import g
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from sqlalchemy import ARRAY, Integer, any_, bindparam, case, func, or_, select, text
+from sqlalchemy import ARRAY, Integer, any_, bindparam, case, func, or_, select, text, true
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import aliased
 
@@ -23,7 +23,7 @@ from api.requests.schemas import (
 )
 from api.resources import commit_or_409, deleted, get_or_404
 from api.security import login_required, roles_required
-from api.sqljson import iso_local, iso_utc, json_object, json_row, nullable_object
+from api.sqljson import iso_local, iso_utc, json_object, json_record, nullable_object
 from models import request_rules
 from models.base import MAX_INT4
 from models.crm import AdvertisingCampaign, Request, RequestEvent
@@ -88,7 +88,7 @@ def _json_document(c):
     """The list row as PostgreSQL-built JSON text: the same document serialize_row makes.
 
     `c` names the columns of list_columns(): its own (for a stream) or a page subquery's."""
-    return json_row(
+    return json_record(
         ("id", c.id), ("status", c.status),
         ("client_phone", func.coalesce(func.nullif(c.client_phone_raw, ""), c.client_phone)),
         ("client_phone_normalized", c.client_phone), ("client_name", func.coalesce(c.client_name, "")),
@@ -119,7 +119,8 @@ def _list_document():
 
 def json_list(stmt, sort: str | None):
     """The rows of a list_columns() statement as JSON text, in order."""
-    return apply_sort(stmt.with_only_columns(_list_document()), sort)
+    document = _list_document()
+    return apply_sort(stmt.with_only_columns(document.text).join(document.lateral, true()), sort)
 
 
 @functools.cache
