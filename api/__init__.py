@@ -99,36 +99,18 @@ def register_logging(app: Flask) -> None:
 
 
 def register_database(app: Flask) -> None:
-    from models.db import Session, autocommit_reads, get_engine, reads_autocommit
+    from models.db import Session, autocommit_reads, get_engine
 
     get_engine()  # bind the session (tests and the CLI may have configured it already)
 
     from flask import request
-    from sqlalchemy.exc import SQLAlchemyError
 
     @app.before_request
     def reads_without_transaction() -> None:
-        """A GET only reads: its statements run outside a transaction block (models/db.py)."""
+        """A GET only reads: its statements run outside a transaction block (models/db.py), so it
+        has no transaction to end, and no ROLLBACK drops the connection's prepared statements."""
         if request.method in ("GET", "HEAD"):
             autocommit_reads(Session())
-
-    @app.teardown_request
-    def end_read_transaction(exc: BaseException | None) -> None:
-        """A read ends its transaction with COMMIT, not ROLLBACK: psycopg forgets every prepared
-        statement of a connection on ROLLBACK, and the hot reads (a request, a page) then pay
-        PostgreSQL's planning on every call. Nothing a GET does is meant to be undone anyway;
-        anything else (or a GET that failed) is rolled back as before. Reads outside a transaction
-        block have nothing to end."""
-        if exc is not None or request.method not in ("GET", "HEAD") or not Session.registry.has():
-            return
-        session = Session()
-        if reads_autocommit(session):
-            return
-        if session.in_transaction():
-            try:
-                session.commit()
-            except SQLAlchemyError:
-                session.rollback()
 
     @app.teardown_appcontext
     def remove_session(exc: BaseException | None) -> None:

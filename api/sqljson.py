@@ -33,11 +33,6 @@ def iso_local(column) -> ColumnElement:
     return text + sign + hours_minutes
 
 
-def json_row(*pairs) -> ColumnElement:
-    """The row as JSON text (cast in SQL, so the driver hands over a string and parses nothing)."""
-    return cast(func.json_build_object(*_flat(pairs)), Text)
-
-
 @dataclass(frozen=True)
 class JsonRecord:
     """A row's JSON text made by `row_to_json` over a LATERAL subquery of the named values: join
@@ -49,9 +44,10 @@ class JsonRecord:
 
 
 def json_record(*pairs, name: str = "document") -> JsonRecord:
-    """The same document as json_row(*pairs). The subquery is SQL text (our own expressions, their
-    few literals inlined): it only names values of the enclosing row, and SQLAlchemy will not
-    compile a SELECT whose every column is correlated (it has no FROM of its own)."""
+    """The row as JSON text with these keys and values (cast in SQL, so the driver hands over a string
+    and parses nothing). The subquery is SQL text (our own expressions, their few literals inlined):
+    it only names values of the enclosing row, and SQLAlchemy will not compile a SELECT whose every
+    column is correlated (it has no FROM of its own)."""
     dialect = postgresql.dialect()
     for key, _value in pairs:
         _key(key)  # plain names only

@@ -84,7 +84,7 @@ def reads_autocommit(session: OrmSession) -> bool:
 
 @event.listens_for(OrmSession, "after_begin")
 def _begin_autocommit(session, transaction, connection) -> None:
-    if session.info.get(AUTOCOMMIT_READS) and isinstance(session.bind, Engine):
+    if reads_autocommit(session):
         dbapi_connection = connection.connection.dbapi_connection
         if dbapi_connection.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             dbapi_connection.autocommit = True
@@ -186,9 +186,9 @@ def _prepared_rows(sql: str, params: dict, limit: int | None = None, text_as_byt
 
 
 class Precompiled:
-    """A Core SELECT compiled once and run by psycopg itself on the session's connection (inside
-    the session's transaction), as a prepared statement: the hottest reads skip SQLAlchemy's per-call
-    execution machinery and PostgreSQL's parsing and planning.
+    """A Core SELECT compiled once and run by psycopg itself on the session's connection (in the
+    session's transaction, or outside any for a GET), as a prepared statement: the hottest reads skip
+    SQLAlchemy's per-call execution machinery and PostgreSQL's parsing and planning.
 
     For statements whose parameters and result columns need no SQLAlchemy type processing (ids,
     text, numbers, dates and JSON, which psycopg converts itself); others run through the session."""

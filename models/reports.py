@@ -23,7 +23,7 @@ from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable
 
-from sqlalchemy import ColumnElement, Date, and_, case, cast, false, func, literal_column, or_, select, true, tuple_
+from sqlalchemy import ColumnElement, Date, and_, case, cast, func, literal_column, or_, select, tuple_
 
 from models.crm import AdvertisingCampaign, Request, Transaction
 from models.db import Session
@@ -40,20 +40,14 @@ from models.rollups import (
     TransactionDayStats,
     rollup_zone_matches,
 )
-from models.scoping import (
-    city_of,
-    request_scope,
-    request_scope_condition,
-    transaction_scope,
-    transactions_visible_to,
-)
+from models.scoping import city_of, city_scope_condition, request_scope, request_scope_condition, transaction_scope
 from models.timez import business_tz, local_day_start, today_local
 from models.users import User
 
-GROUPS = tuple(STATUS_GROUPS)
+GROUPS = tuple(STATUS_GROUPS)  # completed, in_progress, waiting, cancelled
 # Reports read the daily rollups where they can answer (models/rollups.py); off, every report reads
 # the tables (the reference the rollups are compared with in the tests).
-USE_ROLLUPS = True  # completed, in_progress, waiting, cancelled
+USE_ROLLUPS = True
 ZERO = Decimal("0.00")
 _TENTH = Decimal("0.1")
 
@@ -69,26 +63,31 @@ class Filters:
 
 @dataclass(frozen=True)
 class Scope:
-    """What the reader may see: conditions on requests and on transactions, and the one city they
-    are held to (None for every city) for cities, masters and campaigns. The shapes of both
-    (models.scoping) say whether the daily rollups can serve the reader: they hold cities, not
-    masters, so a master's own figures are read from the requests table."""
+    """What the reader may see, as models.scoping's shapes: which requests (`request_scope`: all,
+    a city, a master's own or none), which cash-book rows (`transaction_scope`: all, a city or none),
+    and the one city they are held to (None for every city) for cities, masters and campaigns. The
+    conditions on the tables and on the daily rollups are both derived from the shapes; the rollups
+    hold cities, not masters, so a master's own figures are read from the requests table."""
 
-    requests: ColumnElement[bool]
-    transactions: ColumnElement[bool]
+    request_scope: tuple[str, int | None] = ("all", None)
+    transaction_scope: tuple[str, int | None] = ("all", None)
     city_id: int | None = None
-    request_shape: str = "all"
-    transaction_shape: str = "all"
 
     @classmethod
     def of(cls, user: User) -> Scope:
-        shape, value = request_scope(user)
-        return cls(request_scope_condition(shape, value), transactions_visible_to(user), city_of(user),
-                   shape, transaction_scope(user)[0])
+        return cls(request_scope(user), transaction_scope(user), city_of(user))
 
     @classmethod
     def everything(cls) -> Scope:
-        return cls(true(), true(), None)
+        return cls()
+
+    @property
+    def requests(self) -> ColumnElement[bool]:
+        return request_scope_condition(*self.request_scope)
+
+    @property
+    def transactions(self) -> ColumnElement[bool]:
+        return city_scope_condition(*self.transaction_scope, Transaction.city_id)
 
 
 # ---- shared pieces ------------------------------------------------------------------------------
@@ -205,8 +204,9 @@ class Requests:
     def __init__(self, filters: Filters, scope: Scope, dimension: int = TOTAL, *, narrowed: bool = False,
                  rollup: bool | None = None):
         """`narrowed`: the status and search filters apply (the call-centre report's)."""
+        shape, value = scope.request_scope
         if rollup is None:
-            rollup = (USE_ROLLUPS and scope.request_shape in ("all", "city") and not (narrowed and filters.search)
+            rollup = (USE_ROLLUPS and shape in ("all", "city") and not (narrowed and filters.search)
                       and rollup_zone_matches(Session))
         self.rollup = rollup
         s = RequestDayStats
@@ -217,8 +217,8 @@ class Requests:
             self.campaign_id = func.nullif(s.key_id, 0)  # dimension BY_CAMPAIGN
             self.operator = case((s.key_id == 1, None), else_=s.key_text)  # dimension BY_OPERATOR
             self.day = s.day
-            self.where = [s.dimension == dimension, *_cities(s.city_id, filters, scope),
-                          *_days_between(s.day, filters)]
+            self.where = [s.dimension == dimension, city_scope_condition(shape, value, s.city_id),
+                          *_cities(s.city_id, filters, scope), *_days_between(s.day, filters)]
             self.with_master = s.key_id != 0
         else:
             self.status = Request.status
@@ -263,9 +263,8 @@ class Transactions:
         if rollup:
             t = TransactionDayStats
             self.city_id, self.type_id, self.day = t.city_id, t.transaction_type_id, t.day
-            # a reader held to a city is held by scope.city_id (in _cities), as in every report
-            nothing = [false()] if scope.transaction_shape == "none" else []
-            self.where = [*nothing, *_cities(t.city_id, filters, scope)]
+            self.where = [city_scope_condition(*scope.transaction_scope, t.city_id),
+                          *_cities(t.city_id, filters, scope)]
         else:
             self.city_id, self.type_id, self.day = (Transaction.city_id, Transaction.transaction_type_id,
                                                     Transaction.specified_date)

@@ -208,13 +208,14 @@ def uninstall_sql() -> list[str]:
 
 
 def rebuild_sql(zone: str) -> list[tuple[str, dict]]:
-    """Recompute both rollups from their tables, the request days in `zone` (one transaction)."""
-    request_rows = REQUEST_DELTA.format(zone=":zone", changed="SELECT 1 AS sign, * FROM requests")
+    """Recompute both rollups from their tables, the request days in `zone`: statements and their
+    parameters in the driver's own style (psycopg's), for one transaction."""
+    request_rows = REQUEST_DELTA.format(zone="%(zone)s", changed="SELECT 1 AS sign, * FROM requests")
     transaction_rows = TRANSACTION_DELTA.format(changed="SELECT 1 AS sign, * FROM transactions")
     return [
         ("LOCK TABLE requests, transactions IN SHARE MODE", {}),  # no write in between
         ("DELETE FROM report_rollups", {}),
-        ("INSERT INTO report_rollups (id, time_zone) VALUES (1, :zone)", {"zone": zone}),
+        ("INSERT INTO report_rollups (id, time_zone) VALUES (1, %(zone)s)", {"zone": zone}),
         ("TRUNCATE request_day_stats, transaction_day_stats", {}),
         ("INSERT INTO request_day_stats (dimension, day, city_id, status, key_id, key_text, requests, result, "
          f"handover, net) {request_rows}", {"zone": zone}),
@@ -226,7 +227,7 @@ def rebuild_sql(zone: str) -> list[tuple[str, dict]]:
 def rebuild(connection, zone: str | None = None) -> None:
     """Recompute both rollups on `connection` (a SQLAlchemy connection, inside its transaction)."""
     for statement, params in rebuild_sql(zone or business_tz().key):
-        connection.execute(text(statement), params)
+        connection.exec_driver_sql(statement, params)
 
 
 def rollup_zone_matches(session) -> bool:

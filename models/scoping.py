@@ -55,11 +55,18 @@ def transaction_scope(user: User) -> tuple[str, int | None]:
     return "none", None
 
 
-def transactions_visible_to(user: User) -> ColumnElement[bool]:
-    shape, city_id = transaction_scope(user)
+def city_scope_condition(shape: str, city_id: int | None, city_column) -> ColumnElement[bool]:
+    """The condition of an "all", "city" or "none" shape on `city_column` (a table's city, or a
+    report rollup's)."""
     if shape == "city":
-        return Transaction.city_id == city_id
+        return city_column == city_id
+    if shape not in ("all", "none"):
+        raise ValueError(f"not a city scope: {shape!r}")
     return true() if shape == "all" else false()
+
+
+def transactions_visible_to(user: User) -> ColumnElement[bool]:
+    return city_scope_condition(*transaction_scope(user), Transaction.city_id)
 
 
 def city_condition(user: User, column) -> ColumnElement[bool]:

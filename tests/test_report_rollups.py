@@ -14,6 +14,7 @@ from sqlalchemy import delete, select, text, update
 from models import AdvertisingCampaign, Request, RequestType, Transaction, TransactionType, User, reports, rollups
 from models.enums import REQUEST_STATUSES
 from models.timez import business_tz
+from tests.conftest import wait_for
 from tests.telephony_support import overridden
 
 TODAY = date(2025, 6, 30)
@@ -243,10 +244,12 @@ def test_two_writers_of_one_day_and_city_both_count(committed):
     insert = text("INSERT INTO requests (city_id, request_type_id, client_phone, status, created_at, updated_at, "
                   "version) VALUES (:city, :type, :phone, 'Новая', now(), now(), 1)")
     engine = get_engine()
-    first, second = engine.connect(), engine.connect()
+    first, second, observer = engine.connect(), engine.connect(), engine.connect()
     try:
         first.begin()
         first.execute(insert, {"city": city.id, "type": request_type, "phone": "79990000001"})
+        second_pid = second.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        second.commit()
         done = threading.Event()
 
         def other_writer():
@@ -256,13 +259,20 @@ def test_two_writers_of_one_day_and_city_both_count(committed):
 
         thread = threading.Thread(target=other_writer)
         thread.start()
-        assert not done.wait(0.5)  # held by the first writer's row of the rollup
+
+        def waiting_for_a_lock() -> bool:
+            observer.rollback()  # a fresh snapshot of pg_stat_activity each time
+            return observer.execute(text("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = :pid"),
+                                    {"pid": second_pid}).scalar()
+
+        wait_for(waiting_for_a_lock, timeout=10)  # held by the first writer's row of the rollup
+        assert not done.is_set()
         first.commit()
         thread.join(10)
         assert done.is_set()
     finally:
-        first.close()
-        second.close()
+        for connection in (first, second, observer):
+            connection.close()
     count = committed.execute(text("SELECT requests FROM request_day_stats WHERE dimension = 0 AND city_id = :city"),
                               {"city": city.id}).scalar()
     assert count == 2
