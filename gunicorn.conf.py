@@ -13,8 +13,10 @@ import os
 import shutil
 import tempfile
 
+from settings import default_api_workers
+
 bind = f"{os.environ.get('API_HOST', '127.0.0.1')}:{os.environ.get('API_PORT', '8000')}"
-workers = int(os.environ.get("API_WORKERS", "2"))
+workers = int(os.environ.get("API_WORKERS") or os.environ.get("WORKERS") or default_api_workers())
 timeout = 60
 graceful_timeout = 20
 # A worker is replaced after this many requests (a guard against slow leaks). Replacing one costs

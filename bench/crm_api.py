@@ -51,6 +51,7 @@ import psycopg
 
 from bench.seed_bulk import BENCH_ADMIN_LOGIN, BENCH_ADMIN_PASSWORD
 from bench.support import free_port, machine_info
+from settings import default_api_workers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -75,6 +76,7 @@ TARGETS = {
 OLD_BACKEND = {"page100_rps": 27, "single_rps": 96, "page1000_rps": 4, "tx1000_rps": 8}
 PAGE100_P99_MS = 100.0
 SECTIONS = ("full_list", "latency", "reports", "throughput")
+SCENARIOS = ("page100", "single", "page1000", "tx1000")
 
 
 # ---- small helpers ---------------------------------------------------------------------------------
@@ -215,7 +217,7 @@ class ServerConfig:
         """`sync:5` or `gthread:3x8`."""
         kind, _, size = text.partition(":")
         if kind == "sync":
-            return cls("sync", int(size or 2 * (os.cpu_count() or 1) + 1))
+            return cls("sync", int(size or default_api_workers()))
         if kind == "gthread":
             workers, _, threads = size.partition("x")
             return cls("gthread", int(workers), int(threads or 4))
@@ -631,6 +633,8 @@ def throughput(server: Server, token: str, paths: dict[str, list[str]], args, wo
     probe = Client(server.port, token)
     meter = CpuMeter(server, urlsplit(args.database_url).path.strip("/"))
     for name, scenario in paths.items():
+        if name not in args.scenarios:
+            continue
         status = probe.get(scenario[0])[0]
         if status != 200:
             out[name] = {"available": False, "status": status}
@@ -836,8 +840,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=20, help="seconds per throughput scenario")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients for throughput")
     parser.add_argument("--configs", type=ServerConfig.parse, nargs="+",
-                        default=[ServerConfig("sync", 2 * cores + 1), ServerConfig("gthread", 2 * cores + 1, 4)],
-                        help="gunicorn configurations: sync:N, gthread:NxT (default sync:2×cores+1 gthread:…x4)")
+                        default=[ServerConfig("sync", default_api_workers()), ServerConfig("sync", 2 * cores + 1)],
+                        help="gunicorn configurations: sync:N, gthread:NxT (default: production's sync "
+                             "cores+1, then sync 2×cores+1 for comparison)")
     parser.add_argument("--load-generator", choices=("wrk", "python"),
                         default="wrk" if shutil.which("wrk") else "python")
     parser.add_argument("--full-list", choices=("auto", "always", "never"), default="auto",
@@ -852,6 +857,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet-wait", type=float, default=120,
                         help="before each measurement, wait up to this many seconds for other work to calm down")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="what to measure")
+    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS),
+                        help="which throughput scenarios to run")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
