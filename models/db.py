@@ -5,6 +5,7 @@ task; a forked worker process disposes the inherited pool before its first query
 """
 from __future__ import annotations
 
+import operator
 import select
 import time
 
@@ -172,11 +173,17 @@ def int_array(ids: list[int]) -> str:
     return "{" + ",".join(map(str, ids)) + "}"
 
 
+def _first_column(cursor) -> operator.itemgetter:
+    """A psycopg row factory: each row is its first value (no tuple or named tuple per row)."""
+    return operator.itemgetter(0)
+
+
 def _prepared_rows(sql: str, params: dict, limit: int | None = None, text_as_bytes: bool = False,
-                   tuples: bool = False) -> list:
+                   tuples: bool = False, row_factory=None) -> list:
     """`sql` run by psycopg on the session's connection as a prepared statement."""
     dbapi_connection = Session.connection().connection.dbapi_connection
-    with dbapi_connection.cursor(row_factory=tuple_row if tuples else namedtuple_row) as cursor:
+    row_factory = row_factory or (tuple_row if tuples else namedtuple_row)
+    with dbapi_connection.cursor(row_factory=row_factory) as cursor:
         if text_as_bytes:
             cursor.adapters.register_loader("text", _TextAsBytes)
         if tuples:  # rows only unpacked: money as float, as it is answered
@@ -248,7 +255,7 @@ def prepared_scalars(stmt) -> list:
     if not direct:
         return Session.scalars(stmt).all()
     params = compiled.construct_params(extracted_parameters=cache_key.bindparams, _check=False)
-    return [row[0] for row in _prepared_rows(compiled.string, params)]
+    return _prepared_rows(compiled.string, params, row_factory=_first_column)
 
 
 # admin_shutdown, crash_shutdown, cannot_connect_now; class 08 is "connection exception".
