@@ -5,6 +5,8 @@ Command-line options override these. What must hold for every deployment lives h
   PROMETHEUS_MULTIPROC_DIR and /metrics sums them; the directory is created and emptied when the
   master starts (stale files would add a previous run's counts) and a dead worker's live gauges
   are removed.
+- Address, port and worker count come from settings.py (API_HOST, API_PORT, API_WORKERS), checked
+  there: a malformed value stops the master at start with the setting's name.
 - The access log is leadline's own (api/middleware.py: request id, path without query string);
   gunicorn's is off. If a deployment turns it on anyway, its format leaves out the query string,
   which may carry phone numbers.
@@ -13,10 +15,10 @@ import os
 import shutil
 import tempfile
 
-from settings import default_api_workers
+from settings import settings
 
-bind = f"{os.environ.get('API_HOST', '127.0.0.1')}:{os.environ.get('API_PORT', '8000')}"
-workers = int(os.environ.get("API_WORKERS") or os.environ.get("WORKERS") or default_api_workers())
+bind = f"{settings.API_HOST}:{settings.API_PORT}"
+workers = settings.API_WORKERS  # API_WORKERS (old name WORKERS); unset: the cores + 1
 timeout = 60
 graceful_timeout = 20
 # A worker is replaced after this many requests (a guard against slow leaks). Replacing one costs

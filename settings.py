@@ -63,11 +63,10 @@ def default_api_workers() -> int:
     """gunicorn's default worker count: the cores this process may run on, plus one.
 
     The API's waits are short (PostgreSQL and Redis round trips), so one worker more than the cores
-    keeps them busy; every further worker only adds context switches and cache misses. Measured at 16
-    clients on two cores shared with PostgreSQL (bench/README.md): 3 workers serve single requests at
-    1,615/s with 0.95 ms of API CPU each, 5 workers at 1,307/s (1.2 ms) and 8 at 921/s (1.8 ms).
-    """
-    return len(os.sched_getaffinity(0)) + 1
+    keeps them busy; every further worker only adds context switches and cache misses (measured in
+    bench/README.md, "The production set-up")."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cores + 1
 
 
 def setting(default: Any = None, *, aliases: tuple[str, ...] = (), secret: bool = False, doc: str = "") -> Any:
@@ -302,6 +301,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         problems.append(f"APP_ENV must be one of {', '.join(ENVIRONMENTS)}")
     if built.IMAP_SECURITY not in ("ssl", "starttls", "plain"):
         problems.append("IMAP_SECURITY must be ssl, starttls or plain")
+    if built.API_WORKERS < 1:
+        problems.append("API_WORKERS must be at least 1")
     if not 0 <= built.MAINTENANCE_HOUR_UTC <= 23:
         problems.append("MAINTENANCE_HOUR_UTC must be between 0 and 23")
     if not Decimal("0") <= built.MASTER_SHARE <= Decimal("1"):

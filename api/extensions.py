@@ -1,6 +1,7 @@
 """Flask extensions, created unbound here and initialised by the app factory."""
 from __future__ import annotations
 
+import flask_smorest
 from flask import Flask
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
@@ -16,6 +17,16 @@ class LeadlineApi(Api):
         from api.errors import http_error_response
 
         return http_error_response(error)
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """The blueprint every API module uses: a schema class given to `arguments` is instantiated once,
+    here. Given the class, webargs would build a new schema (and deep-copy its fields) on every call."""
+
+    def arguments(self, schema, *args, **kwargs):
+        if isinstance(schema, type):
+            schema = schema()
+        return super().arguments(schema, *args, **kwargs)
 
 
 jwt = JWTManager()

@@ -180,7 +180,10 @@ def _first_column(cursor) -> operator.itemgetter:
 
 def _prepared_rows(sql: str, params: dict, limit: int | None = None, text_as_bytes: bool = False,
                    tuples: bool = False, row_factory=None) -> list:
-    """`sql` run by psycopg on the session's connection as a prepared statement."""
+    """`sql` run by psycopg on the session's connection as a prepared statement.
+
+    Rows come as named tuples; with `tuples`, as plain tuples with numeric values as floats (rows that
+    are only unpacked); with `row_factory`, as that factory makes them (e.g. `_first_column`)."""
     dbapi_connection = Session.connection().connection.dbapi_connection
     row_factory = row_factory or (tuple_row if tuples else namedtuple_row)
     with dbapi_connection.cursor(row_factory=row_factory) as cursor:

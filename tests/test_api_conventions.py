@@ -151,3 +151,48 @@ def test_rate_limit_gives_429_with_error_body(make_user):
     response = client.post("/api/auth/login", json={"login": "another", "password": "x"})
     assert_error_body(response, 429, "rate_limited")
     assert "Retry-After" in response.headers
+
+
+def test_every_blueprint_is_the_projects(app):
+    """api.extensions.Blueprint builds a schema class given to `arguments` once; a module importing
+    flask_smorest's own Blueprint would quietly build one per call again."""
+    import flask_smorest
+
+    from api.extensions import Blueprint
+
+    smorest = [name for name, blueprint in app.blueprints.items() if isinstance(blueprint, flask_smorest.Blueprint)]
+    assert len(smorest) >= 10
+    assert [name for name in smorest if not isinstance(app.blueprints[name], Blueprint)] == []
+
+
+def test_a_schema_class_is_built_once_and_still_validates():
+    from flask.views import MethodView
+    from marshmallow import Schema, fields
+
+    from api import create_app
+    from api.extensions import Blueprint
+
+    built = []
+
+    class Probe(Schema):
+        number = fields.Integer(required=True)
+
+        def __init__(self, *args, **kwargs):
+            built.append(1)
+            super().__init__(*args, **kwargs)
+
+    app = create_app({"TESTING": True, "RATELIMIT_ENABLED": False})
+    blp = Blueprint("probe", __name__, url_prefix="/api/probe")
+
+    @blp.route("")
+    class ProbeView(MethodView):
+        @blp.arguments(Probe, location="query")
+        def get(self, args):
+            return {"number": args["number"]}
+
+    app.extensions["leadline_api"].register_blueprint(blp)
+    client = app.test_client()
+    assert [client.get(f"/api/probe?number={n}").json for n in (1, 2, 3)] == [{"number": n} for n in (1, 2, 3)]
+    body = assert_error_body(client.get("/api/probe?number=many"), 422, "validation_error")
+    assert "number" in body["errors"]
+    assert len(built) == 1

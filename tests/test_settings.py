@@ -48,6 +48,8 @@ def test_types_are_parsed():
     ({"IMAP_SECURITY": "tls"}, "IMAP_SECURITY"),
     ({"RATE_LIMIT_PER_USER": "lots"}, "RATE_LIMIT_PER_USER"),
     ({"RATE_LIMIT_LOGIN": "30 per fortnight"}, "RATE_LIMIT_LOGIN"),
+    ({"API_WORKERS": "0"}, "API_WORKERS"),
+    ({"WORKERS": "many"}, "WORKERS"),
 ])
 def test_malformed_values_are_refused(env, name):
     with pytest.raises(SettingsError, match=name):
@@ -100,3 +102,29 @@ def test_secrets_are_masked():
     public = load(PRODUCTION).public()
     assert public["SECRET_KEY"] == "***" and public["DATABASE_URL"] == "***"
     assert public["API_PORT"] == 8000
+
+
+def test_gunicorn_takes_address_and_workers_from_settings():
+    """gunicorn.conf.py reads API_HOST, API_PORT and API_WORKERS (old name WORKERS) through
+    settings.py: the same names, defaults and checks as everything else."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--print-config", "api:create_app()"]
+
+    def run(**env):
+        return subprocess.run(command, cwd=root, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+
+    printed = run(WORKERS="7", API_PORT="8123")
+    assert printed.returncode == 0, printed.stderr
+    resolved = {key.strip(): value.strip() for key, _, value in
+                (line.partition(" = ") for line in printed.stdout.splitlines())}
+    assert resolved["workers"] == "7"
+    assert resolved["bind"] == "['127.0.0.1:8123']"
+
+    refused = run(API_WORKERS="0")
+    assert refused.returncode != 0
+    assert "API_WORKERS must be at least 1" in refused.stderr

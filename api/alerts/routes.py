@@ -10,13 +10,13 @@ from datetime import datetime, timedelta, timezone
 
 from flask import g
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from api.alerts.schemas import AlertListArgs, AlertSchema, RuleSchema, SilenceBody, SilenceSchema
 from api.auth.schemas import MessageSchema
 from api.errors import ApiError
+from api.extensions import Blueprint
 from api.listing import json_response, list_response
 from api.resources import deleted
 from api.security import roles_required

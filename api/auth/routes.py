@@ -6,12 +6,12 @@ from datetime import datetime, timezone
 from flask import g, jsonify
 from flask.views import MethodView
 from flask_jwt_extended import get_jwt, set_access_cookies, unset_jwt_cookies
-from flask_smorest import Blueprint
 from sqlalchemy import func, select
 
 from api.auth import lockout
 from api.auth.schemas import LoginResultSchema, LoginSchema, MeSchema, MessageSchema
 from api.errors import ApiError
+from api.extensions import Blueprint
 from api.gate import limited
 from api.security import authenticate, client_ip, issue_token, login_required, revoke_session
 from models.db import Session

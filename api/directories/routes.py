@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import exists, or_, select
 
 from api.auth.schemas import MessageSchema
@@ -24,6 +23,7 @@ from api.directories.schemas import (
     lookup_body_schema,
 )
 from api.errors import ApiError
+from api.extensions import Blueprint
 from api.listing import json_response, list_response
 from api.resources import commit_or_409, deleted, get_or_404
 from api.schemas import ListArgs

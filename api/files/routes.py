@@ -17,11 +17,11 @@ from typing import Any
 
 from flask import g, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import ValidationError
 from sqlalchemy import select
 
 from api.errors import ApiError
+from api.extensions import Blueprint
 from api.files.schemas import UPLOAD_BODY, FileOwnerQuery, FileSchema, UploadAcceptedSchema
 from api.listing import json_response
 from api.resources import commit_or_409, get_or_404

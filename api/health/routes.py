@@ -6,9 +6,9 @@ from typing import Any, Callable
 
 from flask import jsonify
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import text
 
+from api.extensions import Blueprint
 from models.db import Session
 from models.kv import get_redis
 from settings import settings

@@ -5,9 +5,9 @@ import uuid
 
 from flask import g
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from api.errors import ApiError
+from api.extensions import Blueprint
 from api.jobs.schemas import JobAcceptedSchema, JobSchema
 from api.security import login_required, roles_required
 from models import jobs

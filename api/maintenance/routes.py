@@ -7,10 +7,10 @@ held the lock is a failed job saying so; the report shown stays the last one tha
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import select
 
 from api.errors import ApiError
+from api.extensions import Blueprint
 from api.jobs.routes import enqueue_job
 from api.jobs.schemas import JobAcceptedSchema
 from api.maintenance.schemas import MaintenanceReportSchema

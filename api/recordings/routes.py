@@ -10,10 +10,10 @@ from datetime import timedelta
 
 from flask import g, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import and_, select
 
 from api.errors import ApiError
+from api.extensions import Blueprint
 from api.jobs.routes import enqueue_job
 from api.jobs.schemas import JobAcceptedSchema
 from api.listing import json_response, list_response

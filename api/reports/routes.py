@@ -13,8 +13,8 @@ from typing import Any, Callable, Iterable
 
 from flask import Response, g
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
+from api.extensions import Blueprint
 from api.reports import schemas
 from api.security import require_city, roles_required
 from models import reports

@@ -6,12 +6,12 @@ from datetime import datetime, timedelta
 
 from flask import g
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import ARRAY, Integer, any_, bindparam, case, func, or_, select, text, true
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import aliased
 
 from api.errors import ApiError
+from api.extensions import Blueprint
 from api.listing import JSON_TEXT_ROWS, json_response, list_response
 from api.requests.schemas import (
     LEGACY_STATUS_KEYS,

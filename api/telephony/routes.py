@@ -10,11 +10,11 @@ from datetime import timedelta
 
 from flask import g
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import and_, false, or_, select, true, update
 from sqlalchemy.orm import aliased
 
 from api.errors import ApiError
+from api.extensions import Blueprint
 from api.listing import json_response, list_response
 from api.resources import get_or_404
 from api.security import roles_required

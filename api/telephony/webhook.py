@@ -30,11 +30,11 @@ from functools import lru_cache
 
 import psycopg
 from flask import request
-from flask_smorest import Blueprint
 from sqlalchemy.exc import DataError, DBAPIError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.errors import ApiError
+from api.extensions import Blueprint
 from api.listing import json_response
 from api.telephony.inbox import publisher, writer
 from models import telephony_rules as rules

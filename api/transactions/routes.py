@@ -11,11 +11,11 @@ from typing import Any
 
 from flask import g
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import ARRAY, Integer, any_, bindparam, func, or_, select
 
 from api.auth.schemas import MessageSchema
 from api.errors import ApiError
+from api.extensions import Blueprint
 from api.listing import json_response, list_response
 from api.resources import commit_or_409, deleted, get_or_404
 from api.security import may_access_city, require_city, roles_required

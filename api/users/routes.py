@@ -10,12 +10,12 @@ from functools import partial
 from typing import Any, Iterable
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import ColumnElement, Select, func, or_, select, true
 from sqlalchemy.exc import IntegrityError
 
 from api.auth.schemas import MessageSchema
 from api.errors import ApiError
+from api.extensions import Blueprint
 from api.listing import json_response, list_response
 from api.resources import commit_or_409, deleted, get_or_404
 from api.security import city_scope, current_user, login_required, require_city, roles_required
