@@ -100,8 +100,9 @@ def transaction_block() -> None:
 
 
 def _end_autocommit(dbapi_connection, record) -> None:
-    """A connection goes back to the pool in the default mode (statements in transactions)."""
-    if dbapi_connection.autocommit and not dbapi_connection.closed:
+    """A connection goes back to the pool in the default mode (statements in transactions). An
+    invalidated connection comes back as None (already closed and discarded)."""
+    if dbapi_connection is not None and dbapi_connection.autocommit and not dbapi_connection.closed:
         try:
             dbapi_connection.autocommit = False
         except psycopg.Error:  # not idle (never after the pool's reset): the pool will not reuse it

@@ -1,5 +1,6 @@
 """The API's database plumbing: pooled connections the server closed replaced without an error,
-reads that keep their prepared statements, precompiled reads, and a 503 when PostgreSQL is gone."""
+reads that keep their prepared statements, precompiled reads, and a 503 when PostgreSQL is gone
+(before a call or in the middle of one)."""
 from __future__ import annotations
 
 import psycopg
@@ -163,3 +164,56 @@ def test_with_the_database_unreachable_calls_get_503_and_nothing_is_written(clie
     assert client.get("/api/requests/?page=1&page_size=5", headers=bearer(token)).status_code == 200
     with get_engine().connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM transactions").scalar() == 0
+
+
+def test_a_connection_that_dies_mid_call_is_a_503_and_the_next_call_works(committed):
+    """PostgreSQL ends the connection while a call holds it (a restart, pg_terminate_backend): the
+    read fails as "database unreachable" (503, the client may retry), the end of the call does not
+    turn that into a 500, and the pool does not hand the dead connection out again."""
+    from sqlalchemy import select
+
+    from api import create_app
+    from models.crm import Request
+    from models.db import Session, configure
+    from models.lookups import City, RequestType
+    from tests.conftest import create_user
+
+    city = City(name="Кострома")
+    committed.add(city)
+    committed.flush()
+    request_type = committed.scalar(select(RequestType.id).where(RequestType.name == "Впервые"))
+    row = Request(city_id=city.id, request_type_id=request_type, client_phone="79990001122")
+    committed.add(row)
+    committed.commit()
+    request_id = row.id
+    url = get_engine().url.render_as_string(hide_password=False)
+    admin_url = get_engine().url.set(drivername="postgresql").render_as_string(hide_password=False)
+    app = create_app({"TESTING": True, "RATELIMIT_ENABLED": False})
+    armed, killed = [], []
+
+    @app.before_request
+    def end_the_connection_once() -> None:  # after the gate, before the view's read
+        if not armed or killed:
+            return
+        pid = Session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            wait_for(lambda: admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
+                                           (pid,)).fetchone()[0] == 0, timeout=10)
+        killed.append(pid)
+
+    client = app.test_client()
+    configure(url, pool_size=1, max_overflow=0)  # one connection: the one that dies
+    try:
+        token = _token(client, create_user("admin"))
+        armed.append(True)
+        failed = client.get(f"/api/requests/{request_id}/", headers=bearer(token))
+        assert failed.status_code == 503, failed.get_data(as_text=True)
+        assert failed.json["code"] == "database_unavailable"
+        answered = client.get(f"/api/requests/{request_id}/", headers=bearer(token))
+        assert answered.status_code == 200 and answered.json["id"] == request_id
+        with get_engine().connect() as conn:
+            assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != killed[0]
+    finally:
+        Session.remove()
+        configure(url)
