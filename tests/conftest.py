@@ -116,12 +116,27 @@ def db(database) -> Iterator:
         Session.configure(bind=get_engine(), join_transaction_mode="conditional_savepoint")
 
 
-def truncate_committed_data() -> None:
-    """Empty every table but the lookups the migration seeds."""
+def truncate_committed_data(attempts: int = 5) -> None:
+    """Empty every table but the lookups the migration seeds.
+
+    TRUNCATE locks its tables one by one. A task of the session's worker that an earlier test
+    queued for later (the recordings retry is debounced by a few seconds) may write to two of them
+    at that moment; PostgreSQL then ends one side as a deadlock. When it ends the TRUNCATE, the
+    writer goes on and commits, and the TRUNCATE is simply run again.
+    """
+    import psycopg.errors
+    from sqlalchemy.exc import OperationalError
+
     Session.remove()
     tables = [t.name for t in Base.metadata.sorted_tables if t.name not in SEEDED_TABLES]
-    with get_engine().begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    for attempt in range(1, attempts + 1):
+        try:
+            with get_engine().begin() as conn:
+                conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+            return
+        except OperationalError as exc:
+            if attempt == attempts or not isinstance(exc.orig, psycopg.errors.DeadlockDetected):
+                raise
 
 
 @pytest.fixture()

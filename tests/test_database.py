@@ -217,3 +217,36 @@ def test_a_connection_that_dies_mid_call_is_a_503_and_the_next_call_works(commit
     finally:
         Session.remove()
         configure(url)
+
+
+def test_the_cleanup_between_tests_outlasts_a_deadlock_with_a_late_writer(database):
+    """The suite's own cleanup: a task queued by an earlier test may write to two tables while
+    TRUNCATE locks them one by one. PostgreSQL ends the TRUNCATE as the deadlock's victim; the
+    writer commits and the cleanup runs again, leaving every table empty."""
+    import threading
+
+    from tests.conftest import truncate_committed_data
+
+    url = get_engine().url.set(drivername="postgresql").render_as_string(hide_password=False)
+    errors = []
+
+    def clean() -> None:
+        try:
+            truncate_committed_data()
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    with psycopg.connect(url) as writer, psycopg.connect(url, autocommit=True) as admin:
+        writer.execute("SET deadlock_timeout = '20s'")  # the TRUNCATE is the one that detects the cycle
+        writer.execute("INSERT INTO recordings (source, sha256, storage_path, size_bytes) "
+                       "VALUES ('imap', %s, 'r/late.mp3', 1)", ("c" * 64,))  # TRUNCATE locks recordings last
+        cleaner = threading.Thread(target=clean)
+        cleaner.start()
+        wait_for(lambda: admin.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                       "AND query LIKE 'TRUNCATE%%'").fetchone()[0] == 1, timeout=10)
+        writer.execute("INSERT INTO cities (name) VALUES ('Поздний')")  # and cities first: a cycle
+        writer.commit()
+        cleaner.join(60)
+        assert not cleaner.is_alive() and errors == []
+        left = admin.execute("SELECT (SELECT count(*) FROM recordings) + (SELECT count(*) FROM cities)").fetchone()
+        assert left[0] == 0
