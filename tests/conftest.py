@@ -41,7 +41,9 @@ def _test_database_url() -> str:
 os.environ["DATABASE_URL"] = _test_database_url()
 os.environ["REDIS_URL"] = os.environ.get("REDIS_URL") or embedded.redis_url(db=1)
 
+import psycopg.errors  # noqa: E402
 from sqlalchemy import text  # noqa: E402
+from sqlalchemy.exc import OperationalError  # noqa: E402
 
 from models import Base, Session  # noqa: E402
 from models import migrate as migrations  # noqa: E402
@@ -120,13 +122,10 @@ def truncate_committed_data(attempts: int = 5) -> None:
     """Empty every table but the lookups the migration seeds.
 
     TRUNCATE locks its tables one by one. A task of the session's worker that an earlier test
-    queued for later (the recordings retry is debounced by a few seconds) may write to two of them
-    at that moment; PostgreSQL then ends one side as a deadlock. When it ends the TRUNCATE, the
+    queued for later (the recordings retry, debounced by a few seconds, writes recordings and then
+    files) may write to two of them at that moment; PostgreSQL then ends one side as a deadlock. When it ends the TRUNCATE, the
     writer goes on and commits, and the TRUNCATE is simply run again.
     """
-    import psycopg.errors
-    from sqlalchemy.exc import OperationalError
-
     Session.remove()
     tables = [t.name for t in Base.metadata.sorted_tables if t.name not in SEEDED_TABLES]
     for attempt in range(1, attempts + 1):

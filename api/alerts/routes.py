@@ -61,7 +61,7 @@ def _now() -> datetime:
 @blp.route("")
 class AlertCollection(MethodView):
     @roles_required()
-    @blp.arguments(AlertListArgs(), location="query")
+    @blp.arguments(AlertListArgs, location="query")
     @blp.response(200, AlertSchema(many=True))
     def get(self, args):
         """Alerts, newest first; filters: status (firing / resolved), rule (admin)."""
@@ -123,7 +123,7 @@ class SilenceCollection(MethodView):
         return json_response([serialize_silence(row) for row in rows])
 
     @roles_required()
-    @blp.arguments(SilenceBody())
+    @blp.arguments(SilenceBody)
     @blp.response(201, SilenceSchema)
     def post(self, body):
         """Silence a rule for some minutes (admin): it is still evaluated and stored, nothing is

@@ -46,7 +46,7 @@ def _locked_error(seconds: int) -> ApiError:
 class Login(MethodView):
     decorators = [limited("login", lambda: settings.RATE_LIMIT_LOGIN)]
 
-    @blp.arguments(LoginSchema())
+    @blp.arguments(LoginSchema)
     @blp.response(200, LoginResultSchema)
     @blp.alt_response(401, description="Wrong login or password")
     @blp.alt_response(403, description="The account is not active")

@@ -118,7 +118,7 @@ def _make_lookup_views(directory: Directory) -> None:
 
     class LookupList(MethodView):
         @login_required
-        @blp.arguments(ListArgs(), location="query")
+        @blp.arguments(ListArgs, location="query")
         @blp.response(200, LookupSchema(many=True))
         def get(self, args):
             return list_response(select(model.id, model.name).order_by(*order), _lookup_row, args)
@@ -238,7 +238,7 @@ def _like(text: str) -> str:
 
 class CampaignList(MethodView):
     @login_required
-    @blp.arguments(CampaignListArgs(), location="query")
+    @blp.arguments(CampaignListArgs, location="query")
     @blp.response(200, CampaignSchema(many=True))
     def get(self, args):
         """Advertising campaigns of every city (every role reads them); filters city_id, is_active, search."""
@@ -258,7 +258,7 @@ class CampaignList(MethodView):
         return list_response(stmt, _campaign_row, args)
 
     @roles_required(MANAGER)
-    @blp.arguments(CampaignCreateSchema())
+    @blp.arguments(CampaignCreateSchema)
     @blp.response(201, CampaignSchema)
     @blp.alt_response(409, description="The line is used by another active campaign")
     def post(self, body):
@@ -283,7 +283,7 @@ class CampaignItem(MethodView):
         return _campaign_response(campaign_id)
 
     @roles_required(MANAGER)
-    @blp.arguments(CampaignUpdateSchema())
+    @blp.arguments(CampaignUpdateSchema)
     @blp.response(200, CampaignSchema)
     @blp.alt_response(409, description="The line is used by another active campaign")
     def put(self, body, campaign_id: int):

@@ -254,7 +254,7 @@ def _resolve_owner(values: dict[str, Any]) -> tuple[Kind, dict[str, int]]:
 @blp.route("/files")
 class FileUpload(MethodView):
     @login_required
-    @blp.arguments(FileOwnerQuery(), location="query")
+    @blp.arguments(FileOwnerQuery, location="query")
     @blp.doc(requestBody=UPLOAD_BODY)
     @blp.response(202, UploadAcceptedSchema)
     def post(self, args):

@@ -129,7 +129,7 @@ def import_status() -> dict:
 @blp.route("/recordings/download")
 class RecordingsDownload(MethodView):
     @roles_required(MANAGER)
-    @blp.arguments(DownloadSchema())
+    @blp.arguments(DownloadSchema)
     @blp.response(202, JobAcceptedSchema)
     def post(self, data):
         """Import recordings from the mailbox now, looking back `days_back` days (admin, manager): 202 and a job."""
@@ -159,7 +159,7 @@ class RecordingsStatus(MethodView):
 @blp.route("/recordings")
 class RecordingCollection(MethodView):
     @roles_required(MANAGER)
-    @blp.arguments(RecordingQuerySchema(), location="query")
+    @blp.arguments(RecordingQuerySchema, location="query")
     @blp.response(200, RecordingSchema(many=True))
     def get(self, args):
         """Recordings, newest call first; `?status=unmatched` is the inbox of those waiting for a link."""
@@ -171,7 +171,7 @@ class RecordingCollection(MethodView):
 @blp.route("/recordings/<int:recording_id>/link")
 class RecordingLink(MethodView):
     @roles_required(MANAGER)
-    @blp.arguments(LinkSchema())
+    @blp.arguments(LinkSchema)
     @blp.response(200, RecordingSchema)
     def post(self, data, recording_id: int):
         """Link a recording to a request by hand (admin, manager); it becomes the request's recording."""

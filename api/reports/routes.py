@@ -135,7 +135,7 @@ def _with_summary(label_key: str, label: str):
 @blp.route("/dashboard")
 class Dashboard(MethodView):
     @roles_required(*OFFICE)
-    @blp.arguments(schemas.ReportArgs(), location="query")
+    @blp.arguments(schemas.ReportArgs, location="query")
     @blp.response(200, schemas.DashboardSchema)
     def get(self, args):
         """Dashboard figures: requests by group, cash book, masters, cities (admin, manager, director)."""
@@ -146,7 +146,7 @@ class Dashboard(MethodView):
 @blp.route("/callcenter")
 class Callcenter(MethodView):
     @roles_required(*OFFICE, CALLCENTR)
-    @blp.arguments(schemas.CallcenterArgs(), location="query")
+    @blp.arguments(schemas.CallcenterArgs, location="query")
     @blp.response(200, schemas.CallcenterSchema)
     def get(self, args):
         """Call-centre report: every status and group, per city, per operator, per day."""
@@ -157,7 +157,7 @@ class Callcenter(MethodView):
 @blp.route("/cities")
 class Cities(MethodView):
     @roles_required(*OFFICE)
-    @blp.arguments(schemas.ReportArgs(), location="query")
+    @blp.arguments(schemas.ReportArgs, location="query")
     @blp.response(200, schemas.CitiesSchema)
     def get(self, args):
         """Per city: requests, cash book, active masters, average check; sorted by balance."""
@@ -169,7 +169,7 @@ class Cities(MethodView):
 @blp.route("/masters")
 class Masters(MethodView):
     @roles_required(*OFFICE)
-    @blp.arguments(schemas.ReportArgs(), location="query")
+    @blp.arguments(schemas.ReportArgs, location="query")
     @blp.response(200, schemas.MastersSchema)
     def get(self, args):
         """Per master: requests by group and the money of completed requests; sorted by completed."""
@@ -181,7 +181,7 @@ class Masters(MethodView):
 @blp.route("/advertising")
 class Advertising(MethodView):
     @roles_required(*OFFICE)
-    @blp.arguments(schemas.ReportArgs(), location="query")
+    @blp.arguments(schemas.ReportArgs, location="query")
     @blp.response(200, schemas.AdvertisingSchema)
     def get(self, args):
         """Per advertising campaign: requests, completed, conversion, revenue; sorted by requests."""
@@ -193,7 +193,7 @@ class Advertising(MethodView):
 @blp.route("/cash")
 class Cash(MethodView):
     @roles_required(*OFFICE)
-    @blp.arguments(schemas.ReportArgs(), location="query")
+    @blp.arguments(schemas.ReportArgs, location="query")
     @blp.response(200, schemas.CashSchema)
     def get(self, args):
         """Cash book per city and per transaction type, with opening and closing balances."""

@@ -401,7 +401,7 @@ def _payload(data: dict) -> dict:
 @blp.route("")
 class RequestCollection(MethodView):
     @login_required
-    @blp.arguments(RequestQuerySchema(), location="query")
+    @blp.arguments(RequestQuerySchema, location="query")
     @blp.response(200, RequestOutSchema(many=True))
     def get(self, args):
         """Requests visible to the caller: the complete array, or a page with `page`/`page_size`."""
@@ -417,7 +417,7 @@ class RequestCollection(MethodView):
                              page_rows=lambda ids: rows.all({"ids": int_array(ids)}))
 
     @roles_required(MANAGER, DIRECTOR, CALLCENTR, AVITOLOG)
-    @blp.arguments(RequestCreateSchema())
+    @blp.arguments(RequestCreateSchema)
     @blp.response(201, RequestOutSchema)
     def post(self, data):
         """Create a request. Status defaults to Новая; money is computed on the server."""

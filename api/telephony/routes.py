@@ -155,7 +155,7 @@ def apply_call_filters(stmt, args: dict):
 @blp.route("/calls")
 class CallCollection(MethodView):
     @roles_required(*CALL_ROLES)
-    @blp.arguments(CallQuerySchema(), location="query")
+    @blp.arguments(CallQuerySchema, location="query")
     @blp.response(200, CallSchema(many=True))
     def get(self, args):
         """Calls, newest first: filters by day range, direction, missed, campaign, request, phone."""
@@ -199,7 +199,7 @@ class RequestCalls(MethodView):
 @blp.route("/webhook/mango/events")
 class InboxEvents(MethodView):
     @roles_required(ADMIN)
-    @blp.arguments(InboxQuerySchema(), location="query")
+    @blp.arguments(InboxQuerySchema, location="query")
     @blp.response(200, InboxEventSchema(many=True))
     def get(self, args):
         """Inbox deliveries by status (failed by default), newest first (admin)."""

@@ -166,7 +166,7 @@ def _commit() -> None:
 @blp.route("")
 class TransactionList(MethodView):
     @roles_required(*CASH_ROLES)
-    @blp.arguments(TransactionListArgs(), location="query")
+    @blp.arguments(TransactionListArgs, location="query")
     @blp.response(200, TransactionSchema(many=True))
     def get(self, args):
         """The cash book, newest first: the complete array, or a page with page/page_size.
@@ -196,7 +196,7 @@ class TransactionList(MethodView):
                              page_rows=lambda ids: _page_rows().all({"ids": int_array(ids)}))
 
     @roles_required(*CASH_ROLES)
-    @blp.arguments(TransactionCreateSchema())
+    @blp.arguments(TransactionCreateSchema)
     @blp.response(201, TransactionSchema)
     @blp.alt_response(403, description="A director writing into another city")
     def post(self, body):
@@ -227,7 +227,7 @@ class TransactionItem(MethodView):
         return _response(transaction_id)
 
     @roles_required(*CASH_ROLES)
-    @blp.arguments(TransactionUpdateSchema())
+    @blp.arguments(TransactionUpdateSchema)
     @blp.response(200, TransactionSchema)
     @blp.alt_response(409, description="The income of a request is changed through the request")
     def put(self, body, transaction_id: int):
@@ -258,7 +258,7 @@ class TransactionItem(MethodView):
 @blp.route("/balance")
 class Balance(MethodView):
     @roles_required(*CASH_ROLES)
-    @blp.arguments(BalanceArgs(), location="query")
+    @blp.arguments(BalanceArgs, location="query")
     @blp.response(200, BalanceSchema)
     def get(self, args):
         """Income, expense and balance per city and per type for a date range (specified_date, inclusive)."""

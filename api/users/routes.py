@@ -334,7 +334,7 @@ def _requests_word(count: int) -> str:
 @blp.route("/users/masters")
 class Masters(MethodView):
     @login_required
-    @blp.arguments(UserListArgs(), location="query")
+    @blp.arguments(UserListArgs, location="query")
     @blp.response(200, MasterSchema(many=True))
     def get(self, args):
         """Masters the caller may see (a director: their city; a master: themselves).
@@ -343,7 +343,7 @@ class Masters(MethodView):
         return masters_list(args)
 
     @roles_required(MANAGER, DIRECTOR)
-    @blp.arguments(MasterCreateSchema())
+    @blp.arguments(MasterCreateSchema)
     @blp.response(201, MasterSchema)
     def post(self, body):
         """Create a master (a director only in their own city)."""
@@ -366,7 +366,7 @@ class MasterItem(MethodView):
         return json_response(master_dict(one_row([MASTER], master.id)))
 
     @roles_required(MANAGER, DIRECTOR)
-    @blp.arguments(MasterWriteSchema())
+    @blp.arguments(MasterWriteSchema)
     @blp.response(200, MasterSchema)
     def put(self, body, user_id: int):
         """Change a master: only the keys sent. A director cannot move a master to another city."""
@@ -410,7 +410,7 @@ class MasterItem(MethodView):
 @blp.route("/requests/masters")
 class RequestMasters(MethodView):
     @login_required
-    @blp.arguments(UserListArgs(), location="query")
+    @blp.arguments(UserListArgs, location="query")
     @blp.response(200, MasterSchema(many=True))
     def get(self, args):
         """Masters for request forms: the same list as /users/masters (sign-in required)."""
@@ -422,14 +422,14 @@ class RequestMasters(MethodView):
 @blp.route("/users/employees")
 class Employees(MethodView):
     @roles_required(MANAGER)
-    @blp.arguments(EmployeeListArgs(), location="query")
+    @blp.arguments(EmployeeListArgs, location="query")
     @blp.response(200, EmployeeSchema(many=True))
     def get(self, args):
         """Office employees: directors, managers, call-centre operators, avitologs."""
         return list_response(filtered(people_select(EMPLOYEE_ROLES), args), staff_dict, args)
 
     @roles_required(MANAGER)
-    @blp.arguments(EmployeeCreateSchema())
+    @blp.arguments(EmployeeCreateSchema)
     @blp.response(201, EmployeeSchema)
     def post(self, body):
         """Create an employee. For a director, no city means every city."""
@@ -451,7 +451,7 @@ class EmployeeItem(MethodView):
         return json_response(staff_dict(one_row(EMPLOYEE_ROLES, employee.id)))
 
     @roles_required(MANAGER)
-    @blp.arguments(EmployeeWriteSchema())
+    @blp.arguments(EmployeeWriteSchema)
     @blp.response(200, EmployeeSchema)
     def put(self, body, user_id: int):
         """Change an employee: only the keys sent; the role may change among employee roles."""
@@ -482,14 +482,14 @@ class EmployeeItem(MethodView):
 @blp.route("/users/administrators")
 class Administrators(MethodView):
     @roles_required()
-    @blp.arguments(UserListArgs(), location="query")
+    @blp.arguments(UserListArgs, location="query")
     @blp.response(200, AdministratorSchema(many=True))
     def get(self, args):
         """Administrators (admin only)."""
         return list_response(filtered(people_select([ADMIN]), args), staff_dict, args)
 
     @roles_required()
-    @blp.arguments(AdministratorCreateSchema())
+    @blp.arguments(AdministratorCreateSchema)
     @blp.response(201, AdministratorSchema)
     def post(self, body):
         """Create an administrator (admin only). A role_id, if sent, must be the admin role."""
@@ -509,7 +509,7 @@ class AdministratorItem(MethodView):
         return json_response(staff_dict(one_row([ADMIN], admin.id)))
 
     @roles_required()
-    @blp.arguments(AdministratorWriteSchema())
+    @blp.arguments(AdministratorWriteSchema)
     @blp.response(200, AdministratorSchema)
     def put(self, body, user_id: int):
         """Change an administrator: only the keys sent. The last active administrator cannot be
