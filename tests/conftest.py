@@ -123,8 +123,8 @@ def truncate_committed_data(attempts: int = 5) -> None:
 
     TRUNCATE locks its tables one by one. A task of the session's worker that an earlier test
     queued for later (the recordings retry, debounced by a few seconds, writes recordings and then
-    files) may write to two of them at that moment; PostgreSQL then ends one side as a deadlock. When it ends the TRUNCATE, the
-    writer goes on and commits, and the TRUNCATE is simply run again.
+    files) may write to two of them at that moment; PostgreSQL then ends one side as a deadlock.
+    When it ends the TRUNCATE, the writer goes on and commits, and the TRUNCATE is simply run again.
     """
     Session.remove()
     tables = [t.name for t in Base.metadata.sorted_tables if t.name not in SEEDED_TABLES]
