@@ -123,6 +123,8 @@ class Settings:
 
     # money
     MASTER_SHARE: Decimal = setting(Decimal("0.5"))
+    MAX_REQUEST_AMOUNT: Decimal = setting(Decimal("10000000"),
+                                          doc="largest result, expenses or handover of one request, in roubles")
 
     # files
     MEDIA_ROOT: str = setting(str(VAR_DIR / "media"))
@@ -307,6 +309,9 @@ def load(env: dict[str, str] | None = None) -> Settings:
         problems.append("MAINTENANCE_HOUR_UTC must be between 0 and 23")
     if not Decimal("0") <= built.MASTER_SHARE <= Decimal("1"):
         problems.append("MASTER_SHARE must be between 0 and 1")
+    # Request money is NUMERIC(12,2): a larger bound could not be stored.
+    if not Decimal("0") < built.MAX_REQUEST_AMOUNT <= Decimal("9999999999.99"):
+        problems.append("MAX_REQUEST_AMOUNT must be above 0 and at most 9999999999.99")
     for name in ("RATE_LIMIT_PER_CLIENT", "RATE_LIMIT_PER_USER", "RATE_LIMIT_LOGIN"):
         if not _is_rate_limit(getattr(built, name)):
             problems.append(f"{name} must read like '600 per minute' or '10/second'")

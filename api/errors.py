@@ -11,6 +11,8 @@ from typing import Any
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from models.errors import RuleViolation
+
 log = logging.getLogger(__name__)
 
 DEFAULTS: dict[int, tuple[str, str]] = {
@@ -116,6 +118,14 @@ def init_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def handle_http(error: HTTPException):
         return http_error_response(error)
+
+    @app.errorhandler(RuleViolation)
+    def handle_rule(error: RuleViolation):
+        """A domain rule refused the change: nothing of it may be committed."""
+        from models.db import Session
+
+        Session.rollback()
+        return error_response(error.status, error.detail, error.code, error.errors)
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception):

@@ -90,9 +90,11 @@ class OptionalId(fields.Integer):
 
 
 class Money(fields.Field):
-    """Amounts: JSON numbers or numeric strings ("-1500", "2 500,50") in, JSON numbers out."""
+    """Amounts: JSON numbers or numeric strings ("-1500", "2 500,50") in, JSON numbers out. Kopecks at
+    most: a third decimal place is refused, never rounded away."""
 
-    default_error_messages = {"invalid": "Сумма должна быть числом", "range": "Сумма слишком велика"}
+    default_error_messages = {"invalid": "Сумма должна быть числом", "range": "Сумма слишком велика",
+                              "places": "Не более двух знаков после запятой"}
 
     def __init__(self, **kwargs):
         kwargs.setdefault("metadata", {}).setdefault("type", "number")
@@ -115,6 +117,8 @@ class Money(fields.Field):
             raise self.make_error("invalid")
         if abs(amount) > MAX_AMOUNT:
             raise self.make_error("range")
+        if amount != to_money(amount):
+            raise self.make_error("places")
         return to_money(amount)
 
     def _serialize(self, value, attr, obj, **kwargs):

@@ -16,11 +16,12 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from models.base import Base, created_ts, intpk, money, updated_ts
 from models.enums import REQUEST_STATUSES, STATUS_NEW, sql_in
 from models.lookups import City, Direction, RequestType, TransactionType
+from models.money import entered_amount
 from models.timez import local_day_sql
 from models.users import User
 
@@ -49,6 +50,9 @@ class Request(Base):
     __table_args__ = (
         CheckConstraint(f"status IN ({sql_in(REQUEST_STATUSES)})", name="status"),
         CheckConstraint("version > 0", name="version_positive"),
+        # Entered amounts are never negative (the net and the handover may be: a loss the office records).
+        CheckConstraint("result >= 0", name="result_not_negative"),
+        CheckConstraint("expenses >= 0", name="expenses_not_negative"),
         # Lists are ordered newest first with the id as tie-break: these indexes give that order,
         # so a page is read straight from the index instead of sorting every matching row.
         Index("ix_requests_created_at", text("created_at DESC"), text("id DESC")),
@@ -107,6 +111,12 @@ class Request(Base):
 
     __mapper_args__ = {"version_id_col": version}
 
+    @validates("result", "expenses")
+    def _entered_amount(self, name: str, value):
+        """Whatever path sets an amount (API, task, import, seed), it is one a person could enter."""
+        amount = entered_amount(name, value)
+        return Decimal("0.00") if amount is None and name == "expenses" else amount
+
     # Loaded on access: API reads use lean joined selects; writes touch the row alone.
     city: Mapped[City] = relationship()
     request_type: Mapped[RequestType] = relationship()
@@ -135,10 +145,15 @@ class RequestEvent(Base):
 
 
 class Transaction(Base):
-    """City cash book: income positive, expense negative; balance = Σ amount."""
+    """City cash book: income positive, expense negative; balance = Σ amount.
+
+    The sign follows the type's direction (`transaction_types.is_income`) whatever sign was written:
+    a trigger of the database sets it on every insert and update (models/cash_rules.py), so no path
+    can book an expense as income. A zero amount is refused."""
 
     __tablename__ = "transactions"
     __table_args__ = (
+        CheckConstraint("amount <> 0", name="amount_not_zero"),
         Index("ix_transactions_city_id_specified_date", "city_id", text("specified_date DESC"), text("id DESC")),
         Index("ix_transactions_specified_date", text("specified_date DESC"), text("id DESC")),
         Index("ix_transactions_created_at", text("created_at DESC")),

@@ -1,7 +1,7 @@
 """Reference lists: cities, roles, request types, directions, transaction types."""
 from __future__ import annotations
 
-from sqlalchemy import String
+from sqlalchemy import Boolean, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, intpk
@@ -37,6 +37,8 @@ class Direction(_Lookup, Base):
 class TransactionType(_Lookup, Base):
     __tablename__ = "transaction_types"
     name: Mapped[str] = mapped_column(String(50), unique=True)
+    # The direction of the type's operations: income (amount > 0) or expense (amount < 0).
+    is_income: Mapped[bool] = mapped_column(Boolean, server_default=text("false"), default=False)
 
 
 LOOKUP_MODELS = (City, Role, RequestType, Direction, TransactionType)

@@ -1,10 +1,12 @@
-"""Rules of a request that hold whoever changes it (API, telephony worker, recordings matcher):
-server-side money, the history of every change, and the income booked on Готово exactly once."""
+"""Rules of a request that hold whoever changes it (API, telephony worker, recordings matcher,
+import): who may change which field, what counts as a change, the money (computed on the server,
+bounded, never negative where it is entered), the history of every change, and the income booked
+on Готово exactly once."""
 from __future__ import annotations
 
 import json
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -12,9 +14,19 @@ from sqlalchemy.dialects.postgresql import insert
 
 from models.crm import Request, RequestEvent, Transaction
 from models.db import Session
-from models.enums import STATUS_DONE, TRANSACTION_TYPE_INCOME
+from models.enums import (
+    ADMIN,
+    CALLCENTR,
+    DIRECTOR,
+    FINAL_STATUSES,
+    MANAGER,
+    MASTER,
+    STATUS_DONE,
+    TRANSACTION_TYPE_INCOME,
+)
+from models.errors import Forbidden, Invalid
 from models.lookups import TransactionType
-from models.money import request_money
+from models.money import AMOUNT_LABELS, entered_amount, request_money, to_money
 from models.phones import normalize_phone
 from models.timez import now_utc, to_local
 
@@ -38,18 +50,116 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
+TEXT_FIELDS = frozenset({"client_name", "address", "problem", "master_notes", "ats_number", "call_center_name",
+                         "call_center_notes", "avito_chat_id"})
+
+# Who may change which fields (admin and manager: all of them).
+DIRECTOR_FIELDS = frozenset({"status", "master_id", "result", "expenses", "master_handover", "master_notes",
+                             "meeting_date"})
+MASTER_FIELDS = frozenset({"status", "master_notes", "result", "expenses"})
+MASTER_STATUSES = frozenset({"Принял", "В пути", "В работе", "Готово", "Отказ", "Модерн", "НеЗаказ"})
+# What only admin and manager may change once a request is final.
+FINAL_LOCKED_FIELDS = frozenset({"status", "master_id", "result", "expenses", "master_handover"})
+
+
+# ---- what counts as a change ---------------------------------------------------------------------
+
+def comparable(name: str, value: Any) -> Any:
+    """`value` of field `name` in the form the update stores it, so that a value sent back as it was
+    read (a phone as typed, a meeting time without its microseconds, an amount as a string, '' for
+    "not set") equals the stored one."""
+    if name == "expenses" and value is None:
+        return Decimal("0.00")  # the column holds 0 for "no expenses"
+    if value is None:
+        return None
+    if name == "client_phone":
+        return normalize_phone(value) or str(value).strip()
+    if name in TEXT_FIELDS:
+        return str(value).strip() or None
+    if name in AMOUNT_LABELS:
+        try:
+            return to_money(Decimal(str(value)))
+        except (InvalidOperation, ValueError):
+            return value  # not an amount: certainly a change, refused by check_money
+    if name == "meeting_date" and isinstance(value, datetime):
+        return value.replace(microsecond=0)
+    return value
+
+
+def real_changes(request: Request, changes: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `changes` whose value differs from the stored one after normalisation."""
+    return {name: value for name, value in changes.items()
+            if comparable(name, value) != comparable(name, getattr(request, name, None))}
+
+
+# ---- who may change what ---------------------------------------------------------------------------
+
+def authorize_update(role: str, request: Request, changed: dict[str, Any]) -> None:
+    """Refuse (403) a change `role` may not make; `changed` holds only real changes (real_changes)."""
+    if not changed or role in (ADMIN, MANAGER):
+        return
+    final = request.status in FINAL_STATUSES
+    if role == CALLCENTR:
+        locked = sorted(FINAL_LOCKED_FIELDS & changed.keys()) if final else []
+        if locked:
+            raise Forbidden(f"Заявка в статусе «{request.status}»: статус, мастера и деньги меняют только "
+                            "администратор и менеджер", code="final_status",
+                            errors={name: ["Нельзя изменить"] for name in locked})
+        return
+    if role == DIRECTOR:
+        allowed = DIRECTOR_FIELDS
+        who = "директор"
+    elif role == MASTER:
+        allowed = MASTER_FIELDS
+        who = "мастер"
+    else:
+        raise Forbidden("Недостаточно прав", code="forbidden")
+    if final:
+        raise Forbidden(f"Заявка в статусе «{request.status}»: {who} не может её изменять", code="final_status")
+    forbidden = sorted(changed.keys() - allowed)
+    if forbidden:
+        raise Forbidden("Недостаточно прав для изменения полей: " + ", ".join(forbidden),
+                        code="field_forbidden", errors={name: ["Нельзя изменить"] for name in forbidden})
+    if role == MASTER and "status" in changed and changed["status"] not in MASTER_STATUSES:
+        raise Forbidden(f"Мастер не может установить статус «{changed['status']}»", code="status_forbidden")
+
+
+# ---- money -----------------------------------------------------------------------------------------
+
+def check_money(request: Request, changes: dict[str, Any], role: str | None) -> dict[str, Any]:
+    """`changes` with its amounts checked and normalised; a master may not enter expenses above the
+    result (office roles may record a loss)."""
+    changes = dict(changes)
+    for name in AMOUNT_LABELS:
+        if name in changes:
+            changes[name] = entered_amount(name, changes[name])
+    if "expenses" in changes and changes["expenses"] is None:
+        changes["expenses"] = Decimal("0.00")
+    if role == MASTER and ("result" in changes or "expenses" in changes):
+        result = changes.get("result", request.result) or Decimal(0)
+        expenses = changes.get("expenses", request.expenses) or Decimal(0)
+        if expenses > result:
+            message = "расходы мастера не могут быть больше итога"
+            raise Invalid(f"Расходы: {message}", code="expenses_above_result", errors={"expenses": [message]})
+    return changes
+
+
 def income_note(request_id: int) -> str:
     return f"Приход по заявке {request_id}"
 
 
 def apply_changes(request: Request, changes: dict[str, Any], *, user_id: int | None,
-                  source: str = "api") -> list[str]:
-    """Apply `changes` (already validated and authorised) to a request loaded FOR UPDATE.
+                  source: str = "api", role: str | None = None) -> list[str]:
+    """Apply `changes` (parsed; for an update, authorised with authorize_update) to a request loaded
+    FOR UPDATE (or a new one).
 
-    Recomputes money, records one history row per changed field, books or removes the income.
-    Returns the names of the fields that changed. The caller commits.
+    Only real changes are applied (real_changes); amounts are checked (check_money, with the rules of
+    `role`: None for the system); money is recomputed; one history row per changed field; the income
+    booked or removed. Returns the names of the fields that changed. The caller commits.
     """
-    changes = dict(changes)
+    if request.id is not None:
+        changes = real_changes(request, changes)
+    changes = check_money(request, changes, role)
     if "client_phone" in changes:
         raw = changes.pop("client_phone")
         changes["client_phone"] = normalize_phone(raw) or raw
@@ -76,24 +186,27 @@ def apply_changes(request: Request, changes: dict[str, Any], *, user_id: int | N
         Session.add(request)
         Session.flush()
         Session.add(RequestEvent(request_id=request.id, user_id=user_id, action="created", source=source))
-    else:
+    elif changed:
         Session.add_all(
             RequestEvent(request_id=request.id, user_id=user_id, action="updated", field=name,
                          old_value=_text(before[name]), new_value=_text(getattr(request, name)), source=source)
             for name in changed
         )
         Session.flush()
+    else:
+        return changed  # nothing changed: nothing written, the income is as it was
     sync_income(request)
     return changed
 
 
 def sync_income(request: Request) -> None:
-    """Exactly one income row while the request is Готово; none otherwise.
+    """Exactly one income row while the request is Готово with a positive handover; none otherwise
+    (a loss the office recorded, or nothing to hand over, books no income).
 
     An upsert on the unique request_id: two saves racing each other still leave one row. Later
     edits update amount and city but never move the date it was booked on.
     """
-    if request.status != STATUS_DONE:
+    if request.status != STATUS_DONE or request.master_handover is None or request.master_handover <= 0:
         Session.execute(delete(Transaction).where(Transaction.request_id == request.id))
         return
     income_type_id = Session.scalar(select(TransactionType.id).where(TransactionType.name == TRANSACTION_TYPE_INCOME))

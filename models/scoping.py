@@ -1,11 +1,12 @@
 """Which rows a user may see (SPEC §1), as SQL conditions shared by lists, details and reports.
 
 admin, manager: everything. director: their city (every city when their city_id is null).
-master: only their own requests. callcentr, avitolog: requests of every city.
+master: only their own requests, and the cash-book rows of those requests. callcentr, avitolog:
+requests of every city.
 """
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, false, true
+from sqlalchemy import ColumnElement, false, select, true
 
 from models.crm import Request, Transaction
 from models.enums import ADMIN, AVITOLOG, CALLCENTR, DIRECTOR, MANAGER, MASTER
@@ -66,7 +67,19 @@ def city_scope_condition(shape: str, city_id: int | None, city_column) -> Column
 
 
 def transactions_visible_to(user: User) -> ColumnElement[bool]:
+    """The cash-book rows `user` reads: their city's (transaction_scope) or, for a master, the rows
+    of their own requests (the automatic incomes)."""
+    if user.role_name == MASTER:
+        return Transaction.request_id.in_(select(Request.id).where(Request.master_id == user.id))
     return city_scope_condition(*transaction_scope(user), Transaction.city_id)
+
+
+def may_see_transaction(user: User, transaction: Transaction) -> bool:
+    if user.role_name == MASTER:
+        return transaction.request_id is not None and transaction.request is not None \
+            and transaction.request.master_id == user.id
+    shape, city_id = transaction_scope(user)
+    return shape == "all" or (shape == "city" and transaction.city_id == city_id)
 
 
 def city_condition(user: User, column) -> ColumnElement[bool]:

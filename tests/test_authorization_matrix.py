@@ -57,6 +57,8 @@ class World:
     failed_event: int
     alert: int = 0
     recording: int = 0
+    tx_own_request: int = 0
+    tx_other_master: int = 0
 
     def ids(self) -> dict[str, object]:
         return {
@@ -70,7 +72,8 @@ class World:
             "spare_transaction_type": self.spare_transaction_type,
             "call_a": self.call_a, "call_b": self.call_b, "failed_event": self.failed_event,
             "alert": self.alert, "silenced_rule": "inbox_lag", "maintenance_task": "index_report",
-            "recording": self.recording,
+            "recording": self.recording, "tx_own_request": self.tx_own_request,
+            "tx_other_master": self.tx_other_master,
         }
 
 
@@ -116,12 +119,17 @@ def world(db) -> World:
     silence = AlertSilence(rule="inbox_lag", until=datetime.now(timezone.utc) + timedelta(hours=1))
     recording = Recording(source="imap", sha256="0" * 64, storage_path="zayvka/zapis/matrix.mp3", size_bytes=1,
                           from_phone="79990000001", request_id=own.id, match_status="matched")
-    db.add_all([call_a, call_b, failed, alert, silence, recording])
+    # The incomes of two requests in city A: the master's own, and another master's.
+    tx_own_request = Transaction(city_id=a.id, transaction_type_id=income, amount=50, specified_date="2026-01-11",
+                                 request_id=own.id)
+    tx_other_master = Transaction(city_id=a.id, transaction_type_id=income, amount=70, specified_date="2026-01-11",
+                                  request_id=other_master.id)
+    db.add_all([call_a, call_b, failed, alert, silence, recording, tx_own_request, tx_other_master])
     db.commit()
     return World(a.id, b.id, users, master_b, master_a2, master_free, employee, other_admin, own.id, other_master.id,
                  in_b.id, tx_a.id, tx_b.id, campaign.id, direction.id, spare.id, income, str(job.id),
                  db.scalar(select(Role.id).where(Role.name == "callcentr")), spare_role.id, spare_rt.id, spare_tt.id,
-                 call_a.id, call_b.id, failed.id, alert.id, recording.id)
+                 call_a.id, call_b.id, failed.id, alert.id, recording.id, tx_own_request.id, tx_other_master.id)
 
 
 @dataclass(frozen=True)
@@ -175,7 +183,10 @@ CASES = [
     case("request delete own city", "DELETE", "/api/requests/{req_own}/", MANAGEMENT),
     case("request delete other city", "DELETE", "/api/requests/{req_b}/", MANAGEMENT),
     # cash
-    case("transactions list", "GET", "/api/transactions/", OFFICE),
+    # A master reads the cash rows of their own requests, and nothing else of the cash book.
+    case("transactions list", "GET", "/api/transactions/", OFFICE | {"master"}),
+    case("transaction of the master's own request", "GET", "/api/transactions/{tx_own_request}", OFFICE | {"master"}),
+    case("transaction of another master's request", "GET", "/api/transactions/{tx_other_master}", OFFICE),
     case("transaction own city", "GET", "/api/transactions/{tx_a}", OFFICE),
     case("transaction other city", "GET", "/api/transactions/{tx_b}", MANAGEMENT),
     case("transaction create own city", "POST", "/api/transactions/", OFFICE, tx_body("city_a")),
@@ -186,7 +197,7 @@ CASES = [
          lambda ids: {"amount": 120}),
     case("transaction delete own city", "DELETE", "/api/transactions/{tx_a}", OFFICE),
     case("transaction delete other city", "DELETE", "/api/transactions/{tx_b}", MANAGEMENT),
-    case("balance", "GET", "/api/transactions/balance/", OFFICE),
+    case("balance", "GET", "/api/transactions/balance/", OFFICE | {"master"}),
     # people
     case("masters list", "GET", "/api/users/masters/", ALL),
     case("masters list (requests path)", "GET", "/api/requests/masters/", ALL),
@@ -381,7 +392,8 @@ def test_scoped_lists_hold_only_what_the_role_may_see(app, client, world):
     assert ids_seen("director", "/api/requests/") == {world.req_own, world.req_same_city_other_master}
     for role in ("admin", "manager", "callcentr", "avitolog"):
         assert ids_seen(role, "/api/requests/") >= everything
-    assert ids_seen("director", "/api/transactions/") == {world.tx_a}
+    assert ids_seen("director", "/api/transactions/") == {world.tx_a, world.tx_own_request, world.tx_other_master}
+    assert ids_seen("master", "/api/transactions/") == {world.tx_own_request}
     assert ids_seen("master", "/api/users/masters/") == {world.users["master"].id}
     directors_masters = ids_seen("director", "/api/users/masters/")
     assert world.master_b.id not in directors_masters and world.users["master"].id in directors_masters

@@ -32,6 +32,8 @@ LOOKUPS = [
     ("/api/directions", ("/api/requests/directions/",), 50, None),
     ("/api/transaction-types", ("/api/transactions/transaction-types/",), 50, "Приход"),
 ]
+# Columns a directory has besides id and name, with their value for a row created with a name alone.
+FLAGS = {"/api/transaction-types": {"is_income": False}}
 
 
 @pytest.fixture()
@@ -79,7 +81,7 @@ def test_every_role_reads_every_directory_on_every_path(client, signed_in, make_
             assert response.status_code == 200, (url, response.json)
             assert isinstance(response.json, list)
             for row in response.json:
-                assert set(row) == {"id", "name"}
+                assert set(row) == {"id", "name", *FLAGS.get(path, {})}
                 assert isinstance(row["id"], int) and isinstance(row["name"], str)
     assert "Тверь" in [row["name"] for row in client.get("/api/users/cities/").json]
     assert [row["name"] for row in client.get("/api/users/roles/").json] == list(SEEDED_ROLES)
@@ -128,13 +130,13 @@ def test_crud_by_admin(client, signed_in, path, aliases, limit, protected):
     created = client.post(path + "/", json={"name": "  Новое значение  "}, headers=SPA)
     assert created.status_code == 201, created.json
     row = created.json
-    assert row["name"] == "Новое значение" and set(row) == {"id", "name"}
+    assert row["name"] == "Новое значение" and set(row) == {"id", "name", *FLAGS.get(path, {})}
     item = f"{path}/{row['id']}/"
     assert client.get(item).json == row
     assert row in client.get(aliases[0]).json
 
     renamed = client.put(item, json={"name": "Другое"}, headers=SPA)
-    assert renamed.status_code == 200 and renamed.json == {"id": row["id"], "name": "Другое"}
+    assert renamed.status_code == 200 and renamed.json == {"id": row["id"], "name": "Другое", **FLAGS.get(path, {})}
     assert client.get(item).json["name"] == "Другое"
 
     gone = client.delete(item, headers=SPA)

@@ -19,8 +19,8 @@ from api.directories.schemas import (
     CampaignListArgs,
     CampaignSchema,
     CampaignUpdateSchema,
-    LookupSchema,
     lookup_body_schema,
+    lookup_schema,
 )
 from api.errors import ApiError
 from api.extensions import Blueprint
@@ -60,6 +60,7 @@ class Directory:
     order_by_name: bool
     protected: frozenset[str]  # names the code relies on
     used_by: tuple[tuple[str, Any], ...]  # (what, referencing column)
+    flags: tuple[str, ...] = ()  # boolean columns read and written with the name
 
 
 DIRECTORIES = (
@@ -78,12 +79,27 @@ DIRECTORIES = (
               frozenset(), (("заявки", Request.direction_id),)),
     Directory(TransactionType, "/transaction-types", ("/transactions/transaction-types",), "Тип операции",
               "transaction types", 50, False, frozenset({TRANSACTION_TYPE_INCOME, TRANSACTION_TYPE_EXPENSE}),
-              (("операции кассы", Transaction.transaction_type_id),)),
+              (("операции кассы", Transaction.transaction_type_id),), flags=("is_income",)),
 )
 
 
-def _lookup_row(row) -> dict[str, Any]:
-    return {"id": row.id, "name": row.name}
+def _lookup_row(row, flags: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"id": row.id, "name": row.name, **{flag: getattr(row, flag) for flag in flags}}
+
+
+def _change_flags(directory: Directory, row, body: dict[str, Any]) -> None:
+    """A flag (a transaction type's direction) decides how existing rows were written: it changes only
+    while nothing uses the row, and never on a row the code relies on."""
+    changed = [flag for flag in directory.flags if flag in body and body[flag] != getattr(row, flag)]
+    if not changed:
+        return
+    _refuse_protected(directory, row)
+    users = _users_of(directory, row.id)
+    if users:
+        raise ApiError(409, f"{directory.label} используется ({', '.join(users)}): его направление нельзя изменить",
+                       code="in_use")
+    for flag in changed:
+        setattr(row, flag, body[flag])
 
 
 def _not_found(directory: Directory) -> str:
@@ -112,46 +128,52 @@ def _users_of(directory: Directory, row_id: int) -> list[str]:
 
 def _make_lookup_views(directory: Directory) -> None:
     model = directory.model
-    body_schema = lookup_body_schema(directory.max_length)
+    body_schema = lookup_body_schema(directory.max_length, directory.flags)
+    out_schema = lookup_schema(directory.flags)
     order = (model.name, model.id) if directory.order_by_name else (model.id,)
+    columns = (model.id, model.name, *(getattr(model, flag) for flag in directory.flags))
     name = model.__name__
+
+    def as_row(row) -> dict[str, Any]:
+        return _lookup_row(row, directory.flags)
 
     class LookupList(MethodView):
         @login_required
         @blp.arguments(ListArgs, location="query")
-        @blp.response(200, LookupSchema(many=True))
+        @blp.response(200, out_schema(many=True))
         def get(self, args):
-            return list_response(select(model.id, model.name).order_by(*order), _lookup_row, args)
+            return list_response(select(*columns).order_by(*order), as_row, args)
 
         @roles_required(MANAGER)
         @blp.arguments(body_schema)
-        @blp.response(201, LookupSchema)
+        @blp.response(201, out_schema)
         @blp.alt_response(409, description="A row with this name exists")
         def post(self, body):
             _ensure_unique_name(directory, body["name"])
-            row = model(name=body["name"])
+            row = model(**body)
             Session.add(row)
             commit_or_409(duplicate=f"{directory.label} «{body['name']}» уже существует")
-            return json_response(_lookup_row(row), 201)
+            return json_response(as_row(row), 201)
 
     class LookupItem(MethodView):
         @login_required
-        @blp.response(200, LookupSchema)
+        @blp.response(200, out_schema)
         def get(self, item_id: int):
-            return json_response(_lookup_row(get_or_404(model, item_id, _not_found(directory))))
+            return json_response(as_row(get_or_404(model, item_id, _not_found(directory))))
 
         @roles_required(MANAGER)
         @blp.arguments(body_schema)
-        @blp.response(200, LookupSchema)
-        @blp.alt_response(409, description="Duplicate name, or a name the code relies on")
+        @blp.response(200, out_schema)
+        @blp.alt_response(409, description="Duplicate name, a name the code relies on, or a direction in use")
         def put(self, body, item_id: int):
             row = get_or_404(model, item_id, _not_found(directory))
             if body["name"] != row.name:
                 _refuse_protected(directory, row)
                 _ensure_unique_name(directory, body["name"], exclude_id=row.id)
                 row.name = body["name"]
+            _change_flags(directory, row, body)
             commit_or_409(duplicate=f"{directory.label} «{body['name']}» уже существует")
-            return json_response(_lookup_row(row))
+            return json_response(as_row(row))
 
         @roles_required()
         @blp.response(200, MessageSchema)

@@ -14,17 +14,36 @@ class LookupSchema(Schema):
     name = fields.String()
 
 
+FLAG_FIELDS = {
+    "is_income": ("Приход", "the direction of the type's operations: true income (amount > 0), "
+                            "false expense (amount < 0)"),
+}
+
+
+def _flag_suffix(flags: tuple[str, ...]) -> str:
+    return "".join(part.title() for flag in flags for part in flag.split("_"))
+
+
 @functools.cache
-def lookup_body_schema(max_length: int) -> type[RussianSchema]:
-    """{name}: trimmed, 1..max_length characters."""
+def lookup_schema(flags: tuple[str, ...] = ()) -> type[Schema]:
+    """{id, name} and the directory's flags."""
+    if not flags:
+        return LookupSchema
+    attrs = {flag: fields.Boolean(metadata={"description": FLAG_FIELDS[flag][1]}) for flag in flags}
+    return type(f"Lookup{_flag_suffix(flags)}Schema", (LookupSchema,), attrs)
 
-    class LookupBody(RussianSchema):
-        labels = {"name": "Название"}
-        name = Text(required=True, validate=text_length(
-            max_length, min_length=1, error=f"Название должно содержать от 1 до {max_length} символов"))
 
-    LookupBody.__name__ = f"LookupBody{max_length}"
-    return LookupBody
+@functools.cache
+def lookup_body_schema(max_length: int, flags: tuple[str, ...] = ()) -> type[RussianSchema]:
+    """{name}: trimmed, 1..max_length characters; the directory's flags (false when not sent on create)."""
+    attrs = {
+        "labels": {"name": "Название", **{flag: FLAG_FIELDS[flag][0] for flag in flags}},
+        "name": Text(required=True, validate=text_length(
+            max_length, min_length=1, error=f"Название должно содержать от 1 до {max_length} символов")),
+        **{flag: fields.Boolean(metadata={"description": FLAG_FIELDS[flag][1]}) for flag in flags},
+    }
+    name = f"LookupBody{max_length}{_flag_suffix(flags)}"
+    return type(name, (RussianSchema,), attrs)
 
 
 # ---- advertising campaigns ------------------------------------------------------------------------

@@ -29,11 +29,9 @@ from models.base import MAX_INT4
 from models.crm import AdvertisingCampaign, Request, RequestEvent
 from models.db import Precompiled, Session, int_array
 from models.enums import (
-    ADMIN,
     AVITOLOG,
     CALLCENTR,
     DIRECTOR,
-    FINAL_STATUSES,
     MANAGER,
     MASTER,
     REQUEST_TYPE_FIRST,
@@ -50,11 +48,6 @@ blp = Blueprint("requests", __name__, url_prefix="/api/requests", description="R
 
 NOT_FOUND = "Заявка не найдена"
 
-# Who may change which fields. Fields sent unchanged are always accepted (the SPA sends the whole form).
-DIRECTOR_FIELDS = frozenset({"status", "master_id", "result", "expenses", "master_handover", "master_notes",
-                             "meeting_date"})
-MASTER_FIELDS = frozenset({"status", "master_notes", "result", "expenses"})
-MASTER_STATUSES = frozenset({"Принял", "В пути", "В работе", "Готово", "Отказ", "Модерн", "НеЗаказ"})
 # The work-order page's status order (spa-contract §5).
 SPA_STATUS_ORDER = ["Ожидает", "Ожидает принятия", "Принял", "В пути", "В работе", "Модерн", "НеЗаказ",
                     "Готово", "Отказ"]
@@ -358,28 +351,6 @@ def check_city(user: User, city_id: int | None) -> None:
         raise ApiError(403, "Нет доступа к заявкам другого города", code="other_city")
 
 
-def check_update_rights(user: User, request: Request, changes: dict) -> None:
-    role = user.role_name
-    changed = {name for name, value in changes.items() if getattr(request, name, None) != value}
-    if role in (ADMIN, MANAGER, CALLCENTR):
-        return
-    if role == DIRECTOR:
-        if request.status in FINAL_STATUSES:
-            raise ApiError(403, f"Заявка в статусе «{request.status}»: директор не может её изменять",
-                           code="final_status")
-        allowed = DIRECTOR_FIELDS
-    elif role == MASTER:
-        allowed = MASTER_FIELDS
-        if "status" in changed and changes["status"] not in MASTER_STATUSES:
-            raise ApiError(403, f"Мастер не может установить статус «{changes['status']}»", code="status_forbidden")
-    else:
-        raise ApiError(403, "Недостаточно прав", code="forbidden")
-    forbidden = sorted(changed - allowed)
-    if forbidden:
-        raise ApiError(403, "Недостаточно прав для изменения полей: " + ", ".join(forbidden),
-                       code="field_forbidden", errors={name: ["Нельзя изменить"] for name in forbidden})
-
-
 def default_request_type(phone: str) -> int:
     """Впервые for a new phone, Повтор when the phone already has a request."""
     normalized = normalize_phone(phone)
@@ -428,7 +399,7 @@ class RequestCollection(MethodView):
         if data.get("request_type_id") is None:
             data["request_type_id"] = default_request_type(data["client_phone"])
         request = Request(created_by_id=user.id)
-        request_rules.apply_changes(request, data, user_id=user.id)
+        request_rules.apply_changes(request, data, user_id=user.id, role=user.role_name)
         commit_or_409()
         from tasks.recordings import match_pending_soon
 
@@ -457,12 +428,13 @@ class RequestItem(MethodView):
         if "version" in data and data["version"] != request.version:
             raise ApiError(409, "Заявка изменена другим пользователем, обновите страницу",
                            code="version_conflict")
-        changes = _payload(data)
-        check_update_rights(user, request, changes)
+        # Only what really changed counts: the SPA sends the whole form back, as it read it.
+        changes = request_rules.real_changes(request, _payload(data))
+        request_rules.authorize_update(user.role_name, request, changes)
         if "city_id" in changes:
             check_city(user, changes["city_id"])
-        check_references({k: v for k, v in changes.items() if getattr(request, k, None) != v}, user)
-        request_rules.apply_changes(request, changes, user_id=user.id)
+        check_references(changes, user)
+        request_rules.apply_changes(request, changes, user_id=user.id, role=user.role_name)
         commit_or_409()
         return json_response(detail(request_id))
 

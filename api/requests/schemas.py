@@ -26,11 +26,6 @@ class StatusField(fields.String):
         return text
 
 
-def _non_negative(value):
-    if value is not None and value < 0:
-        raise ValidationError("Сумма не может быть отрицательной")
-
-
 class RequestWriteSchema(Schema):
     """Create and (partial) update. Unknown keys are an error, except the read-only ones the SPA
     may echo back (file paths, net_amount), which are ignored."""
@@ -47,10 +42,11 @@ class RequestWriteSchema(Schema):
     meeting_date = LocalDateTime()
     status = StatusField()
     master_notes = Text(validate=validate.Length(max=5000), allow_none=True)
-    result = Money(allow_none=True, validate=_non_negative)
-    expenses = Money(allow_none=True, validate=_non_negative)
-    net_amount = Money(allow_none=True, load_only=True, metadata={"description": "ignored: always computed"})
-    master_handover = Money(allow_none=True, validate=_non_negative,
+    # Entered amounts: 0 to MAX_REQUEST_AMOUNT, kopecks at most (models.money.entered_amount).
+    result = Money(allow_none=True)
+    expenses = Money(allow_none=True)
+    net_amount = fields.Raw(load_only=True, allow_none=True, metadata={"description": "ignored: always computed"})
+    master_handover = Money(allow_none=True,
                             metadata={"description": "explicit handover; computed from MASTER_SHARE when absent"})
     ats_number = Text(validate=validate.Length(max=50), allow_none=True)
     call_center_name = Text(validate=validate.Length(max=200), allow_none=True)

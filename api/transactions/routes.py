@@ -1,8 +1,9 @@
 """The city cash book: income positive, expense negative, balance = Σ amount.
 
 Admins and managers work with every city; a director with their own (every city when their
-city_id is null); nobody else touches the cash. The automatic income of a completed request is
-owned by the request and cannot be changed here.
+city_id is null); a master reads, and only reads, the rows of their own requests (the automatic
+incomes); nobody else touches the cash. The automatic income of a completed request is owned by
+the request and cannot be changed here. An amount's sign follows its type (models/cash_rules.py).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from api.errors import ApiError
 from api.extensions import Blueprint
 from api.listing import json_response, list_response
 from api.resources import commit_or_409, deleted, get_or_404
-from api.security import may_access_city, require_city, roles_required
+from api.security import require_city, roles_required
 from api.transactions.schemas import (
     BalanceArgs,
     BalanceSchema,
@@ -27,17 +28,19 @@ from api.transactions.schemas import (
     TransactionSchema,
     TransactionUpdateSchema,
 )
+from models import cash_rules
 from models.crm import Transaction
 from models.db import Precompiled, Session, int_array
-from models.enums import DIRECTOR, MANAGER
+from models.enums import DIRECTOR, MANAGER, MASTER
 from models.files import File
 from models.lookups import City, TransactionType
-from models.scoping import city_condition, transactions_visible_to
+from models.scoping import city_condition, may_see_transaction, transactions_visible_to
 from models.timez import today_local
 
 blp = Blueprint("transactions", __name__, url_prefix="/api/transactions", description="City cash book")
 
 CASH_ROLES = (MANAGER, DIRECTOR)
+CASH_READERS = (MANAGER, DIRECTOR, MASTER)
 NOT_FOUND = "Операция не найдена"
 
 
@@ -117,7 +120,7 @@ def _response(transaction_id: int, status: int = 200):
 def _load_visible(transaction_id: int, *, for_update: bool = False) -> Transaction:
     """The transaction if the user may see it; another city's row is simply not found."""
     transaction = get_or_404(Transaction, transaction_id, NOT_FOUND, for_update=for_update)
-    if not may_access_city(g.current_user, transaction.city_id):
+    if not may_see_transaction(g.current_user, transaction):
         raise ApiError(404, NOT_FOUND, code="not_found")
     return transaction
 
@@ -149,8 +152,13 @@ def _check_city(city_id: int) -> None:
     _require_reference(City, city_id, "city_id", "Город не найден")
 
 
-def _check_type(type_id: int) -> None:
-    _require_reference(TransactionType, type_id, "transaction_type_id", "Тип операции не найден")
+def _type_direction(type_id: int) -> bool:
+    """Whether the type is an income type; 422 when there is no such type."""
+    is_income = cash_rules.is_income_type(type_id)
+    if is_income is None:
+        detail = "Тип операции не найден"
+        raise ApiError(422, detail, code="validation_error", errors={"transaction_type_id": [detail]})
+    return is_income
 
 
 def _refuse_request_income(transaction: Transaction) -> None:
@@ -165,7 +173,7 @@ def _commit() -> None:
 
 @blp.route("")
 class TransactionList(MethodView):
-    @roles_required(*CASH_ROLES)
+    @roles_required(*CASH_READERS)
     @blp.arguments(TransactionListArgs, location="query")
     @blp.response(200, TransactionSchema(many=True))
     def get(self, args):
@@ -200,13 +208,14 @@ class TransactionList(MethodView):
     @blp.response(201, TransactionSchema)
     @blp.alt_response(403, description="A director writing into another city")
     def post(self, body):
-        """Book an operation: amount signed as sent; no specified_date means today (business time zone)."""
+        """Book an operation: the amount's sign follows the type (income positive, expense negative,
+        whatever sign was sent); no specified_date means today (business time zone)."""
         _check_city(body["city_id"])
-        _check_type(body["transaction_type_id"])
+        is_income = _type_direction(body["transaction_type_id"])
         transaction = Transaction(
             city_id=body["city_id"],
             transaction_type_id=body["transaction_type_id"],
-            amount=body["amount"],
+            amount=cash_rules.signed(body["amount"], is_income),
             notes=body.get("notes"),
             payment_reason=body.get("payment_reason"),
             specified_date=body.get("specified_date") or today_local(),
@@ -219,7 +228,7 @@ class TransactionList(MethodView):
 
 @blp.route("/<int:transaction_id>")
 class TransactionItem(MethodView):
-    @roles_required(*CASH_ROLES)
+    @roles_required(*CASH_READERS)
     @blp.response(200, TransactionSchema)
     def get(self, transaction_id: int):
         """One operation."""
@@ -231,13 +240,14 @@ class TransactionItem(MethodView):
     @blp.response(200, TransactionSchema)
     @blp.alt_response(409, description="The income of a request is changed through the request")
     def put(self, body, transaction_id: int):
-        """Change an operation; only the fields sent are changed (old names accepted)."""
+        """Change an operation; only the fields sent are changed (old names accepted). The amount's
+        sign follows the (new) type, whatever sign was sent."""
         transaction = _load_visible(transaction_id, for_update=True)
         _refuse_request_income(transaction)
         if "city_id" in body:
             _check_city(body["city_id"])
-        if "transaction_type_id" in body:
-            _check_type(body["transaction_type_id"])
+        is_income = _type_direction(body.get("transaction_type_id", transaction.transaction_type_id))
+        body["amount"] = cash_rules.signed(body.get("amount", transaction.amount), is_income)
         for name, value in body.items():
             setattr(transaction, name, value)
         _commit()
@@ -255,9 +265,17 @@ class TransactionItem(MethodView):
         return deleted("Операция удалена")
 
 
+def _balance_cities(user):
+    """The cities a balance lists: the user's (every city when not held to one); for a master, the
+    cities their requests' rows are in."""
+    if user.role_name == MASTER:
+        return City.id.in_(select(Transaction.city_id).where(transactions_visible_to(user)))
+    return city_condition(user, City.id)
+
+
 @blp.route("/balance")
 class Balance(MethodView):
-    @roles_required(*CASH_ROLES)
+    @roles_required(*CASH_READERS)
     @blp.arguments(BalanceArgs, location="query")
     @blp.response(200, BalanceSchema)
     def get(self, args):
@@ -281,7 +299,7 @@ class Balance(MethodView):
         city_rows = Session.execute(
             select(City.id, City.name, by_city.c.income, by_city.c.expense, by_city.c.balance, by_city.c.count)
             .outerjoin(by_city, by_city.c.key == City.id)
-            .where(city_condition(user, City.id), *([City.id == args["city_id"]] if args.get("city_id") else []))
+            .where(_balance_cities(user), *([City.id == args["city_id"]] if args.get("city_id") else []))
             .order_by(City.name, City.id)
         ).all()
         by_type = grouped(Transaction.transaction_type_id)
