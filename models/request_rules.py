@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 
-from models.crm import Request, RequestEvent, Transaction
+from models.crm import AdvertisingCampaign, Request, RequestEvent, Transaction
 from models.db import Session
 from models.enums import (
     ADMIN,
@@ -21,14 +21,17 @@ from models.enums import (
     FINAL_STATUSES,
     MANAGER,
     MASTER,
+    REQUEST_TYPE_FIRST,
+    REQUEST_TYPE_REPEAT,
     STATUS_DONE,
     TRANSACTION_TYPE_INCOME,
 )
 from models.errors import Forbidden, Invalid
-from models.lookups import TransactionType
+from models.lookups import City, Direction, RequestType, TransactionType
 from models.money import AMOUNT_LABELS, entered_amount, request_money, to_money
 from models.phones import normalize_phone
 from models.timez import now_utc, to_local
+from models.users import User
 
 # Fields recorded in the history, in the order they are compared.
 TRACKED_FIELDS = (
@@ -60,6 +63,49 @@ MASTER_FIELDS = frozenset({"status", "master_notes", "result", "expenses"})
 MASTER_STATUSES = frozenset({"Принял", "В пути", "В работе", "Готово", "Отказ", "Модерн", "НеЗаказ"})
 # What only admin and manager may change once a request is final.
 FINAL_LOCKED_FIELDS = frozenset({"status", "master_id", "result", "expenses", "master_handover"})
+
+
+# ---- references -----------------------------------------------------------------------------------
+
+def check_references(data: dict[str, Any], user: User) -> None:
+    """Referenced rows exist (and a master is a master of the right city): a 422 naming the field."""
+    errors: dict[str, list[str]] = {}
+    checks = (
+        ("city_id", City, "Город не найден"),
+        ("request_type_id", RequestType, "Тип заявки не найден"),
+        ("direction_id", Direction, "Направление не найдено"),
+        ("advertising_campaign_id", AdvertisingCampaign, "Рекламная кампания не найдена"),
+    )
+    for field, model, message in checks:
+        if data.get(field) is not None and Session.get(model, data[field]) is None:
+            errors[field] = [message]
+    master_id = data.get("master_id")
+    if master_id is not None:
+        master = Session.get(User, master_id)
+        if master is None or master.role_name != MASTER:
+            errors["master_id"] = ["Мастер не найден"]
+        elif user.role_name == DIRECTOR and user.city_id is not None and master.city_id != user.city_id:
+            errors["master_id"] = ["Мастер из другого города"]
+    if errors:
+        raise Invalid("Ошибка в данных заявки", code="validation_error", errors=errors)
+
+
+def check_city(user: User, city_id: int | None) -> None:
+    """A director works in their own city (every city when they have none)."""
+    if user.role_name == DIRECTOR and user.city_id is not None and city_id != user.city_id:
+        raise Forbidden("Нет доступа к заявкам другого города", code="other_city")
+
+
+def default_request_type(phone: str) -> int:
+    """Впервые for a new phone, Повтор when the phone already has a request."""
+    normalized = normalize_phone(phone)
+    seen = normalized and Session.scalar(select(Request.id).where(Request.client_phone == normalized).limit(1))
+    name = REQUEST_TYPE_REPEAT if seen else REQUEST_TYPE_FIRST
+    type_id = Session.scalar(select(RequestType.id).where(RequestType.name == name))
+    if type_id is None:
+        raise Invalid("Укажите тип заявки", code="validation_error",
+                      errors={"request_type_id": ["Тип заявки не указан"]})
+    return type_id
 
 
 # ---- what counts as a change ---------------------------------------------------------------------
@@ -142,6 +188,32 @@ def check_money(request: Request, changes: dict[str, Any], role: str | None) -> 
             message = "расходы мастера не могут быть больше итога"
             raise Invalid(f"Расходы: {message}", code="expenses_above_result", errors={"expenses": [message]})
     return changes
+
+
+# ---- the use cases: create and update, the one place the rules are applied ----------------------------
+
+def create_request(user: User, data: dict[str, Any]) -> Request:
+    """A new request by `user` from parsed fields (status Новая unless given); the caller commits."""
+    data = dict(data)
+    check_city(user, data.get("city_id"))
+    check_references(data, user)
+    if data.get("request_type_id") is None:
+        data["request_type_id"] = default_request_type(data["client_phone"])
+    request = Request(created_by_id=user.id)
+    apply_changes(request, data, user_id=user.id, role=user.role_name)
+    return request
+
+
+def update_request(user: User, request: Request, data: dict[str, Any]) -> list[str]:
+    """`user` saves `data` (parsed; the whole form, as the SPA sends it) onto `request`, loaded FOR
+    UPDATE: only what really changed counts, is authorised and is applied. Returns the changed
+    fields; the caller commits."""
+    changes = real_changes(request, data)
+    authorize_update(user.role_name, request, changes)
+    if "city_id" in changes:
+        check_city(user, changes["city_id"])
+    check_references(changes, user)
+    return apply_changes(request, changes, user_id=user.id, role=user.role_name)
 
 
 def income_note(request_id: int) -> str:

@@ -28,15 +28,7 @@ from models import request_rules
 from models.base import MAX_INT4
 from models.crm import AdvertisingCampaign, Request, RequestEvent
 from models.db import Precompiled, Session, int_array
-from models.enums import (
-    AVITOLOG,
-    CALLCENTR,
-    DIRECTOR,
-    MANAGER,
-    MASTER,
-    REQUEST_TYPE_FIRST,
-    REQUEST_TYPE_REPEAT,
-)
+from models.enums import AVITOLOG, CALLCENTR, DIRECTOR, MANAGER
 from models.files import File
 from models.lookups import City, Direction, RequestType
 from models.phones import normalize_phone
@@ -323,46 +315,6 @@ def require_visible(request_id: int) -> None:
         raise ApiError(404, NOT_FOUND, code="not_found")
 
 
-def check_references(data: dict, user: User) -> None:
-    """Referenced rows exist (and a master is a master of the right city): a 422 naming the field."""
-    errors: dict[str, list[str]] = {}
-    checks = (
-        ("city_id", City, "Город не найден"),
-        ("request_type_id", RequestType, "Тип заявки не найден"),
-        ("direction_id", Direction, "Направление не найдено"),
-        ("advertising_campaign_id", AdvertisingCampaign, "Рекламная кампания не найдена"),
-    )
-    for field, model, message in checks:
-        if data.get(field) is not None and Session.get(model, data[field]) is None:
-            errors[field] = [message]
-    master_id = data.get("master_id")
-    if master_id is not None:
-        master = Session.get(User, master_id)
-        if master is None or master.role_name != MASTER:
-            errors["master_id"] = ["Мастер не найден"]
-        elif user.role_name == DIRECTOR and user.city_id is not None and master.city_id != user.city_id:
-            errors["master_id"] = ["Мастер из другого города"]
-    if errors:
-        raise ApiError(422, "Ошибка в данных заявки", code="validation_error", errors=errors)
-
-
-def check_city(user: User, city_id: int | None) -> None:
-    if user.role_name == DIRECTOR and user.city_id is not None and city_id != user.city_id:
-        raise ApiError(403, "Нет доступа к заявкам другого города", code="other_city")
-
-
-def default_request_type(phone: str) -> int:
-    """Впервые for a new phone, Повтор when the phone already has a request."""
-    normalized = normalize_phone(phone)
-    seen = normalized and Session.scalar(select(Request.id).where(Request.client_phone == normalized).limit(1))
-    name = REQUEST_TYPE_REPEAT if seen else REQUEST_TYPE_FIRST
-    type_id = Session.scalar(select(RequestType.id).where(RequestType.name == name))
-    if type_id is None:
-        raise ApiError(422, "Укажите тип заявки", code="validation_error",
-                       errors={"request_type_id": ["Тип заявки не указан"]})
-    return type_id
-
-
 def _payload(data: dict) -> dict:
     return {k: v for k, v in data.items() if k not in RequestCreateSchema.IGNORED and k != "version"}
 
@@ -392,14 +344,7 @@ class RequestCollection(MethodView):
     @blp.response(201, RequestOutSchema)
     def post(self, data):
         """Create a request. Status defaults to Новая; money is computed on the server."""
-        user = g.current_user
-        data = _payload(data)
-        check_city(user, data.get("city_id"))
-        check_references(data, user)
-        if data.get("request_type_id") is None:
-            data["request_type_id"] = default_request_type(data["client_phone"])
-        request = Request(created_by_id=user.id)
-        request_rules.apply_changes(request, data, user_id=user.id, role=user.role_name)
+        request = request_rules.create_request(g.current_user, _payload(data))
         commit_or_409()
         from tasks.recordings import match_pending_soon
 
@@ -428,13 +373,7 @@ class RequestItem(MethodView):
         if "version" in data and data["version"] != request.version:
             raise ApiError(409, "Заявка изменена другим пользователем, обновите страницу",
                            code="version_conflict")
-        # Only what really changed counts: the SPA sends the whole form back, as it read it.
-        changes = request_rules.real_changes(request, _payload(data))
-        request_rules.authorize_update(user.role_name, request, changes)
-        if "city_id" in changes:
-            check_city(user, changes["city_id"])
-        check_references(changes, user)
-        request_rules.apply_changes(request, changes, user_id=user.id, role=user.role_name)
+        request_rules.update_request(user, request, _payload(data))
         commit_or_409()
         return json_response(detail(request_id))
 
