@@ -1,8 +1,8 @@
 """Every setting of leadline, read from the environment once, typed.
 
 API, workers, beat and the CLI import this module and read `settings.<name>`. Canonical names are
-those of SPEC §6; the names the old backend used are accepted as aliases. Development and test get
-safe defaults; production refuses to start without its secrets.
+the ones the README, tests and deploy files use; the names the old backend used are accepted as
+aliases. Development and test get safe defaults; production refuses to start without its secrets.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reports (SPEC §3, original-backend §5.7) computed in SQL with the Russian statuses.
+"""Reports (dashboard, call centre, cities, masters, campaigns, cash) computed in SQL with the Russian statuses.
 
 Each report is a few GROUP BY statements over indexed columns, with conditional aggregates
 (`count(*) FILTER (WHERE status IN ...)`) or counts per (key, status), so its cost is a pass or

@@ -1,4 +1,5 @@
-"""Mango deliveries for the telephony tests, shaped like reference/mango.md §2 (values invented)."""
+"""Mango deliveries for the telephony tests, shaped like the notifications of Mango Office's VPBX API
+(events/call, events/summary, events/recording, events/record/added; values invented)."""
 from __future__ import annotations
 
 import hashlib

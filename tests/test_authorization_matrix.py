@@ -1,4 +1,4 @@
-"""Every endpoint × every role × own / other city / own / other master, against SPEC §1.
+"""Every endpoint × every role × own / other city / own / other master, against each role's rights.
 
 Each case runs in a world of two cities (A and B) with a director and a master in A, a master in
 B, requests and cash in both. `ok` means a 2xx; anything not allowed must be a 403 or a 404

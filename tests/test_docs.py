@@ -1,10 +1,12 @@
 """The documentation follows the code: the README's settings table is generated from settings.py, the
-env example lists every setting."""
+env example lists every setting, and comments point only to documents in the repository."""
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from dataclasses import fields
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -73,3 +75,25 @@ def test_the_env_example_lists_every_setting_in_its_group_and_every_old_name():
     settings_names = {f.name for f in fields(Settings)}
     for name in set(listed) - settings_names:
         assert name in readers, f"deploy/leadline.env.example sets {name}, which nothing reads"
+
+
+# A reference to a document: a path ending in .md, a section sign, the name of the product's specification.
+DOCUMENT_REFERENCE = re.compile(r"[\w./-]+\.md\b|\N{SECTION SIGN}|\bSPEC\b|design[ ]card")
+
+
+def _source_files():
+    """The project's Python files (not the virtualenv's, nor anything under ./var)."""
+    for folder, subfolders, files in os.walk(BASE_DIR):
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith(".") and name != "var")
+        yield from (Path(folder) / name for name in sorted(files) if name.endswith(".py"))
+
+
+def test_comments_point_only_to_documents_in_the_repository():
+    """A comment that names a document names one a reader of the repository can open."""
+    outside = []
+    for path in _source_files():
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if any(not reference.endswith(".md") or not (BASE_DIR / reference).is_file()
+                   for reference in DOCUMENT_REFERENCE.findall(line)):
+                outside.append(f"{path.relative_to(BASE_DIR)}:{number}: {line.strip()}")
+    assert not outside, "references to documents outside the repository:\n" + "\n".join(outside)

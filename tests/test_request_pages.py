@@ -1,5 +1,5 @@
 """Every role saves a request as the SPA's pages send it: the body is built from a GET of a real
-request, the way each page builds it (spa-contract §2.2-B, §2.2-C), and sent back unchanged and with
+request, the way each page builds it (docs/spa-contract.md, bodies B and C), and sent back unchanged and with
 one field changed.
 
 - unchanged: 200, nothing written to the history, the version unchanged;
@@ -40,7 +40,7 @@ def spa_meeting(value: str | None) -> str | None:
 
 
 def view_page_body(detail: dict) -> dict:
-    """PUT body of RequestViewPage's Save (§2.2-B): the whole form, ids omitted when 0, result as a
+    """PUT body of RequestViewPage's Save (body B): the whole form, ids omitted when 0, result as a
     string, net_amount as loaded, master_handover never."""
     body = {
         "status": detail["status"],
@@ -61,7 +61,7 @@ def view_page_body(detail: dict) -> dict:
 
 
 def incoming_edit_body(detail: dict) -> dict:
-    """PUT body of IncomingRequestEditPage (§2.2-C), its form filled from the request."""
+    """PUT body of IncomingRequestEditPage (body C), its form filled from the request."""
     body = {
         "client_name": detail["client_name"] or "",
         "client_phone": detail["client_phone"] or "",
@@ -81,7 +81,7 @@ def incoming_edit_body(detail: dict) -> dict:
 
 
 PAGES = {"view": view_page_body, "incoming": incoming_edit_body}
-# The pages each role can save from (spa-contract §1.4: the call centre and "everything else").
+# The pages each role can save from (docs/spa-contract.md: a director only from the view page).
 ROLE_PAGES = {
     "director": ("view",),
     "master": ("view", "incoming"),

@@ -80,7 +80,7 @@ def admin(make_user):
 
 
 def master_body(city_id, login="master_new", **overrides):
-    """Exactly what MasterCreatePage sends (spa-contract §2.2-F)."""
+    """Exactly what MasterCreatePage sends (docs/spa-contract.md, body F)."""
     body = {
         "city_id": city_id,
         "full_name": "Иван Мастеров",
@@ -439,7 +439,7 @@ def test_delete_through_the_wrong_endpoint_is_404(as_user, admin, make_user, mak
 # ---- employees ----------------------------------------------------------------------------------
 
 def employee_body(role, city_id=None, login="employee_new", **overrides):
-    """What EmployeeCreatePage sends (spa-contract §2.2-H)."""
+    """What EmployeeCreatePage sends (docs/spa-contract.md, body H)."""
     body = {
         "city_id": city_id,
         "role_id": role_id(role),
