@@ -147,10 +147,6 @@ def _search(text: str) -> ColumnElement[bool]:
     return or_(*conditions)
 
 
-def _in(group: str) -> ColumnElement[bool]:
-    return Request.status.in_(STATUS_GROUPS[group])
-
-
 def _count(condition: ColumnElement[bool] | None = None):
     return func.count() if condition is None else func.count().filter(condition)
 

@@ -41,7 +41,6 @@ from settings import settings
 CALL, SUMMARY, RECORDING, RECORD_ADDED, RECORD_TAGGED, DTMF, SMS = (
     "call", "summary", "recording", "record/added", "record/tagged", "dtmf", "sms",
 )
-KNOWN_EVENTS = (CALL, SUMMARY, RECORDING, RECORD_ADDED, RECORD_TAGGED, DTMF, SMS)
 UNKNOWN = "unknown"
 
 # summary.call_direction
