@@ -19,7 +19,7 @@ from api.security import issue_token
 from models import AdvertisingCampaign, Call, City, Direction, MangoEvent, Recording, Request, Transaction, User
 from models.lookups import RequestType, Role, TransactionType
 from models.ops import Alert, AlertSilence, Job
-from tests.conftest import create_user
+from tests.factories import create_user
 
 ROLES = ("admin", "manager", "director", "callcentr", "avitolog", "master")
 ALL = set(ROLES)

@@ -10,9 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from models.lookups import RequestType, Role, TransactionType
-from tests.conftest import TEST_PASSWORD
-
-SPA = {"Origin": "http://spa.test"}
+from tests.factories import TEST_PASSWORD
+from tests.support import SPA
 
 
 def is_int(value):
