@@ -1,8 +1,8 @@
 """Every setting of leadline, read from the environment once, typed.
 
 API, workers, beat and the CLI import this module and read `settings.<name>`. Canonical names are
-those of SPEC §6; the names the old backend used are accepted as aliases. Development and test get
-safe defaults; production refuses to start without its secrets.
+the ones the README, tests and deploy files use; the names the old backend used are accepted as
+aliases. Development and test get safe defaults; production refuses to start without its secrets.
 """
 from __future__ import annotations
 
@@ -69,135 +69,162 @@ def default_api_workers() -> int:
     return cores + 1
 
 
-def setting(default: Any = None, *, aliases: tuple[str, ...] = (), secret: bool = False, doc: str = "") -> Any:
-    """Declare one setting: its default, the old names it may come under, whether it is a secret."""
-    return field(default=default, metadata={"aliases": aliases, "secret": secret, "doc": doc})
+def setting(default: Any = None, *, group: str, aliases: tuple[str, ...] = (), secret: bool = False, doc: str = "",
+            shown_default: str | None = None) -> Any:
+    """Declare one setting: its default, the group it is listed under, the old names it may come under,
+    whether it is a secret, and what it is for.
+
+    `group`, `doc` and `shown_default` (the default as documented, where the value depends on the
+    machine) only document it: the README's settings table is generated from them
+    (`flask --app api settings-table`)."""
+    return field(default=default, metadata={"group": group, "aliases": aliases, "secret": secret, "doc": doc,
+                                            "shown_default": shown_default})
 
 
 @dataclass(frozen=True)
 class Settings:
     # core
-    APP_ENV: str = setting("development", aliases=("ENVIRONMENT",), doc="development / test / production")
-    SECRET_KEY: str = setting(None, aliases=("JWT_SECRET_KEY",), secret=True, doc="signs sessions")
-    DATABASE_URL: str = setting(None, secret=True, doc="PostgreSQL; unset outside production = embedded")
-    REDIS_URL: str = setting(None, doc="Redis; unset outside production = embedded")
-    CELERY_BROKER_URL: str = setting(None, doc="Celery broker (defaults to REDIS_URL)")
-    BUSINESS_TZ: str = setting("Europe/Moscow", doc="time zone for local times (file names, report days)")
-    LOG_LEVEL: str = setting("INFO")
-    LOG_JSON: bool = setting(None, doc="JSON logs (default: on in production)")
-    METRICS_TOKEN: str = setting(None, secret=True, doc="when set, /metrics needs 'Authorization: Bearer <token>'")
+    APP_ENV: str = setting("development", group="core", aliases=("ENVIRONMENT",), doc="development / test / production")
+    SECRET_KEY: str = setting(None, group="core", aliases=("JWT_SECRET_KEY",), secret=True, doc="signs sessions")
+    DATABASE_URL: str = setting(None, group="core", secret=True, doc="PostgreSQL; unset outside production = embedded")
+    REDIS_URL: str = setting(None, group="core", doc="Redis; unset outside production = embedded")
+    CELERY_BROKER_URL: str = setting(None, group="core", doc="Celery broker (defaults to REDIS_URL)")
+    BUSINESS_TZ: str = setting("Europe/Moscow", group="core", doc="time zone for local times (file names, report days)")
+    LOG_LEVEL: str = setting("INFO", group="core")
+    LOG_JSON: bool = setting(None, group="core", doc="JSON logs (default: on in production)")
+    METRICS_TOKEN: str = setting(
+        None, group="core", secret=True, doc="when set, /metrics needs 'Authorization: Bearer <token>'"
+    )
     METRICS_ALLOWED_NETWORKS: list = setting(
-        None, doc="without METRICS_TOKEN: direct clients allowed to read /metrics (default loopback + private)"
+        None, group="core",
+        doc="without METRICS_TOKEN: direct clients allowed to read /metrics (default loopback + private)",
     )
 
     # processes
-    API_HOST: str = setting("127.0.0.1")
-    API_PORT: int = setting(8000)
+    API_HOST: str = setting("127.0.0.1", group="processes")
+    API_PORT: int = setting(8000, group="processes")
     API_WORKERS: int = setting(
-        default_api_workers(), aliases=("WORKERS",), doc="gunicorn worker processes (default: cores + 1)"
+        default_api_workers(), group="processes", aliases=("WORKERS",), shown_default="cores + 1",
+        doc="gunicorn worker processes",
     )
-    FLOWER_PORT: int = setting(5555)
-    FLOWER_USER: str = setting("admin")
-    FLOWER_PASSWORD: str = setting(None, secret=True)
-    FLOWER_URL_PREFIX: str = setting("flower", doc="Flower is served under /<prefix>/ (behind nginx too)")
-    ADMIN_LOGIN: str = setting("admin", doc="the administrator `make run` creates")
-    ADMIN_PASSWORD: str = setting(None, secret=True)
+    FLOWER_PORT: int = setting(5555, group="processes")
+    FLOWER_USER: str = setting("admin", group="processes")
+    FLOWER_PASSWORD: str = setting(None, group="processes", secret=True)
+    FLOWER_URL_PREFIX: str = setting(
+        "flower", group="processes", doc="Flower is served under /<prefix>/ (behind nginx too)"
+    )
+    ADMIN_LOGIN: str = setting("admin", group="processes", doc="the administrator `make run` creates")
+    ADMIN_PASSWORD: str = setting(None, group="processes", secret=True)
 
     # web
     CORS_ORIGINS: list = setting(
-        None, aliases=("ALLOWED_ORIGINS",), doc="comma list of SPA origins allowed with credentials"
+        None, group="web", aliases=("ALLOWED_ORIGINS",), doc="comma list of SPA origins allowed with credentials"
     )
-    COOKIE_SECURE: bool = setting(None, doc="Secure flag on the session cookie (default: on in production)")
-    COOKIE_DOMAIN: str = setting(None, doc="parent domain so the SPA's /api proxy carries the cookie")
-    COOKIE_SAMESITE: str = setting("Lax")
-    TRUSTED_PROXIES: int = setting(0, doc="number of reverse-proxy hops in front of the API")
-    SESSION_IDLE_MINUTES: int = setting(60, doc="a session unused this long expires")
-    SESSION_MAX_HOURS: int = setting(16, doc="a session ends this long after login, used or not")
-    LOGIN_MAX_FAILURES: int = setting(5)
-    LOGIN_FAILURE_WINDOW_MINUTES: int = setting(60)
-    LOGIN_LOCKOUT_MINUTES: int = setting(30)
-    RATE_LIMIT_PER_CLIENT: str = setting("1200 per minute", doc="API calls per client IP")
-    RATE_LIMIT_PER_USER: str = setting("600 per minute", doc="API calls per signed-in user")
-    RATE_LIMIT_LOGIN: str = setting("30 per minute", doc="login attempts per client IP")
-    MAX_REQUEST_MB: int = setting(60, doc="largest request body the API reads")
+    COOKIE_SECURE: bool = setting(
+        None, group="web", doc="Secure flag on the session cookie (default: on in production)"
+    )
+    COOKIE_DOMAIN: str = setting(None, group="web", doc="parent domain so the SPA's /api proxy carries the cookie")
+    COOKIE_SAMESITE: str = setting("Lax", group="web")
+    TRUSTED_PROXIES: int = setting(0, group="web", doc="number of reverse-proxy hops in front of the API")
+    SESSION_IDLE_MINUTES: int = setting(60, group="web", doc="a session unused this long expires")
+    SESSION_MAX_HOURS: int = setting(16, group="web", doc="a session ends this long after login, used or not")
+    LOGIN_MAX_FAILURES: int = setting(5, group="web")
+    LOGIN_FAILURE_WINDOW_MINUTES: int = setting(60, group="web")
+    LOGIN_LOCKOUT_MINUTES: int = setting(30, group="web")
+    RATE_LIMIT_PER_CLIENT: str = setting("1200 per minute", group="web", doc="API calls per client IP")
+    RATE_LIMIT_PER_USER: str = setting("600 per minute", group="web", doc="API calls per signed-in user")
+    RATE_LIMIT_LOGIN: str = setting("30 per minute", group="web", doc="login attempts per client IP")
+    MAX_REQUEST_MB: int = setting(60, group="web", doc="largest request body the API reads")
 
     # money
-    MASTER_SHARE: Decimal = setting(Decimal("0.5"))
-    MAX_REQUEST_AMOUNT: Decimal = setting(Decimal("10000000"),
+    MASTER_SHARE: Decimal = setting(Decimal("0.5"), group="money")
+    MAX_REQUEST_AMOUNT: Decimal = setting(Decimal("10000000"), group="money",
                                           doc="largest result, expenses or handover of one request, in roubles")
 
     # files
-    MEDIA_ROOT: str = setting(str(VAR_DIR / "media"))
-    QUARANTINE_ROOT: str = setting(str(VAR_DIR / "quarantine"))
-    MAX_UPLOAD_MB: int = setting(10)
-    MAX_RECORDING_UPLOAD_MB: int = setting(50)
-    FILES_RETENTION_DAYS: int = setting(30)
-    X_ACCEL_REDIRECT_PREFIX: str = setting(None, doc="serve files through nginx X-Accel-Redirect")
-    FILES_QUARANTINE_MAX_HOURS: int = setting(24, doc="uploads not validated within this are dropped")
-    FILES_TEST_FAULT: str = setting(None, doc="APP_ENV=test only: '<point>:<seconds>' pauses files.validate")
+    MEDIA_ROOT: str = setting(str(VAR_DIR / "media"), group="files")
+    QUARANTINE_ROOT: str = setting(str(VAR_DIR / "quarantine"), group="files")
+    MAX_UPLOAD_MB: int = setting(10, group="files")
+    MAX_RECORDING_UPLOAD_MB: int = setting(50, group="files")
+    FILES_RETENTION_DAYS: int = setting(30, group="files")
+    X_ACCEL_REDIRECT_PREFIX: str = setting(None, group="files", doc="serve files through nginx X-Accel-Redirect")
+    FILES_QUARANTINE_MAX_HOURS: int = setting(24, group="files", doc="uploads not validated within this are dropped")
+    FILES_TEST_FAULT: str = setting(
+        None, group="files", doc="APP_ENV=test only: '<point>:<seconds>' pauses files.validate"
+    )
 
     # Mango Office
-    MANGO_API_KEY: str = setting(None, secret=True)
-    MANGO_API_SALT: str = setting(None, aliases=("MANGO_WEBHOOK_SECRET",), secret=True)
-    MANGO_ALLOWED_IPS: list = setting(None, doc="comma list of addresses or networks")
-    MANGO_API_URL: str = setting("https://app.mango-office.ru/vpbx/")
-    MANGO_REPEAT_WINDOW_MIN: int = setting(30)
-    MANGO_MISSED_CREATES_REQUEST: bool = setting(True)
-    MANGO_MAX_BODY_KB: int = setting(256)
-    MANGO_SWEEP_AFTER_SECONDS: int = setting(60)
-    MANGO_CLOSE_WITHOUT_SUMMARY_MIN: int = setting(10, doc="close a call whose summary never came after this")
+    MANGO_API_KEY: str = setting(None, group="Mango Office", secret=True)
+    MANGO_API_SALT: str = setting(None, group="Mango Office", aliases=("MANGO_WEBHOOK_SECRET",), secret=True)
+    MANGO_ALLOWED_IPS: list = setting(None, group="Mango Office", doc="comma list of addresses or networks")
+    MANGO_API_URL: str = setting("https://app.mango-office.ru/vpbx/", group="Mango Office")
+    MANGO_REPEAT_WINDOW_MIN: int = setting(30, group="Mango Office")
+    MANGO_MISSED_CREATES_REQUEST: bool = setting(True, group="Mango Office")
+    MANGO_MAX_BODY_KB: int = setting(256, group="Mango Office")
+    MANGO_SWEEP_AFTER_SECONDS: int = setting(60, group="Mango Office")
+    MANGO_CLOSE_WITHOUT_SUMMARY_MIN: int = setting(
+        10, group="Mango Office", doc="close a call whose summary never came after this"
+    )
 
     # IMAP
-    IMAP_HOST: str = setting(None, aliases=("RAMBLER_IMAP_HOST",))
-    IMAP_PORT: int = setting(993, aliases=("RAMBLER_IMAP_PORT",))
-    IMAP_USER: str = setting(None, aliases=("RAMBLER_IMAP_USERNAME",))
-    IMAP_PASSWORD: str = setting(None, aliases=("RAMBLER_IMAP_PASSWORD",), secret=True)
-    IMAP_SECURITY: str = setting("ssl", doc="ssl / starttls / plain")
-    IMAP_FOLDER: str = setting("INBOX")
-    IMAP_PROCESSED_FOLDER: str = setting(None, doc="move imported messages here")
-    IMAP_MARK_SEEN: bool = setting(False)
-    IMAP_TIMEOUT_SECONDS: int = setting(30)
-    RECORDINGS_CHECK_INTERVAL: int = setting(300)
-    RECORDING_MATCH_WINDOW_MIN: int = setting(30)
+    IMAP_HOST: str = setting(None, group="IMAP", aliases=("RAMBLER_IMAP_HOST",))
+    IMAP_PORT: int = setting(993, group="IMAP", aliases=("RAMBLER_IMAP_PORT",))
+    IMAP_USER: str = setting(None, group="IMAP", aliases=("RAMBLER_IMAP_USERNAME",))
+    IMAP_PASSWORD: str = setting(None, group="IMAP", aliases=("RAMBLER_IMAP_PASSWORD",), secret=True)
+    IMAP_SECURITY: str = setting("ssl", group="IMAP", doc="ssl / starttls / plain")
+    IMAP_FOLDER: str = setting("INBOX", group="IMAP")
+    IMAP_PROCESSED_FOLDER: str = setting(None, group="IMAP", doc="move imported messages here")
+    IMAP_MARK_SEEN: bool = setting(False, group="IMAP")
+    IMAP_TIMEOUT_SECONDS: int = setting(30, group="IMAP")
+    RECORDINGS_CHECK_INTERVAL: int = setting(300, group="IMAP")
+    RECORDING_MATCH_WINDOW_MIN: int = setting(30, group="IMAP")
 
     # alerts
-    TELEGRAM_BOT_TOKEN: str = setting(None, secret=True)
-    TELEGRAM_CHAT_ID: str = setting(None)
-    TELEGRAM_API_URL: str = setting("https://api.telegram.org")
-    ALERT_COOLDOWN_MINUTES: int = setting(30)
-    ALERT_API_5XX_RATIO: float = setting(0.05)
-    ALERT_QUEUE_BACKLOG: int = setting(500)
-    ALERT_QUEUE_AGE_SECONDS: int = setting(300)
-    ALERT_BEAT_SILENT_SECONDS: int = setting(180)
-    ALERT_INBOX_LAG_SECONDS: int = setting(120)
-    ALERT_DISK_FREE_PERCENT: float = setting(10.0)
-    ALERT_DB_CONNECTIONS_PERCENT: float = setting(80.0)
-    ALERT_INSTANCE_NAME: str = setting("leadline", doc="names this installation in every alert message")
-    ALERT_RULES_DISABLED: list = setting(None, doc="comma list of rules (or rule prefixes) never evaluated")
-    ALERT_API_MIN_REQUESTS: int = setting(20, doc="the 5xx ratio is judged only over at least this many calls")
-    ALERT_WORKER_PING_TIMEOUT: float = setting(2.0, doc="seconds to wait for workers to answer")
-    ALERT_IMAP_FAILURES: int = setting(3, doc="consecutive failed recording imports that fire an alert")
-    ALERT_REDIS_MEMORY_PERCENT: float = setting(85.0, doc="of Redis maxmemory (no limit: not checked)")
-    ALERT_HOST_CPU_PERCENT: float = setting(90.0, doc="CPU busy on the evaluating worker's host")
-    ALERT_HOST_MEMORY_PERCENT: float = setting(90.0, doc="memory used on the evaluating worker's host")
-    ALERT_DB_DISK_PATH: str = setting(None, doc="PostgreSQL data directory when on this host (disk check)")
-    TELEGRAM_MAX_ATTEMPTS: int = setting(4, doc="tries per message on network errors, 5xx and 429")
-    TELEGRAM_BACKOFF_SECONDS: float = setting(1.0, doc="first retry delay, doubled each time, with jitter")
-    TELEGRAM_TIMEOUT_SECONDS: float = setting(10.0)
+    TELEGRAM_BOT_TOKEN: str = setting(None, group="alerts", secret=True)
+    TELEGRAM_CHAT_ID: str = setting(None, group="alerts")
+    TELEGRAM_API_URL: str = setting("https://api.telegram.org", group="alerts")
+    ALERT_COOLDOWN_MINUTES: int = setting(30, group="alerts")
+    ALERT_API_5XX_RATIO: float = setting(0.05, group="alerts")
+    ALERT_QUEUE_BACKLOG: int = setting(500, group="alerts")
+    ALERT_QUEUE_AGE_SECONDS: int = setting(300, group="alerts")
+    ALERT_BEAT_SILENT_SECONDS: int = setting(180, group="alerts")
+    ALERT_INBOX_LAG_SECONDS: int = setting(120, group="alerts")
+    ALERT_DISK_FREE_PERCENT: float = setting(10.0, group="alerts")
+    ALERT_DB_CONNECTIONS_PERCENT: float = setting(80.0, group="alerts")
+    ALERT_INSTANCE_NAME: str = setting("leadline", group="alerts", doc="names this installation in every alert message")
+    ALERT_RULES_DISABLED: list = setting(
+        None, group="alerts", doc="comma list of rules (or rule prefixes) never evaluated"
+    )
+    ALERT_API_MIN_REQUESTS: int = setting(
+        20, group="alerts", doc="the 5xx ratio is judged only over at least this many calls"
+    )
+    ALERT_WORKER_PING_TIMEOUT: float = setting(2.0, group="alerts", doc="seconds to wait for workers to answer")
+    ALERT_IMAP_FAILURES: int = setting(3, group="alerts", doc="consecutive failed recording imports that fire an alert")
+    ALERT_REDIS_MEMORY_PERCENT: float = setting(85.0, group="alerts", doc="of Redis maxmemory (no limit: not checked)")
+    ALERT_HOST_CPU_PERCENT: float = setting(90.0, group="alerts", doc="CPU busy on the evaluating worker's host")
+    ALERT_HOST_MEMORY_PERCENT: float = setting(90.0, group="alerts", doc="memory used on the evaluating worker's host")
+    ALERT_DB_DISK_PATH: str = setting(
+        None, group="alerts", doc="PostgreSQL data directory when on this host (disk check)"
+    )
+    TELEGRAM_MAX_ATTEMPTS: int = setting(4, group="alerts", doc="tries per message on network errors, 5xx and 429")
+    TELEGRAM_BACKOFF_SECONDS: float = setting(
+        1.0, group="alerts", doc="first retry delay, doubled each time, with jitter"
+    )
+    TELEGRAM_TIMEOUT_SECONDS: float = setting(10.0, group="alerts")
 
     # database maintenance
-    MAINTENANCE_HOUR_UTC: int = setting(0, doc="hour (UTC) the nightly maintenance starts")
-    RETENTION_INBOX_DAYS: int = setting(30, doc="processed Mango deliveries kept this long")
-    RETENTION_JOBS_DAYS: int = setting(30, doc="finished job rows kept this long")
-    RETENTION_ALERTS_DAYS: int = setting(90, doc="resolved alerts kept this long")
-    MAINTENANCE_BATCH_SIZE: int = setting(5000, doc="rows deleted per transaction by the purges")
+    MAINTENANCE_HOUR_UTC: int = setting(0, group="maintenance", doc="hour (UTC) the nightly maintenance starts")
+    RETENTION_INBOX_DAYS: int = setting(30, group="maintenance", doc="processed Mango deliveries kept this long")
+    RETENTION_JOBS_DAYS: int = setting(30, group="maintenance", doc="finished job rows kept this long")
+    RETENTION_ALERTS_DAYS: int = setting(90, group="maintenance", doc="resolved alerts kept this long")
+    MAINTENANCE_BATCH_SIZE: int = setting(5000, group="maintenance", doc="rows deleted per transaction by the purges")
 
     # workers
-    TASK_SOFT_TIME_LIMIT: int = setting(300)
-    TASK_TIME_LIMIT: int = setting(360)
-    BROKER_VISIBILITY_TIMEOUT: int = setting(3600)
-    BEAT_HEARTBEAT_SECONDS: int = setting(30)
-    BEAT_HEARTBEAT_MAX_AGE: int = setting(120, doc="readiness fails when beat is silent this long")
+    TASK_SOFT_TIME_LIMIT: int = setting(300, group="workers")
+    TASK_TIME_LIMIT: int = setting(360, group="workers")
+    BROKER_VISIBILITY_TIMEOUT: int = setting(3600, group="workers")
+    BEAT_HEARTBEAT_SECONDS: int = setting(30, group="workers")
+    BEAT_HEARTBEAT_MAX_AGE: int = setting(120, group="workers", doc="readiness fails when beat is silent this long")
 
     # ---- derived ------------------------------------------------------------------------------
     @property

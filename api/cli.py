@@ -10,16 +10,17 @@ import secrets
 import signal
 import subprocess
 import sys
+from dataclasses import Field, fields
 
 import click
 from flask import Flask
 from sqlalchemy import func, select, text
 
-from settings import BASE_DIR, settings
+from settings import BASE_DIR, Settings, settings
 
 
 def init_cli(app: Flask) -> None:
-    for command in (stack, migrate, downgrade, create_admin, check_db, seed_demo, rebuild_rollups):
+    for command in (stack, migrate, downgrade, create_admin, check_db, seed_demo, rebuild_rollups, settings_table):
         app.cli.add_command(command)
 
 
@@ -135,6 +136,66 @@ def seed_demo(request_count: int, random_seed: int) -> None:
     summary = seed(request_count=request_count, random_seed=random_seed)
     for name, count in summary.items():
         click.echo(f"  {name:<22} {count:>6}")
+
+
+# ---- the README's settings table ------------------------------------------------------------------
+
+README = BASE_DIR / "README.md"
+SETTINGS_TABLE_START = "<!-- settings table: generated from settings.py by `flask --app api settings-table` -->"
+SETTINGS_TABLE_END = "<!-- end of the settings table -->"
+
+
+def _shown_default(f: Field) -> str:
+    if f.metadata["secret"]:
+        return "— (secret)"
+    if f.metadata["shown_default"] is not None:
+        return f.metadata["shown_default"]
+    if f.default is None:
+        return "—"
+    value = str(f.default)
+    if value.startswith(str(BASE_DIR)):  # a folder of the checkout, wherever it is
+        value = "./" + os.path.relpath(value, BASE_DIR)
+    return f"`{value}`"
+
+
+def _notes(f: Field) -> str:
+    aliases = f.metadata["aliases"]
+    old_names = f"old name{'s' if len(aliases) > 1 else ''}: {', '.join(aliases)}" if aliases else ""
+    return "; ".join(part for part in (f.metadata["doc"], old_names) if part).replace("|", "\\|")
+
+
+def settings_table_markdown() -> str:
+    """Every setting of settings.py, in declaration order: group | setting | default | notes."""
+    rows = ["| group | setting | default | notes |", "|---|---|---|---|"]
+    rows += [f"| {f.metadata['group']} | `{f.name}` | {_shown_default(f)} | {_notes(f)} |" for f in fields(Settings)]
+    return "\n".join(rows) + "\n"
+
+
+def readme_with_settings_table(readme: str) -> str:
+    """The README with the table between its two marker comments replaced by the generated one."""
+    start = readme.find(SETTINGS_TABLE_START)
+    end = readme.find(SETTINGS_TABLE_END, start)
+    if start < 0 or end < 0:
+        raise click.ClickException(f"README.md needs the lines {SETTINGS_TABLE_START!r} and {SETTINGS_TABLE_END!r}")
+    start += len(SETTINGS_TABLE_START)
+    return readme[:start] + "\n" + settings_table_markdown() + readme[end:]
+
+
+@click.command("settings-table")
+@click.option("--check", is_flag=True, help="Only report whether README.md is up to date (exit 1 if not).")
+def settings_table(check: bool) -> None:
+    """Write the settings table of README.md from settings.py (names, groups, defaults, old names, docs)."""
+    readme = README.read_text(encoding="utf-8")
+    updated = readme_with_settings_table(readme)
+    if check:
+        if updated != readme:
+            raise click.ClickException("README.md's settings table is out of date: "
+                                       "run `flask --app api settings-table`")
+        click.echo("README.md: the settings table is up to date")
+        return
+    if updated != readme:
+        README.write_text(updated, encoding="utf-8")
+    click.echo(f"README.md: settings table {'rewritten' if updated != readme else 'already up to date'}")
 
 
 # ---- the development stack ------------------------------------------------------------------------

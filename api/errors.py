@@ -1,4 +1,4 @@
-"""One error body for everything (SPEC §3): {"detail": ..., "code": ..., "errors": {...}}.
+"""One error body for everything: {"detail": ..., "code": ..., "errors": {...}}.
 
 `detail` is a sentence a person can read (Russian, as the SPA shows it); `code` is stable for
 programs; `errors` maps fields to messages for validation failures.

@@ -11,7 +11,7 @@ from settings import settings
 
 
 class LeadlineApi(Api):
-    """flask-smorest Api whose HTTP errors use the product's error body (SPEC §3)."""
+    """flask-smorest Api whose HTTP errors use the product's error body (api/errors.py)."""
 
     def handle_http_exception(self, error):
         from api.errors import http_error_response

@@ -1,4 +1,4 @@
-"""Marshmallow fields for what the SPA really sends (spa-contract.md §2.2):
+"""Marshmallow fields for what the SPA really sends (docs/spa-contract.md):
 ids as 0 meaning "none", amounts as strings, '' for "no date", local datetimes without a zone."""
 from __future__ import annotations
 

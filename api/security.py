@@ -1,4 +1,4 @@
-"""Who is calling and what they may do: sessions, roles, city and ownership scope.
+"""Who is calling and what they may do: sessions, roles, city scope.
 
 Sessions are JWTs carried in an httpOnly cookie (the SPA) or an `Authorization: Bearer` header.
 Each token carries a session id (`sid`); logout revokes the session in Redis, so every token of
@@ -12,8 +12,8 @@ import ipaddress
 import logging
 import secrets
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable
+from datetime import timedelta
+from typing import Callable
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, g, request
@@ -24,7 +24,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from api.errors import ApiError
 from api.gate import token_state
 from models.db import Session
-from models.enums import ADMIN, DIRECTOR, MANAGER, MASTER
+from models.enums import ADMIN, DIRECTOR, MASTER
 from models.kv import get_redis, key
 from models.lookups import City, Role
 from models.users import User
@@ -246,7 +246,7 @@ def roles_required(*roles: str) -> Callable[[Callable], Callable]:
     return decorator
 
 
-# ---- scope: which cities and requests a user may touch --------------------------------------------
+# ---- scope: which cities a user may touch ---------------------------------------------------------
 
 def city_scope(user: User) -> int | None:
     """None = every city. Directors and masters are held to their city (a director without a city
@@ -264,28 +264,3 @@ def may_access_city(user: User, city_id: int | None) -> bool:
 def require_city(user: User, city_id: int | None) -> None:
     if not may_access_city(user, city_id):
         raise ApiError(403, "Нет доступа к данным другого города", code="other_city")
-
-
-def may_access_request(user: User, *, city_id: int | None, master_id: int | None) -> bool:
-    if user.role_name == MASTER:
-        return master_id == user.id
-    return may_access_city(user, city_id)
-
-
-def require_request_access(user: User, *, city_id: int | None, master_id: int | None) -> None:
-    if not may_access_request(user, city_id=city_id, master_id=master_id):
-        if user.role_name == MASTER:
-            raise ApiError(403, "Мастер видит только свои заявки", code="not_own_request")
-        raise ApiError(403, "Нет доступа к данным другого города", code="other_city")
-
-
-def has_role(user: User, roles: Iterable[str]) -> bool:
-    return user.role_name in set(roles) | {ADMIN}
-
-
-MANAGEMENT_ROLES = (ADMIN, MANAGER)
-OFFICE_ROLES = (ADMIN, MANAGER, DIRECTOR)
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)

@@ -5,7 +5,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from sqlalchemy import DateTime, MetaData, Numeric, String, func
+from sqlalchemy import DateTime, MetaData, Numeric, func
 from sqlalchemy.orm import DeclarativeBase, mapped_column
 
 NAMING_CONVENTION = {
@@ -25,7 +25,6 @@ updated_ts = Annotated[
     datetime,
     mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False),
 ]
-name200 = Annotated[str, mapped_column(String(200))]
 
 
 class Base(DeclarativeBase):

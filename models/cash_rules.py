@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import exists, select
+from sqlalchemy import select
 
-from models.crm import Transaction
 from models.db import Session
 from models.errors import Invalid
 from models.lookups import TransactionType
@@ -27,7 +26,3 @@ def signed(amount: Decimal, is_income: bool) -> Decimal:
         raise Invalid("Сумма не может быть нулевой", code="validation_error",
                       errors={"amount": ["Сумма не может быть нулевой"]})
     return abs(amount) if is_income else -abs(amount)
-
-
-def type_in_use(type_id: int) -> bool:
-    return bool(Session.scalar(select(exists().where(Transaction.transaction_type_id == type_id))))

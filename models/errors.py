@@ -6,8 +6,6 @@ a task records them as its failure.
 """
 from __future__ import annotations
 
-from typing import Any
-
 
 class RuleViolation(Exception):
     status = 400
@@ -17,12 +15,6 @@ class RuleViolation(Exception):
         self.detail = detail
         self.code = code
         self.errors = errors
-
-    def as_body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"detail": self.detail, "code": self.code}
-        if self.errors:
-            body["errors"] = self.errors
-        return body
 
 
 class Forbidden(RuleViolation):

@@ -39,6 +39,3 @@ class TransactionType(_Lookup, Base):
     name: Mapped[str] = mapped_column(String(50), unique=True)
     # The direction of the type's operations: income (amount > 0) or expense (amount < 0).
     is_income: Mapped[bool] = mapped_column(Boolean, server_default=text("false"), default=False)
-
-
-LOOKUP_MODELS = (City, Role, RequestType, Direction, TransactionType)

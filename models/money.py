@@ -1,4 +1,4 @@
-"""Money of a request (SPEC §2): computed on the server, kept to the kopeck."""
+"""Money of a request: computed on the server, kept to the kopeck."""
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation

@@ -1,4 +1,4 @@
-"""Reports (SPEC §3, original-backend §5.7) computed in SQL with the Russian statuses.
+"""Reports (dashboard, call centre, cities, masters, campaigns, cash) computed in SQL with the Russian statuses.
 
 Each report is a few GROUP BY statements over indexed columns, with conditional aggregates
 (`count(*) FILTER (WHERE status IN ...)`) or counts per (key, status), so its cost is a pass or
@@ -145,10 +145,6 @@ def _search(text: str) -> ColumnElement[bool]:
         if normalized and normalized != digits:
             conditions.append(Request.client_phone.contains(normalized, autoescape=True))
     return or_(*conditions)
-
-
-def _in(group: str) -> ColumnElement[bool]:
-    return Request.status.in_(STATUS_GROUPS[group])
 
 
 def _count(condition: ColumnElement[bool] | None = None):

@@ -1,4 +1,4 @@
-"""Which rows a user may see (SPEC §1), as SQL conditions shared by lists, details and reports.
+"""Which rows a user may see, as SQL conditions shared by lists, details and reports.
 
 admin, manager: everything. director: their city (every city when their city_id is null).
 master: only their own requests, and the cash-book rows of those requests. callcentr, avitolog:

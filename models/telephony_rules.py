@@ -1,4 +1,4 @@
-"""Mango Office deliveries folded into calls, legs and requests (reference/mango.md, SPEC §4).
+"""Mango Office deliveries folded into calls, legs and requests.
 
 Shared by the webhook receiver (parsing, dedupe keys) and the telephony worker (folding).
 
@@ -41,7 +41,6 @@ from settings import settings
 CALL, SUMMARY, RECORDING, RECORD_ADDED, RECORD_TAGGED, DTMF, SMS = (
     "call", "summary", "recording", "record/added", "record/tagged", "dtmf", "sms",
 )
-KNOWN_EVENTS = (CALL, SUMMARY, RECORDING, RECORD_ADDED, RECORD_TAGGED, DTMF, SMS)
 UNKNOWN = "unknown"
 
 # summary.call_direction
@@ -173,8 +172,9 @@ def guess_event_type(payload: dict[str, Any]) -> str:
     return UNKNOWN
 
 
-# The fields that identify one notification (mango.md §3). A repeated delivery has the same values;
-# two different notifications differ at least in one (seq is per leg, per recording, per DTMF counter).
+# The fields that identify one notification (Mango may deliver one more than once). A repeated delivery has
+# the same values; two different notifications differ at least in one (seq is per leg, per recording, per
+# DTMF counter).
 IDENTITY = {
     CALL: ("entry_id", "call_id", "seq", "call_state", "location", "timestamp"),
     SUMMARY: ("entry_id",),
@@ -346,7 +346,11 @@ def refresh_from_legs(call_pk: int):
 # ---- events/call ------------------------------------------------------------------------------------
 
 def direction_evidence(payload: dict[str, Any]) -> str | None:
-    """What one call event says about the direction of its call (mango.md §7 item 7)."""
+    """What one call event says about the direction of its call.
+
+    Call events carry no call_direction, and the first leg of a callback rings the operator, so it
+    looks inbound: a callback initiator or a task id mean outbound; a leg taken from another call (a
+    transfer) says nothing; otherwise a command id means outbound."""
     caller, callee = party(payload, "from"), party(payload, "to")
     if payload.get("callback_initiator") or payload.get("task_id") is not None:
         return "out"
@@ -416,7 +420,9 @@ def apply_call_event(payload: dict[str, Any]) -> int:
 # ---- events/summary ---------------------------------------------------------------------------------
 
 def classify(direction: str | None, talked: bool, reason: int | None) -> str:
-    """A short outcome for lists and reports; codes of mango.md §2.1 (unknown codes by their class)."""
+    """A short outcome for lists and reports from Mango's `disconnect_reason` codes (1121 busy,
+    1122-1124 rejected; 2xxx billing restrictions, 3xxx-4xxx unreachable, 5xxx Mango's own errors): an
+    unknown code is read as its class."""
     if talked:
         return "answered"
     if reason is not None:
@@ -440,7 +446,8 @@ def apply_summary(payload: dict[str, Any]) -> int:
 
     direction = DIRECTIONS.get(as_int(payload.get("call_direction"))) or call.direction
     created, talk, end = (as_time(payload.get(name)) for name in ("create_time", "talk_time", "end_time"))
-    # entry_result 1 = a conversation; the PDF's own IVR example has 1 with talk_time 0 (mango.md §7 item 5).
+    # entry_result 1 = a conversation, yet Mango's own documentation shows an IVR-only call with 1 and
+    # talk_time 0: a talk time is required too.
     talked = as_int(payload.get("entry_result")) == 1 and talk is not None
     reason = as_int(payload.get("disconnect_reason"))
     client = caller if direction == "in" else callee if direction == "out" else {}

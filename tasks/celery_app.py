@@ -1,6 +1,6 @@
 """The one Celery app. Workers, beat and Flower start from here: `celery -A tasks ...`.
 
-Rules of the road (ARCHITECTURE.md): late acks and redelivery when a worker dies, one message
+Rules of the road (docs/architecture.md): late acks and redelivery when a worker dies, one message
 prefetched per process, a visibility timeout longer than any task, soft and hard time limits, JSON
 only, results ignored (business state lives in PostgreSQL), two queues by cost.
 """

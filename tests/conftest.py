@@ -7,8 +7,7 @@ project module reads its settings.
 from __future__ import annotations
 
 import os
-import time
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -41,20 +40,14 @@ def _test_database_url() -> str:
 os.environ["DATABASE_URL"] = _test_database_url()
 os.environ["REDIS_URL"] = os.environ.get("REDIS_URL") or embedded.redis_url(db=1)
 
-import psycopg.errors  # noqa: E402
 from sqlalchemy import text  # noqa: E402
-from sqlalchemy.exc import OperationalError  # noqa: E402
 
-from models import Base, Session  # noqa: E402
+from models import Session  # noqa: E402
 from models import migrate as migrations  # noqa: E402
 from models.db import configure, get_engine  # noqa: E402
 from models.kv import get_redis  # noqa: E402
-from models.passwords import hash_password  # noqa: E402
-
-# Lookups seeded by the migration survive the per-test cleanup of committed data.
-SEEDED_TABLES = {"roles", "request_types", "transaction_types", "report_rollups"}
-TEST_PASSWORD = "correct-horse-42"
-_PASSWORD_HASH = hash_password(TEST_PASSWORD)
+from tests import factories  # noqa: E402
+from tests.support import login, truncate_committed_data  # noqa: E402
 
 
 def clear_app_keys() -> None:
@@ -118,26 +111,6 @@ def db(database) -> Iterator:
         Session.configure(bind=get_engine(), join_transaction_mode="conditional_savepoint")
 
 
-def truncate_committed_data(attempts: int = 5) -> None:
-    """Empty every table but the lookups the migration seeds.
-
-    TRUNCATE locks its tables one by one. A task of the session's worker that an earlier test
-    queued for later (the recordings retry, debounced by a few seconds, writes recordings and then
-    files) may write to two of them at that moment; PostgreSQL then ends one side as a deadlock.
-    When it ends the TRUNCATE, the writer goes on and commits, and the TRUNCATE is simply run again.
-    """
-    Session.remove()
-    tables = [t.name for t in Base.metadata.sorted_tables if t.name not in SEEDED_TABLES]
-    for attempt in range(1, attempts + 1):
-        try:
-            with get_engine().begin() as conn:
-                conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-            return
-        except OperationalError as exc:
-            if attempt == attempts or not isinstance(exc.orig, psycopg.errors.DeadlockDetected):
-                raise
-
-
 @pytest.fixture()
 def committed(database) -> Iterator:
     """For tests whose data another process or thread must see (the worker): real commits,
@@ -177,79 +150,25 @@ def media(tmp_path):
     backend.configure(previous)
 
 
-def stop_process_group(process, timeout: float = 30.0) -> None:
-    """Stop a server the test started in its own process group: SIGTERM, then SIGKILL if it lingers."""
-    import signal
-    import subprocess
-
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05):
-    """Poll until predicate() is truthy; returns its value or fails the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(interval)
-
-
-# ---- data factories -----------------------------------------------------------------------------
+# ---- data: the factories of tests/factories.py, as fixtures of tests that use the db fixture ---------
 
 @pytest.fixture()
 def make_city(db):
-    from models import City
-
-    counter = iter(range(1, 10_000))
-
-    def make(name: str | None = None) -> City:
-        city = City(name=name or f"Город {next(counter)}")
-        Session.add(city)
-        Session.commit()  # inside the test's outer transaction: released savepoint, still rolled back
-        return city
-
-    return make
-
-
-def create_user(role: str, *, login: str | None = None, status: str = "active", city_id: int | None = None,
-                full_name: str | None = None):
-    from sqlalchemy import select
-
-    from models import Role, User
-
-    role_row = Session.scalar(select(Role).where(Role.name == role))
-    user = User(
-        login=login or f"{role}_{os.urandom(4).hex()}",
-        password_hash=_PASSWORD_HASH,
-        role=role_row,
-        status=status,
-        city_id=city_id,
-        full_name=full_name or f"Тест {role}",
-    )
-    Session.add(user)
-    Session.commit()  # inside the test's outer transaction when used with the db fixture
-    return user
+    return factories.make_city
 
 
 @pytest.fixture()
 def make_user(db):
-    return create_user
+    return factories.create_user
 
 
-def login(client, user, *, password: str = TEST_PASSWORD):
-    response = client.post("/api/auth/login", json={"login": user.login, "password": password})
-    assert response.status_code == 200, response.json
-    return response
+@pytest.fixture()
+def signed_in(client, make_user):
+    """signed_in(role, **user_fields) -> a new user of that role, signed in on `client` by cookie."""
 
+    def sign_in(role: str, **kwargs):
+        user = make_user(role, **kwargs)
+        login(client, user)
+        return user
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+    return sign_in

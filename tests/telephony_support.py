@@ -1,4 +1,5 @@
-"""Mango deliveries for the telephony tests, shaped like reference/mango.md §2 (values invented)."""
+"""Mango deliveries for the telephony tests, shaped like the notifications of Mango Office's VPBX API
+(events/call, events/summary, events/recording, events/record/added; values invented)."""
 from __future__ import annotations
 
 import hashlib
@@ -159,16 +160,3 @@ def outbound_callback(entry: str, client: str = CLIENT, line: str = LINE, t0: in
 def record_added(entry: str, recording_id: str, ts: int = T0 + 130) -> Delivery:
     return "record/added", {"entry_id": entry, "product_id": 400123456, "user_id": 400567890, "timestamp": ts,
                             "recording_id": recording_id}
-
-
-def make_campaign(session, line: str = LINE, city_name: str = "Казань"):
-    """A city and the active campaign on `line`, committed (workers must see them)."""
-    from models import AdvertisingCampaign, City
-
-    city = City(name=city_name)
-    session.add(city)
-    session.flush()
-    campaign = AdvertisingCampaign(city_id=city.id, name=f"Авито {city_name}", phone_number=line, phone=line)
-    session.add(campaign)
-    session.commit()
-    return campaign

@@ -20,7 +20,8 @@ from models.probes import queue_depths
 from settings import settings
 from tasks.celery_app import celery_app
 from tests import telegram_server
-from tests.conftest import bearer, create_user, wait_for
+from tests.factories import create_user
+from tests.support import bearer, wait_for
 
 INSTANCE = "leadline <prod> & co"
 BEAT = {"trigger": "beat"}  # how the importer marks its scheduled runs (tasks/recordings.py)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import login
+from tests.support import login
 
 SPA_ORIGIN = "http://spa.test"
 
@@ -27,7 +27,7 @@ def test_same_api_under_both_mounts_with_or_without_slash(client, path):
 
 def test_post_with_trailing_slash_is_not_redirected(client, make_user):
     user = make_user("manager")
-    from tests.conftest import TEST_PASSWORD
+    from tests.factories import TEST_PASSWORD
 
     for path in ("/api/auth/login/", "/api/v1/auth/login"):
         response = client.post(path, json={"login": user.login, "password": TEST_PASSWORD})

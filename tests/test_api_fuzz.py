@@ -9,7 +9,7 @@ from __future__ import annotations
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from tests.conftest import TEST_PASSWORD
+from tests.factories import TEST_PASSWORD
 
 # Covered by their own tests: side effects outside the test's transaction, or a 503 by design
 # (readiness without a worker and beat).

@@ -9,9 +9,8 @@ from flask_jwt_extended import create_access_token
 from sqlalchemy import update
 
 from models import User
-from tests.conftest import TEST_PASSWORD, bearer, login
-
-SPA = {"Origin": "http://spa.test"}
+from tests.factories import TEST_PASSWORD
+from tests.support import SPA, bearer, login
 
 
 def test_login_sets_cookie_and_returns_token(client, make_user, make_city):

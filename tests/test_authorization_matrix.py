@@ -1,4 +1,4 @@
-"""Every endpoint × every role × own / other city / own / other master, against SPEC §1.
+"""Every endpoint × every role × own / other city / own / other master, against each role's rights.
 
 Each case runs in a world of two cities (A and B) with a director and a master in A, a master in
 B, requests and cash in both. `ok` means a 2xx; anything not allowed must be a 403 or a 404
@@ -19,7 +19,7 @@ from api.security import issue_token
 from models import AdvertisingCampaign, Call, City, Direction, MangoEvent, Recording, Request, Transaction, User
 from models.lookups import RequestType, Role, TransactionType
 from models.ops import Alert, AlertSilence, Job
-from tests.conftest import create_user
+from tests.factories import create_user
 
 ROLES = ("admin", "manager", "director", "callcentr", "avitolog", "master")
 ALL = set(ROLES)

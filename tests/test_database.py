@@ -7,7 +7,7 @@ import psycopg
 
 import embedded
 from models.db import get_engine
-from tests.conftest import bearer, login, wait_for
+from tests.support import bearer, login, wait_for
 
 
 def _token(client, user) -> str:
@@ -43,7 +43,7 @@ def test_reads_keep_the_connections_prepared_statements(client, committed):
     """A GET never ends with ROLLBACK, which would make psycopg drop every prepared statement of the
     connection, and each read would be planned by PostgreSQL again."""
     from models.db import configure
-    from tests.conftest import create_user
+    from tests.factories import create_user
 
     url = get_engine().url.render_as_string(hide_password=False)
     configure(url, pool_size=1, max_overflow=0)  # one connection: the one every call below uses
@@ -144,7 +144,7 @@ def test_with_the_database_unreachable_calls_get_503_and_nothing_is_written(clie
     not a 500; once it is back, the API answers again and nothing half-done is left behind."""
     from models.db import configure
     from models.lookups import City
-    from tests.conftest import create_user
+    from tests.factories import create_user
 
     city = City(name="Тверь")
     committed.add(city)
@@ -176,7 +176,7 @@ def test_a_connection_that_dies_mid_call_is_a_503_and_the_next_call_works(commit
     from models.crm import Request
     from models.db import Session, configure
     from models.lookups import City, RequestType
-    from tests.conftest import create_user
+    from tests.factories import create_user
 
     city = City(name="Кострома")
     committed.add(city)
@@ -225,7 +225,7 @@ def test_the_cleanup_between_tests_outlasts_a_deadlock_with_a_late_writer(databa
     writer commits and the cleanup runs again, leaving every table empty."""
     import threading
 
-    from tests.conftest import truncate_committed_data
+    from tests.support import truncate_committed_data
 
     url = get_engine().url.set(drivername="postgresql").render_as_string(hide_password=False)
     errors = []

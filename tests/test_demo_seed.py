@@ -30,7 +30,7 @@ from models.passwords import verify_password
 from models.phones import normalize_phone
 from models.users import User
 from settings import settings
-from tests.conftest import truncate_committed_data
+from tests.support import truncate_committed_data
 
 REQUEST_COUNT = 120
 

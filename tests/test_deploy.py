@@ -22,8 +22,9 @@ import yaml
 
 from embedded import free_port
 from settings import Settings, settings
-from tests.conftest import TEST_PASSWORD, bearer, create_user
 from tests.debian import ensure_tool
+from tests.factories import TEST_PASSWORD, create_user
+from tests.support import bearer
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -211,14 +212,14 @@ def accel_media(tmp_path):
 def stored_scan(session, media_root: Path) -> tuple[str, bytes]:
     """A validated scan attached to a request, as the files worker leaves it."""
     from models.files import File
-    from tests.test_files_api import make_city, make_request
-    from tests.test_files_corpus import jpeg_bytes
+    from tests.factories import make_request
+    from tests.file_samples import jpeg_bytes
 
     data = jpeg_bytes()
     path = "zayvka/bso/a1b2c3d4e5f60718293a4b5c6d7e8f90.jpg"
     (media_root / path).parent.mkdir(parents=True, exist_ok=True)
     (media_root / path).write_bytes(data)
-    request = make_request(session, make_city(session).id)
+    request = make_request()
     session.add(File(kind="bso", request_id=request.id, original_name="БСО №1.jpg", size_bytes=len(data),
                      sha256=hashlib.sha256(data).hexdigest(), sniffed_type="image/jpeg", status="ready",
                      storage_path=path, quarantine_path="a1b2c3d4e5f60718293a4b5c6d7e8f90"))

@@ -5,22 +5,20 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
 
 from models import (
     AdvertisingCampaign,
     Call,
     Direction,
-    Request,
     RequestType,
     Role,
     Session,
     Transaction,
     TransactionType,
 )
-from tests.conftest import create_user, login
+from tests.factories import create_user, make_request, seeded_id
+from tests.support import SPA
 
-SPA = {"Origin": "http://spa.test"}
 ROLES = ("admin", "manager", "director", "callcentr", "avitolog", "master")
 SEEDED_ROLES = ("admin", "director", "manager", "callcentr", "avitolog", "master")  # ordered by id
 
@@ -34,30 +32,6 @@ LOOKUPS = [
 ]
 # Columns a directory has besides id and name, with their value for a row created with a name alone.
 FLAGS = {"/api/transaction-types": {"is_income": False}}
-
-
-@pytest.fixture()
-def signed_in(client, make_user):
-    """signed_in(role) -> the client with a cookie session of a new user of that role."""
-
-    def sign_in(role: str, **kwargs):
-        user = make_user(role, **kwargs)
-        login(client, user)
-        return user
-
-    return sign_in
-
-
-def seeded_id(model, name: str) -> int:
-    return Session.scalar(select(model.id).where(model.name == name))
-
-
-def make_request(city_id: int, **kwargs) -> Request:
-    kwargs.setdefault("request_type_id", seeded_id(RequestType, "Впервые"))
-    request = Request(city_id=city_id, client_phone="79990000000", **kwargs)
-    Session.add(request)
-    Session.commit()
-    return request
 
 
 def assert_error(response, status: int, code: str) -> dict:

@@ -9,30 +9,26 @@ import time
 import tracemalloc
 import uuid
 from datetime import datetime, timedelta, timezone
-from urllib.parse import quote
 
 import pytest
 from sqlalchemy import select
 
-from models import City, Request, Transaction
 from models.crm import RequestEvent
 from models.files import File
-from models.lookups import RequestType, TransactionType
 from models.ops import Job
 from storage.rejections import REASONS
 from tasks import files as file_tasks
-from tests.conftest import bearer, create_user, login
-from tests.test_files_corpus import attack_corpus, jpeg_bytes, mp3_bytes, pdf_bytes, png_bytes, valid_samples
+from tests.factories import create_user, make_city, make_request, make_transaction
+from tests.file_samples import attack_corpus, jpeg_bytes, mp3_bytes, pdf_bytes, png_bytes, valid_samples
+from tests.support import BOUNDARY, SPA, bearer, login, multipart
 
-SPA = {"Origin": "http://spa.test"}
-BOUNDARY = "----leadlineTestBoundary7MA4YWxkTrZu0gW"
 # Refused by the API itself, before a file row exists (422): the name, the extension, an empty body.
 API_LEVEL_CODES = {"name_missing", "name_too_long", "name_path", "name_control", "name_unicode", "name_chars",
                    "name_trailing", "name_double_extension", "name_no_extension", "extension", "empty"}
 UPLOAD_PATHS = {"bso": "upload-bso", "expense": "upload-expense", "recording": "upload-recording"}
 
 
-# ---- fixtures and helpers (imported by the other file tests) --------------------------------------------
+# ---- fixtures and helpers ---------------------------------------------------------------------------------
 
 @pytest.fixture()
 def queued(monkeypatch):
@@ -42,52 +38,9 @@ def queued(monkeypatch):
     return calls
 
 
-def multipart(filename: str | bytes, data: bytes, *, fields: tuple[tuple[str, str], ...] = (),
-              field: str = "file") -> tuple[bytes, str]:
-    """A multipart body written the way browsers and attack tools do: the name raw in `filename="..."`,
-    or RFC 2231 `filename*=` when it holds characters a quoted string cannot."""
-    b = BOUNDARY.encode()
-    body = b""
-    for name, value in fields:
-        body += b"--" + b + b'\r\nContent-Disposition: form-data; name="' + name.encode() + b'"\r\n\r\n'
-        body += value.encode() + b"\r\n"
-    if isinstance(filename, str) and any(ch in filename for ch in '"\r\n'):
-        disposition = b"filename*=UTF-8''" + quote(filename, safe="").encode()
-    else:
-        raw = filename if isinstance(filename, bytes) else filename.encode()
-        disposition = b'filename="' + raw + b'"'
-    body += (b"--" + b + b'\r\nContent-Disposition: form-data; name="' + field.encode() + b'"; ' + disposition
-             + b"\r\nContent-Type: application/octet-stream\r\n\r\n" + data + b"\r\n--" + b + b"--\r\n")
-    return body, f"multipart/form-data; boundary={BOUNDARY}"
-
-
 def upload(client, path: str, filename, data: bytes, *, headers=None, fields=()):
     body, content_type = multipart(filename, data, fields=fields)
     return client.post(path, data=body, content_type=content_type, headers={**SPA, **(headers or {})})
-
-
-def make_request(db, city_id: int, *, master_id: int | None = None, status: str = "В работе") -> Request:
-    rt = db.scalar(select(RequestType.id).where(RequestType.name == "Впервые"))
-    row = Request(city_id=city_id, request_type_id=rt, client_phone="79990001122", client_name="Клиент",
-                  master_id=master_id, status=status)
-    db.add(row)
-    db.commit()
-    return row
-
-
-def make_transaction(db, city_id: int) -> Transaction:
-    expense = db.scalar(select(TransactionType.id).where(TransactionType.name == "Расход"))
-    row = Transaction(city_id=city_id, transaction_type_id=expense, amount=-500, specified_date="2026-01-10")
-    db.add(row)
-    db.commit()
-    return row
-
-
-def make_city(db, name: str | None = None) -> City:
-    city = City(name=name or f"Город {uuid.uuid4().hex[:6]}")
-    db.add(city)
-    db.commit()
-    return city
 
 
 def validate_now(db, body: dict) -> File:
@@ -97,10 +50,10 @@ def validate_now(db, body: dict) -> File:
 
 @pytest.fixture()
 def world(db, media, queued):
-    city = make_city(db)
+    city = make_city()
     master = create_user("master", city_id=city.id)
-    return {"city": city, "master": master, "request": make_request(db, city.id, master_id=master.id),
-            "transaction": make_transaction(db, city.id), "db": db}
+    return {"city": city, "master": master, "request": make_request(city.id, master_id=master.id),
+            "transaction": make_transaction(city.id), "db": db}
 
 
 # ---- the happy path -------------------------------------------------------------------------------------
@@ -423,18 +376,18 @@ def test_lost_quarantine_bytes_reject_the_file(client, world, db, media):
 
 @pytest.fixture()
 def two_cities(db, media, queued):
-    a, b = make_city(db, "Город А"), make_city(db, "Город Б")
+    a, b = make_city("Город А"), make_city("Город Б")
     users = {role: create_user(role, city_id=a.id if role in ("director", "master") else None)
              for role in ("admin", "manager", "director", "callcentr", "avitolog", "master")}
     other_master = create_user("master", city_id=a.id)
     return {
         "users": users,
-        "own": make_request(db, a.id, master_id=users["master"].id),
-        "other_master": make_request(db, a.id, master_id=other_master.id),
-        "other_city": make_request(db, b.id),
-        "final": make_request(db, a.id, master_id=users["master"].id, status="Готово"),
-        "tx_a": make_transaction(db, a.id),
-        "tx_b": make_transaction(db, b.id),
+        "own": make_request(a.id, master_id=users["master"].id),
+        "other_master": make_request(a.id, master_id=other_master.id),
+        "other_city": make_request(b.id),
+        "final": make_request(a.id, master_id=users["master"].id, status="Готово"),
+        "tx_a": make_transaction(a.id),
+        "tx_b": make_transaction(b.id),
     }
 
 

@@ -13,9 +13,9 @@ from sqlalchemy import update
 from api.security import issue_token
 from models.files import File
 from models.users import User
-from tests.conftest import bearer, create_user, login
-from tests.test_files_api import make_city, make_request, make_transaction
-from tests.test_files_corpus import jpeg_bytes, mp3_bytes, pdf_bytes
+from tests.factories import create_user, make_city, make_request, make_transaction
+from tests.file_samples import jpeg_bytes, mp3_bytes, pdf_bytes
+from tests.support import bearer, login
 
 ROLES = ("admin", "manager", "director", "callcentr", "avitolog", "master")
 ALL = set(ROLES)
@@ -54,13 +54,13 @@ def store_file(db, media, directory: str, name: str, data: bytes, content_type: 
 
 @pytest.fixture()
 def world(db, media):
-    a, b = make_city(db, "Город А"), make_city(db, "Город Б")
+    a, b = make_city("Город А"), make_city("Город Б")
     users = {role: create_user(role, city_id=a.id if role in ("director", "master") else None) for role in ROLES}
     other_master = create_user("master", city_id=a.id)
-    own = make_request(db, a.id, master_id=users["master"].id)
-    same_city = make_request(db, a.id, master_id=other_master.id)
-    other_city = make_request(db, b.id)
-    tx_a, tx_b = make_transaction(db, a.id), make_transaction(db, b.id)
+    own = make_request(a.id, master_id=users["master"].id)
+    same_city = make_request(a.id, master_id=other_master.id)
+    other_city = make_request(b.id)
+    tx_a, tx_b = make_transaction(a.id), make_transaction(b.id)
     files = {
         "own request": store_file(db, media, "zayvka/bso", "a1b2c3d4e5f60718293a4b5c6d7e8f90.jpg", jpeg_bytes(),
                                   "image/jpeg", original="БСО №1.jpg", request_id=own.id),

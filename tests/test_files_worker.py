@@ -31,9 +31,8 @@ from models.kv import get_redis, key
 from models.ops import Job
 from storage import backend
 from tasks import files as file_tasks
-from tests.conftest import bearer, create_user, stop_process_group, wait_for
-from tests.test_files_api import make_city, make_request, make_transaction, multipart
-from tests.test_files_corpus import (
+from tests.factories import create_user, make_city, make_request, make_transaction
+from tests.file_samples import (
     MZ_EXECUTABLE,
     PHP_SHELL,
     docx_bytes,
@@ -45,6 +44,7 @@ from tests.test_files_corpus import (
     polyglot_jpeg_zip,
     wav_bytes,
 )
+from tests.support import bearer, multipart, stop_process_group, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 CELERY = str(Path(sys.executable).with_name("celery"))
@@ -62,11 +62,11 @@ def _statuses(ids: list[int]) -> dict[int, str]:
 @pytest.mark.worker
 @pytest.mark.slow
 def test_fifty_parallel_uploads_all_end_ready_or_rejected(app, committed, media, celery_worker_thread):
-    city = make_city(committed)
+    city = make_city()
     admin = create_user("admin")
     master = create_user("master", city_id=city.id)
-    requests = [make_request(committed, city.id, master_id=master.id) for _ in range(10)]
-    transaction = make_transaction(committed, city.id)
+    requests = [make_request(city.id, master_id=master.id) for _ in range(10)]
+    transaction = make_transaction(city.id)
     with app.app_context():
         tokens = {"admin": issue_token(admin), "master": issue_token(master)}
     cases = [
@@ -158,9 +158,9 @@ class Worker:
 def _pending_upload(app, committed, media, monkeypatch) -> tuple[dict, int]:
     """An upload accepted by the API and committed, its validation not queued yet."""
     monkeypatch.setattr(file_tasks.validate, "delay", lambda *args, **kwargs: None)
-    city = make_city(committed)
+    city = make_city()
     admin = create_user("admin")
-    request = make_request(committed, city.id)
+    request = make_request(city.id)
     with app.app_context():
         token = issue_token(admin)
     body, content_type = multipart("БСО.jpg", jpeg_bytes(120, 90, noise=True))
@@ -263,8 +263,8 @@ def test_chunked_200_mb_upload_to_gunicorn_gets_413_with_flat_memory(app, commit
     once the 10 MB cap is passed, and the worker's resident memory does not grow with the body."""
     import psutil
 
-    city = make_city(committed)
-    request = make_request(committed, city.id)
+    city = make_city()
+    request = make_request(city.id)
     with app.app_context():
         token = issue_token(create_user("admin"))
     port = embedded.free_port()

@@ -9,7 +9,7 @@ from string import Template
 import requests
 
 import embedded
-from tests.conftest import stop_process_group, wait_for
+from tests.support import stop_process_group, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ import pytest
 
 import embedded
 from models import kv
-from tests.conftest import bearer, login
+from tests.support import bearer, login
 from tests.telephony_support import overridden
 
 

@@ -7,7 +7,7 @@ import pytest
 
 import embedded
 from models import kv
-from tests.conftest import wait_for
+from tests.support import wait_for
 
 
 def test_liveness(client):

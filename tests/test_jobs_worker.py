@@ -6,9 +6,8 @@ import uuid
 import pytest
 
 from models import jobs
-from tests.conftest import create_user, login, wait_for
-
-SPA = {"Origin": "http://spa.test"}
+from tests.factories import create_user
+from tests.support import SPA, login, wait_for
 
 
 @pytest.mark.worker

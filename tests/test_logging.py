@@ -11,9 +11,9 @@ import pytest
 
 from api.logconfig import build_handler, redact
 from settings import settings
-from tests.conftest import create_user, login, wait_for
+from tests.factories import create_user
+from tests.support import SPA, login, wait_for
 
-SPA = {"Origin": "http://spa.test"}
 PHONE = "+7 (999) 765-43-21"
 PHONE_DIGITS = ("79997654321", "9997654321", "765-43-21", "765 43 21")
 

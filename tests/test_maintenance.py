@@ -16,7 +16,8 @@ from models.kv import get_redis
 from models.ops import Alert, AlertSilence, Job
 from models.telephony import MangoEvent
 from settings import settings
-from tests.conftest import bearer, create_user, wait_for
+from tests.factories import create_user
+from tests.support import bearer, wait_for
 
 NOW = datetime.now(timezone.utc)
 

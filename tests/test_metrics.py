@@ -17,9 +17,9 @@ from sqlalchemy import text
 import embedded
 from models import probes
 from models.db import get_engine
-from tests.conftest import create_user, login, stop_process_group, wait_for
+from tests.factories import create_user
+from tests.support import SPA, login, stop_process_group, wait_for
 
-SPA = {"Origin": "http://spa.test"}
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 

@@ -1,7 +1,9 @@
 """The migrations build the whole schema on a real PostgreSQL, tear it down, and match the models."""
 from __future__ import annotations
 
+import ast
 import os
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -90,3 +92,26 @@ def test_login_unique_case_insensitively(db, make_user):
     with pytest.raises(IntegrityError):
         make_user("director", login="PETROV")
     db.rollback()
+
+
+VERSIONS = Path(migrations.__file__).parent / "migrations" / "versions"
+# What a revision may import of the project: the settings it is run with (BUSINESS_TZ), nothing else.
+PROJECT_PACKAGES = {"api", "tasks", "models", "beat", "storage", "embedded"}
+
+
+def test_no_migration_imports_the_project_code():
+    """A revision must run the same SQL whenever it runs: what it takes from the code of its day (a
+    model's SQL, a rule) is written out in it, so that editing models/ never changes an old migration."""
+    found = []
+    for path in sorted(VERSIONS.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""] if node.level == 0 else ["(relative)"]
+            else:
+                continue
+            found += [f"{path.name}:{node.lineno} imports {module}" for module in modules
+                      if module.split(".")[0] in PROJECT_PACKAGES or module == "(relative)"]
+    assert VERSIONS.is_dir() and len(list(VERSIONS.glob("0*.py"))) >= 8
+    assert not found, "\n".join(found)

@@ -26,9 +26,9 @@ from models.lookups import RequestType, TransactionType
 from models.money import entered_amount
 from models.request_rules import apply_changes
 from settings import settings as app_settings
-from tests.conftest import create_user, login
+from tests.factories import create_user, record_request
+from tests.support import SPA, login
 
-SPA = {"Origin": "http://spa.test"}
 MAX = app_settings.MAX_REQUEST_AMOUNT
 
 
@@ -47,12 +47,11 @@ def world(make_city, db):
     return {"city": city.id, "type": rt, "users": users, "master": master}
 
 
-def new_request(db, world, **fields) -> int:
-    request = Request(city_id=world["city"], request_type_id=world["type"], client_phone="79170000001",
-                      client_name="Клиент", master_id=world["master"].id, status="В работе")
-    apply_changes(request, fields, user_id=None)
-    db.commit()
-    return request.id
+def new_request(world, **fields) -> int:
+    """A request of the world's master, in progress, created through the domain rule with `fields`."""
+    return record_request({"city_id": world["city"], "request_type_id": world["type"], "client_phone": "79170000001",
+                           "client_name": "Клиент", "master_id": world["master"].id, "status": "В работе",
+                           **fields}).id
 
 
 def incomes(db, request_id: int) -> list[Transaction]:
@@ -79,7 +78,7 @@ def put(client, request_id, body):
     ("result", True, "Сумма должна быть числом"),
 ])
 def test_bad_amounts_are_422_naming_the_field(client, db, world, field, value, message):
-    rid = new_request(db, world)
+    rid = new_request(world)
     login(client, world["users"]["manager"])
     response = put(client, rid, {field: value})
     assert response.status_code == 422, response.json
@@ -89,7 +88,7 @@ def test_bad_amounts_are_422_naming_the_field(client, db, world, field, value, m
 
 
 def test_the_attack_seen_a_master_booking_a_negative_income(client, db, world):
-    rid = new_request(db, world)
+    rid = new_request(world)
     login(client, world["master"])
     response = put(client, rid, {"status": "Готово", "result": 0, "expenses": 999999999})
     assert response.status_code == 422 and "expenses" in response.json["errors"]
@@ -106,7 +105,7 @@ def test_the_attack_seen_a_master_booking_a_negative_income(client, db, world):
 
 @pytest.mark.parametrize("role", ["manager", "admin"])
 def test_the_office_records_a_loss_which_books_no_income(client, db, world, role):
-    rid = new_request(db, world)
+    rid = new_request(world)
     login(client, world["users"][role])
     response = put(client, rid, {"status": "Готово", "result": "1000", "expenses": "3000"})
     assert response.status_code == 200, response.json
@@ -120,7 +119,7 @@ def test_the_office_records_a_loss_which_books_no_income(client, db, world, role
 
 
 def test_a_master_s_own_job_books_its_income(client, db, world):
-    rid = new_request(db, world)
+    rid = new_request(world)
     login(client, world["master"])
     response = put(client, rid, {"status": "Готово", "result": "5000", "expenses": "1000.50"})
     assert response.status_code == 200, response.json
@@ -133,7 +132,7 @@ def test_a_master_s_own_job_books_its_income(client, db, world):
     {"master_id": None}, {"master_notes": "переписал"},
 ])
 def test_a_master_cannot_rewrite_a_finished_request(client, db, world, body):
-    rid = new_request(db, world, status="Готово", result=Decimal(5000))
+    rid = new_request(world, status="Готово", result=Decimal(5000))
     login(client, world["master"])
     response = put(client, rid, body)
     assert response.status_code == 403, response.json
@@ -143,7 +142,7 @@ def test_a_master_cannot_rewrite_a_finished_request(client, db, world, body):
 
 
 def test_every_change_of_money_is_in_the_history(client, db, world):
-    rid = new_request(db, world)
+    rid = new_request(world)
     manager = world["users"]["manager"]
     login(client, manager)
     put(client, rid, {"status": "Готово", "result": "4000", "expenses": "1000"})
@@ -184,7 +183,7 @@ def _json_amount(value):
 @given(value=amounts, field=st.sampled_from(["result", "expenses", "master_handover"]))
 def test_any_amount_is_stored_exactly_or_refused_with_422(client, db, world, value, field):
     """Through the API: never a 5xx; an accepted amount is stored as sent, within the bounds."""
-    rid = new_request(db, world)
+    rid = new_request(world)
     login(client, world["users"]["manager"])
     response = put(client, rid, {field: _json_amount(value)})
     assert response.status_code in (200, 422), response.get_data(as_text=True)
@@ -217,7 +216,7 @@ def test_the_model_rule_accepts_only_sound_amounts(value, field):
 @pytest.mark.parametrize("field, value", [("result", Decimal("-5")), ("expenses", Decimal("1e9")),
                                           ("result", Decimal("0.001")), ("expenses", float("nan"))])
 def test_a_task_or_import_setting_an_amount_is_refused(db, world, field, value):
-    rid = new_request(db, world)
+    rid = new_request(world)
     request = db.get(Request, rid)
     with pytest.raises(Invalid):
         setattr(request, field, value)  # an import writing the model directly
@@ -230,7 +229,7 @@ def test_a_task_or_import_setting_an_amount_is_refused(db, world, field, value):
     "UPDATE requests SET expenses = -0.01 WHERE id = :id",
 ])
 def test_the_database_refuses_negative_amounts(db, world, statement):
-    rid = new_request(db, world)
+    rid = new_request(world)
     with pytest.raises(IntegrityError):
         with db.begin_nested():
             db.execute(text(statement), {"id": rid})
@@ -350,9 +349,9 @@ def test_types_carry_their_direction(client, db, world):
 # ---- a master's cash ------------------------------------------------------------------------------
 
 def test_a_master_reads_the_income_of_their_own_requests_only(client, db, world):
-    own = new_request(db, world, status="Готово", result=Decimal(4000))
+    own = new_request(world, status="Готово", result=Decimal(4000))
     other_master = create_user("master", city_id=world["city"])
-    other = new_request(db, world, master_id=other_master.id, status="Готово", result=Decimal(9000))
+    other = new_request(world, master_id=other_master.id, status="Готово", result=Decimal(9000))
     manual = Transaction(city_id=world["city"], transaction_type_id=type_id(db, "Расход"), amount=Decimal(-50),
                          specified_date="2026-03-03")
     db.add(manual)

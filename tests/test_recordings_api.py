@@ -8,11 +8,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from models import AdvertisingCampaign, City, Recording, Request
+from models import Recording, Request
 from models.lookups import RequestType
 from models.timez import business_tz
-from tests.conftest import bearer, create_user, login, wait_for
+from tests.factories import create_user, make_campaign
 from tests.imap_server import imap_server_fixture, mailbox_settings, mango_mail, mp3_bytes, recording_name
+from tests.support import bearer, login, wait_for
 
 imap_server = imap_server_fixture()
 
@@ -36,15 +37,6 @@ def mailbox(imap_server, committed, tmp_path):
 def local_now(minutes_ago: int = 0) -> datetime:
     return (datetime.now(timezone.utc) - timedelta(minutes=minutes_ago)).astimezone(business_tz()).replace(
         microsecond=0)
-
-
-def city_with_campaign(session) -> int:
-    city = City(name=f"Город {uuid.uuid4().hex[:6]}")
-    session.add(city)
-    session.flush()
-    session.add(AdvertisingCampaign(city_id=city.id, name="Яндекс", phone_number=LINE, phone=LINE))
-    session.commit()
-    return city.id
 
 
 class Api:
@@ -73,7 +65,7 @@ def rows(session) -> list[Recording]:
 
 
 def test_manual_run_inbox_link_and_request_recordings(app, mailbox, imap_server, committed, celery_worker_thread):
-    city_id = city_with_campaign(committed)
+    city_id = make_campaign(LINE).city_id
     audio = mp3_bytes(12_000, 700)
     imap_server.append([mango_mail([(recording_name(local_now(10), "79167770001", LINE), audio)])], folder=mailbox)
     admin = signed_in(app, "admin")
@@ -134,7 +126,7 @@ def test_a_recording_whose_request_comes_later_is_linked_by_the_retry(
         app, mailbox, imap_server, committed, celery_worker_thread):
     from tasks.recordings import run_import
 
-    city_id = city_with_campaign(committed)
+    city_id = make_campaign(LINE).city_id
     imap_server.append([mango_mail([(recording_name(local_now(5), "79168880001", LINE), mp3_bytes(9000, 800))])],
                        folder=mailbox)
     assert run_import()["unmatched"] == 1
@@ -195,10 +187,10 @@ def test_a_recording_whose_call_comes_later_is_linked_to_the_call_and_its_reques
     """The mail is read before Mango's webhooks are folded: the folded call (and the request it
     creates) asks for the retry, which links the recording to both."""
     from tasks.recordings import run_import
-    from tests.telephony_support import form, incoming_answered, make_campaign, path_of, signing
+    from tests.telephony_support import form, incoming_answered, path_of, signing
 
     line, client_phone = "74951239999", "79169990001"
-    make_campaign(committed, line=line, city_name=f"Город {uuid.uuid4().hex[:6]}")
+    make_campaign(line)
     started = local_now(3)
     imap_server.append([mango_mail([(recording_name(started, client_phone, line), mp3_bytes(9000, 900))])],
                        folder=mailbox)

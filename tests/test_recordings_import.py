@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from models import AdvertisingCampaign, Call, City, Recording, Request
-from models.lookups import RequestType
+from models import Call, Recording, Request
 from models.recordings import MailboxState
 from models.timez import business_tz
-from tests.conftest import create_user, login
+from tests.factories import create_user, make_campaign, make_request
 from tests.imap_server import (
     imap_server_fixture,
     mailbox_settings,
@@ -29,6 +28,7 @@ from tests.imap_server import (
     recording_name,
     wav_bytes,
 )
+from tests.support import login
 
 imap_server = imap_server_fixture()
 
@@ -69,24 +69,6 @@ def local(dt: datetime) -> datetime:
     return dt.astimezone(business_tz()).replace(microsecond=0)
 
 
-def seed_city(session) -> tuple[int, int]:
-    city = City(name=f"Город {uuid.uuid4().hex[:6]}")
-    session.add(city)
-    session.flush()
-    session.add(AdvertisingCampaign(city_id=city.id, name="Авито", phone_number=LINE, phone=LINE))
-    request_type = session.scalar(select(RequestType.id).where(RequestType.name == "Впервые"))
-    session.commit()
-    return city.id, request_type
-
-
-def add_request(session, city_type, phone: str, created_at: datetime) -> int:
-    city_id, request_type = city_type
-    request = Request(city_id=city_id, request_type_id=request_type, client_phone=phone, created_at=created_at)
-    session.add(request)
-    session.commit()
-    return request.id
-
-
 def recordings(session) -> list[Recording]:
     session.expire_all()
     rows = session.scalars(select(Recording).order_by(Recording.id)).all()
@@ -103,7 +85,7 @@ def test_import_stores_matches_and_counts_exactly_as_constructed(app, mailbox, c
     attachments, 1 duplicate delivery, mails that are not recordings, one mail older than days_back."""
     from tests.telephony_support import overridden
 
-    city = seed_city(committed)
+    city = make_campaign(LINE).city_id
     base = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=3)
     t = [base + timedelta(minutes=10 * i) for i in range(12)]
     phones = {name: f"7916111{n:04d}" for n, name in enumerate("ABCDEFGHIJK", start=1)}
@@ -113,25 +95,25 @@ def test_import_stores_matches_and_counts_exactly_as_constructed(app, mailbox, c
     audio["H"] = mp3_bytes(900_000, 97)  # more than one FETCH range of encoded bytes
 
     # A: a request two minutes after the call → matched to it.
-    req_a = add_request(committed, city, phones["A"], t[0] + timedelta(minutes=2))
+    req_a = make_request(city, client_phone=phones["A"], created_at=t[0] + timedelta(minutes=2)).id
     # B (wav): a call of B nearest in time, linked to its request; another request of B nearer → the call wins.
-    req_b_call = add_request(committed, city, phones["B"], t[1] + timedelta(minutes=25))
-    add_request(committed, city, phones["B"], t[1] + timedelta(minutes=1))
+    req_b_call = make_request(city, client_phone=phones["B"], created_at=t[1] + timedelta(minutes=25)).id
+    make_request(city, client_phone=phones["B"], created_at=t[1] + timedelta(minutes=1))
     call_b = Call(entry_id=f"e-{uuid.uuid4().hex}", direction="in", client_phone=phones["B"], line_number=LINE,
                   started_at=t[1] + timedelta(seconds=5), request_id=req_b_call)
     committed.add(call_b)
     committed.commit()
     # C and D in one mail: C has a request 5 minutes before → matched; D has none → unmatched.
-    req_c = add_request(committed, city, phones["C"], t[2] - timedelta(minutes=5))
+    req_c = make_request(city, client_phone=phones["C"], created_at=t[2] - timedelta(minutes=5)).id
     # E: two requests 3 minutes before and after → ambiguous.
-    add_request(committed, city, phones["E"], t[4] - timedelta(minutes=3))
-    add_request(committed, city, phones["E"], t[4] + timedelta(minutes=3))
+    make_request(city, client_phone=phones["E"], created_at=t[4] - timedelta(minutes=3))
+    make_request(city, client_phone=phones["E"], created_at=t[4] + timedelta(minutes=3))
     # F: a request 45 minutes away, outside the ±30 min window → unmatched.
-    add_request(committed, city, phones["F"], t[5] + timedelta(minutes=45))
+    make_request(city, client_phone=phones["F"], created_at=t[5] + timedelta(minutes=45))
     # G: delivered twice, matched once. H: large (0.9 MB), matched. I (RFC 2231 name): matched.
-    req_g = add_request(committed, city, phones["G"], t[6])
-    req_h = add_request(committed, city, phones["H"], t[7] - timedelta(minutes=29))
-    req_i = add_request(committed, city, phones["I"], t[8] + timedelta(seconds=30))
+    req_g = make_request(city, client_phone=phones["G"], created_at=t[6]).id
+    req_h = make_request(city, client_phone=phones["H"], created_at=t[7] - timedelta(minutes=29)).id
+    req_i = make_request(city, client_phone=phones["I"], created_at=t[8] + timedelta(seconds=30)).id
     # J (RFC 2047 name): no request → unmatched. K: in a mail ten days old → not read by a 1-day first run.
 
     def name(key, ext="mp3"):
@@ -346,9 +328,9 @@ def test_recordings_of_a_deleted_request_go_back_to_the_inbox_and_keep_their_byt
     from models.files import File
     from tasks.recordings import retry_unmatched
 
-    city = seed_city(committed)
+    city = make_campaign(LINE).city_id
     when = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=20)
-    request_id = add_request(committed, city, "79161230077", when)
+    request_id = make_request(city, client_phone="79161230077", created_at=when).id
     mailbox.append([mango_mail([(recording_name(local(when), "79161230077", LINE), mp3_bytes(7000, 1100))])])
     assert run()["matched"] == 1
     committed.delete(committed.get(Request, request_id))

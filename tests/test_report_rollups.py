@@ -14,7 +14,7 @@ from sqlalchemy import delete, select, text, update
 from models import AdvertisingCampaign, Request, RequestType, Transaction, TransactionType, User, reports, rollups
 from models.enums import REQUEST_STATUSES
 from models.timez import business_tz
-from tests.conftest import wait_for
+from tests.support import wait_for
 from tests.telephony_support import overridden
 
 TODAY = date(2025, 6, 30)
@@ -144,7 +144,7 @@ def run_report(name: str, filters: reports.Filters, scope: reports.Scope, use_ro
 
 
 def scopes(db, book) -> dict[str, reports.Scope]:
-    from tests.conftest import create_user
+    from tests.factories import create_user
 
     director = create_user("director", city_id=book["cities"][0].id)
     manager = create_user("manager")

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from models import AdvertisingCampaign, Request, RequestType, Transaction, TransactionType
 from models.enums import REQUEST_STATUSES
 from models.timez import business_tz
-from tests.conftest import login
+from tests.support import login
 
 RANGE = {"date_from": "2025-03-01", "date_to": "2025-03-31"}
 ZERO_STATUSES = {status: 0 for status in REQUEST_STATUSES}

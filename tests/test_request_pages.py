@@ -1,5 +1,5 @@
 """Every role saves a request as the SPA's pages send it: the body is built from a GET of a real
-request, the way each page builds it (spa-contract §2.2-B, §2.2-C), and sent back unchanged and with
+request, the way each page builds it (docs/spa-contract.md, bodies B and C), and sent back unchanged and with
 one field changed.
 
 - unchanged: 200, nothing written to the history, the version unchanged;
@@ -15,11 +15,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
-from models import AdvertisingCampaign, Direction, Request, RequestEvent
+from models import AdvertisingCampaign, Direction, RequestEvent
 from models.lookups import RequestType
-from tests.conftest import create_user, login
+from tests.factories import create_user, record_request
+from tests.support import SPA, login
 
-SPA = {"Origin": "http://spa.test"}
 BROWSER_ZONE = ZoneInfo("Europe/Moscow")  # the browser of a user in the business time zone
 # Phones as operators typed them (seen in the SPA), and one as Mango stores it (digits only).
 PHONES = ("8(961)283-94-40", "+79050500444", "+7 (951) 268-70-06", "79161234567")
@@ -40,7 +40,7 @@ def spa_meeting(value: str | None) -> str | None:
 
 
 def view_page_body(detail: dict) -> dict:
-    """PUT body of RequestViewPage's Save (§2.2-B): the whole form, ids omitted when 0, result as a
+    """PUT body of RequestViewPage's Save (body B): the whole form, ids omitted when 0, result as a
     string, net_amount as loaded, master_handover never."""
     body = {
         "status": detail["status"],
@@ -61,7 +61,7 @@ def view_page_body(detail: dict) -> dict:
 
 
 def incoming_edit_body(detail: dict) -> dict:
-    """PUT body of IncomingRequestEditPage (§2.2-C), its form filled from the request."""
+    """PUT body of IncomingRequestEditPage (body C), its form filled from the request."""
     body = {
         "client_name": detail["client_name"] or "",
         "client_phone": detail["client_phone"] or "",
@@ -81,7 +81,7 @@ def incoming_edit_body(detail: dict) -> dict:
 
 
 PAGES = {"view": view_page_body, "incoming": incoming_edit_body}
-# The pages each role can save from (spa-contract §1.4: the call centre and "everything else").
+# The pages each role can save from (docs/spa-contract.md: a director only from the view page).
 ROLE_PAGES = {
     "director": ("view",),
     "master": ("view", "incoming"),
@@ -107,13 +107,11 @@ def world(make_city, db):
             "other_master": other_master.id}
 
 
-def make_request(db, world, *, phone: str, status: str = "В работе", **extra) -> int:
-    """A request as the system holds it: the phone typed by an operator (kept as typed, stored
-    normalised), a meeting time with seconds and microseconds, money, notes, call-centre fields."""
-    from models.request_rules import apply_changes
-
-    request = Request(created_by_id=world["users"]["callcentr"].id)
-    fields = {
+def request_as_held(world, *, phone: str, status: str = "В работе", **extra) -> int:
+    """A request as the system holds it, created through the domain rule: the phone typed by an
+    operator (kept as typed, stored normalised), a meeting time with seconds and microseconds, money,
+    notes, call-centre fields."""
+    return record_request({
         "client_phone": phone, "client_name": "Пётр", "city_id": world["city"], "request_type_id": world["type"],
         "direction_id": world["direction"], "advertising_campaign_id": world["campaign"],
         "address": "ул. Садовая, 1", "problem": "не сливает воду", "status": status,
@@ -121,10 +119,7 @@ def make_request(db, world, *, phone: str, status: str = "В работе", **ex
         "master_id": world["users"]["master"].id, "result": Decimal("3500"), "expenses": Decimal("500.50"),
         "master_notes": "заменил насос", "ats_number": "101", "call_center_name": "Анна",
         "call_center_notes": "перезвонить вечером", **extra,
-    }
-    apply_changes(request, fields, user_id=None)
-    db.commit()
-    return request.id
+    }, created_by_id=world["users"]["callcentr"].id).id
 
 
 def history_count(db, request_id: int) -> int:
@@ -171,7 +166,7 @@ FORBIDDEN_CHANGE = {
 @pytest.mark.parametrize("phone", PHONES)
 @pytest.mark.parametrize("role", sorted(ROLE_PAGES))
 def test_unchanged_save_from_every_page_succeeds_and_writes_nothing(client, db, world, role, phone):
-    request_id = make_request(db, world, phone=phone)
+    request_id = request_as_held(world, phone=phone)
     login(client, world["users"][role])
     for page in ROLE_PAGES[role]:
         assert_unchanged_save_succeeds(client, db, request_id, page)
@@ -179,7 +174,7 @@ def test_unchanged_save_from_every_page_succeeds_and_writes_nothing(client, db, 
 
 @pytest.mark.parametrize("role", sorted(ROLE_PAGES))
 def test_a_change_within_the_role_s_rights_is_saved(client, db, world, role):
-    request_id = make_request(db, world, phone=PHONES[0])
+    request_id = request_as_held(world, phone=PHONES[0])
     login(client, world["users"][role])
     page, field, value = ALLOWED_CHANGE[role]
     body = PAGES[page](read(client, request_id))
@@ -196,7 +191,7 @@ def test_a_change_within_the_role_s_rights_is_saved(client, db, world, role):
 
 @pytest.mark.parametrize("role", sorted(FORBIDDEN_CHANGE))
 def test_a_change_outside_the_role_s_rights_names_only_that_field(client, db, world, role):
-    request_id = make_request(db, world, phone=PHONES[2])
+    request_id = request_as_held(world, phone=PHONES[2])
     login(client, world["users"][role])
     page, field, value = FORBIDDEN_CHANGE[role]
     before = read(client, request_id)
@@ -212,8 +207,8 @@ def test_a_change_outside_the_role_s_rights_names_only_that_field(client, db, wo
 
 def test_director_assigns_a_master_and_moves_the_status_from_the_page(client, db, world):
     """The director's daily work: open the request, pick a master and a status, save."""
-    request_id = make_request(db, world, phone="8(961)283-94-40", status="Ожидает", master_id=None, result=None,
-                              expenses=Decimal(0))
+    request_id = request_as_held(world, phone="8(961)283-94-40", status="Ожидает", master_id=None, result=None,
+                                 expenses=Decimal(0))
     login(client, world["users"]["director"])
     body = view_page_body(read(client, request_id))
     body.update(master_id=world["other_master"], status="Принял")
@@ -227,7 +222,7 @@ def test_director_assigns_a_master_and_moves_the_status_from_the_page(client, db
 
 @pytest.mark.parametrize("role", sorted(ROLE_PAGES))
 def test_a_finished_request_saved_unchanged_succeeds_for_every_role(client, db, world, role):
-    request_id = make_request(db, world, phone=PHONES[1], status="Готово")
+    request_id = request_as_held(world, phone=PHONES[1], status="Готово")
     login(client, world["users"][role])
     for page in ROLE_PAGES[role]:
         assert_unchanged_save_succeeds(client, db, request_id, page)
@@ -241,7 +236,7 @@ def test_a_finished_request_saved_unchanged_succeeds_for_every_role(client, db, 
     ("callcentr", "status", "В работе", "final_status"),
 ])
 def test_a_finished_request_is_locked_for_all_but_the_office(client, db, world, role, field, value, code):
-    request_id = make_request(db, world, phone=PHONES[1], status="Готово")
+    request_id = request_as_held(world, phone=PHONES[1], status="Готово")
     login(client, world["users"][role])
     before = read(client, request_id)
     body = view_page_body(before)
@@ -254,7 +249,7 @@ def test_a_finished_request_is_locked_for_all_but_the_office(client, db, world, 
 
 @pytest.mark.parametrize("role", ["manager", "admin"])
 def test_the_office_reopens_a_finished_request(client, db, world, role):
-    request_id = make_request(db, world, phone=PHONES[1], status="Готово")
+    request_id = request_as_held(world, phone=PHONES[1], status="Готово")
     login(client, world["users"][role])
     body = view_page_body(read(client, request_id))
     body["status"] = "В работе"
@@ -263,7 +258,7 @@ def test_the_office_reopens_a_finished_request(client, db, world, role):
 
 
 def test_the_call_centre_edits_client_data_of_a_finished_request(client, db, world):
-    request_id = make_request(db, world, phone=PHONES[1], status="Готово")
+    request_id = request_as_held(world, phone=PHONES[1], status="Готово")
     login(client, world["users"]["callcentr"])
     body = incoming_edit_body(read(client, request_id))
     body["call_center_notes"] = "клиент доволен"
@@ -273,7 +268,7 @@ def test_the_call_centre_edits_client_data_of_a_finished_request(client, db, wor
 
 def test_a_phone_sent_in_another_form_is_not_a_change(client, db, world):
     """The same number typed differently is the same number: no 403 for a director, no history."""
-    request_id = make_request(db, world, phone="+7 (951) 268-70-06")
+    request_id = request_as_held(world, phone="+7 (951) 268-70-06")
     login(client, world["users"]["director"])
     events = history_count(db, request_id)
     for form in ("89512687006", "+79512687006", "8 951 268 70 06", " 7(951)2687006 "):

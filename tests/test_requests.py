@@ -10,9 +10,8 @@ from sqlalchemy import func, select
 
 from models import Request, RequestEvent, Transaction
 from models.lookups import RequestType
-from tests.conftest import create_user, login
-
-SPA = {"Origin": "http://spa.test"}
+from tests.factories import create_user
+from tests.support import SPA, login
 
 
 @pytest.fixture()

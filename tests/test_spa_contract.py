@@ -1,8 +1,8 @@
-"""The SPA's contract (spa-contract.md §2–§3): every reachable call, replayed with the bodies the SPA
-really sends (quirks included), asserting every field the SPA reads — as a browser session with the
-cookie, from the SPA's origin, with the SPA's trailing slashes.
+"""The SPA's contract (docs/spa-contract.md, whose numbers of the calls name the tests): every reachable
+call, replayed with the bodies the SPA really sends (quirks included), asserting every field the SPA
+reads — as a browser session with the cookie, from the SPA's origin, with the SPA's trailing slashes.
 
-Uploads and secure files (rows 12–14, 26, 44–45) belong to the file pipeline and are tested there.
+Uploads and secure files (calls 12–14, 26, 44–45) belong to the file pipeline and are tested there.
 """
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from models.lookups import RequestType, Role, TransactionType
-from tests.conftest import TEST_PASSWORD
-
-SPA = {"Origin": "http://spa.test"}
+from tests.factories import TEST_PASSWORD
+from tests.support import SPA
 
 
 def is_int(value):

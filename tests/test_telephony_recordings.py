@@ -14,13 +14,14 @@ import pytest
 from sqlalchemy import select
 
 from models import Call, MangoEvent, Recording, Request
-from tests.conftest import wait_for
+from tests.factories import make_campaign
+from tests.support import wait_for
 from tests.telephony_support import (
     KEY,
+    LINE,
     SALT,
     form,
     incoming_answered,
-    make_campaign,
     overridden,
     path_of,
     record_added,
@@ -129,7 +130,7 @@ def stored_recordings(session) -> list[Recording]:
 
 def test_recording_is_downloaded_and_linked_to_call_and_request(app, committed, celery_worker_thread, configured,
                                                                 mango_api):
-    make_campaign(committed)
+    make_campaign(LINE)
     client = app.test_client()
     entry = "rec-after-summary"
     deliver(client, incoming_answered(entry, t0=int(time.time()) - 300))
@@ -161,7 +162,7 @@ def test_recording_is_downloaded_and_linked_to_call_and_request(app, committed, 
 
 def test_recording_announced_before_the_call_joins_its_request_later(app, committed, celery_worker_thread,
                                                                      configured, mango_api):
-    make_campaign(committed)
+    make_campaign(LINE)
     client = app.test_client()
     entry = "rec-before-call"
     deliver(client, [record_added(entry, "second-recording")])

@@ -20,8 +20,9 @@ from sqlalchemy import func, select
 
 import embedded
 from models import Call, MangoEvent, Request, RequestEvent
-from tests.conftest import stop_process_group, wait_for
-from tests.telephony_support import KEY, SALT, form, incoming_answered, make_campaign, path_of
+from tests.factories import make_campaign
+from tests.support import stop_process_group, wait_for
+from tests.telephony_support import KEY, LINE, SALT, form, incoming_answered, path_of
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
 
@@ -91,7 +92,7 @@ class Stack:
 
 @pytest.fixture()
 def stack(tmp_path, monkeypatch, committed):
-    make_campaign(committed)
+    make_campaign(LINE)
     running = Stack(tmp_path, monkeypatch)
     try:
         yield running

@@ -9,10 +9,10 @@ from sqlalchemy import select
 from api.telephony.webhook import allowed_networks
 from models import MangoEvent
 from models import telephony_rules as rules
-from tests.conftest import create_user, login
+from tests.factories import create_user
+from tests.support import SPA, login
 from tests.telephony_support import KEY, compact, form, incoming_answered, overridden, path_of, sign, signing
 
-SPA = {"Origin": "http://spa.test"}
 MANGO_IP = "81.88.80.132"
 
 

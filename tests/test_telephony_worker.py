@@ -12,7 +12,8 @@ from sqlalchemy import func, select, update
 from models import AdvertisingCampaign, Call, CallLeg, City, MangoEvent, Request, RequestEvent
 from models.lookups import RequestType
 from models.timez import now_utc
-from tests.conftest import create_user, login, wait_for
+from tests.factories import create_user, make_campaign
+from tests.support import SPA, login, wait_for
 from tests.telephony_support import (
     CLIENT,
     LINE,
@@ -29,8 +30,6 @@ from tests.telephony_support import (
 
 pytestmark = pytest.mark.worker
 
-SPA = {"Origin": "http://spa.test"}
-
 
 @pytest.fixture()
 def signed():
@@ -40,13 +39,7 @@ def signed():
 
 @pytest.fixture()
 def campaign(committed):
-    city = City(name="Казань")
-    committed.add(city)
-    committed.flush()
-    row = AdvertisingCampaign(city_id=city.id, name="Авито Казань", phone_number="+7 (495) 123-45-67", phone=LINE)
-    committed.add(row)
-    committed.commit()
-    return row
+    return make_campaign(LINE, city_name="Казань", phone_number="+7 (495) 123-45-67")
 
 
 def recent(minutes_ago: float = 10) -> int:
@@ -277,7 +270,7 @@ def test_in_order_and_shuffled_twice_give_the_same_result(app, committed, celery
     assert sum(1 for v in in_order.values() if v["request"]) == 4  # three new, the callback linked
     assert len(requests_of(committed)) == 3
 
-    from tests.conftest import truncate_committed_data
+    from tests.support import truncate_committed_data
 
     truncate_committed_data()
     city = City(name="Казань")

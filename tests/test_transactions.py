@@ -10,42 +10,24 @@ from sqlalchemy import select
 
 from models import Request, RequestType, Session, Transaction, TransactionType
 from models.timez import today_local
-from tests.conftest import login
+from tests.factories import make_transaction, seeded_id
+from tests.support import SPA
 
-SPA = {"Origin": "http://spa.test"}
 URL = "/api/transactions/"
-
-
-def type_id(name: str) -> int:
-    return Session.scalar(select(TransactionType.id).where(TransactionType.name == name))
 
 
 @pytest.fixture()
 def income_id(db) -> int:
-    return type_id("Приход")
+    return seeded_id(TransactionType, "Приход")
 
 
 @pytest.fixture()
 def expense_id(db) -> int:
-    return type_id("Расход")
-
-
-@pytest.fixture()
-def signed_in(client, make_user):
-    def sign_in(role: str, **kwargs):
-        user = make_user(role, **kwargs)
-        login(client, user)
-        return user
-
-    return sign_in
+    return seeded_id(TransactionType, "Расход")
 
 
 def book(city_id: int, kind_id: int, amount: str, day: date = date(2025, 3, 10), **kwargs) -> Transaction:
-    transaction = Transaction(city_id=city_id, transaction_type_id=kind_id, amount=Decimal(amount),
-                              specified_date=day, **kwargs)
-    Session.add(transaction)
-    Session.commit()
-    return transaction
+    return make_transaction(city_id, transaction_type_id=kind_id, amount=amount, specified_date=day, **kwargs)
 
 
 def assert_error(response, status: int, code: str) -> dict:

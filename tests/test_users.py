@@ -9,12 +9,11 @@ from sqlalchemy import select
 
 from models import Session
 from models.crm import Request
-from models.enums import REQUEST_TYPE_FIRST
-from models.lookups import RequestType, Role
+from models.lookups import Role
 from models.users import User
-from tests.conftest import TEST_PASSWORD, login
+from tests.factories import TEST_PASSWORD, make_request
+from tests.support import SPA, login
 
-SPA = {"Origin": "http://spa.test"}
 MASTER_FIELDS = {
     "id", "full_name", "name", "phone_number", "login", "status", "city_id", "city", "birth_date",
     "passport", "chat_id", "notes", "created_at", "updated_at", "role", "role_id",
@@ -80,7 +79,7 @@ def admin(make_user):
 
 
 def master_body(city_id, login="master_new", **overrides):
-    """Exactly what MasterCreatePage sends (spa-contract §2.2-F)."""
+    """Exactly what MasterCreatePage sends (docs/spa-contract.md, body F)."""
     body = {
         "city_id": city_id,
         "full_name": "Иван Мастеров",
@@ -99,17 +98,6 @@ def master_body(city_id, login="master_new", **overrides):
 
 def make_master(make_user, city, **kwargs):
     return make_user("master", city_id=city.id if city else None, **kwargs)
-
-
-def make_request(master, status, city_id):
-    request_type = Session.scalar(select(RequestType).where(RequestType.name == REQUEST_TYPE_FIRST))
-    row = Request(
-        city_id=city_id, request_type_id=request_type.id, client_phone="79120000000", status=status,
-        master_id=master.id,
-    )
-    Session.add(row)
-    Session.commit()
-    return row.id
 
 
 def role_id(name):
@@ -389,9 +377,8 @@ def test_login_is_unique_across_all_roles_whatever_the_case(as_user, admin, make
 def test_master_with_open_requests_cannot_be_deleted(as_user, admin, make_user, make_city):
     city = make_city()
     master = make_master(make_user, city)
-    make_request(master, "В работе", city.id)
-    make_request(master, "Ожидает", city.id)
-    make_request(master, "Готово", city.id)
+    for status in ("В работе", "Ожидает", "Готово"):
+        make_request(city.id, master_id=master.id, status=status)
     body = assert_error(as_user(admin).delete(f"/api/users/masters/{master.id}"), 409, "master_has_open_requests")
     assert "2 заявки" in body["detail"]
     assert Session.get(User, master.id) is not None
@@ -400,7 +387,8 @@ def test_master_with_open_requests_cannot_be_deleted(as_user, admin, make_user, 
 def test_master_with_only_final_requests_is_deleted(as_user, admin, make_user, make_city):
     city = make_city()
     master = make_master(make_user, city)
-    finished = [make_request(master, status, city.id) for status in ("Готово", "Отказ", "НеЗаказ")]
+    finished = [make_request(city.id, master_id=master.id, status=status).id
+                for status in ("Готово", "Отказ", "НеЗаказ")]
     response = as_user(admin).delete(f"/api/users/masters/{master.id}/")
     assert response.status_code == 200, response.json
     assert response.json == {"message": "Мастер удалён"}
@@ -439,7 +427,7 @@ def test_delete_through_the_wrong_endpoint_is_404(as_user, admin, make_user, mak
 # ---- employees ----------------------------------------------------------------------------------
 
 def employee_body(role, city_id=None, login="employee_new", **overrides):
-    """What EmployeeCreatePage sends (spa-contract §2.2-H)."""
+    """What EmployeeCreatePage sends (docs/spa-contract.md, body H)."""
     body = {
         "city_id": city_id,
         "role_id": role_id(role),

@@ -40,7 +40,7 @@ blp = Blueprint("requests", __name__, url_prefix="/api/requests", description="R
 
 NOT_FOUND = "Заявка не найдена"
 
-# The work-order page's status order (spa-contract §5).
+# The work-order page's status order (docs/spa-contract.md).
 SPA_STATUS_ORDER = ["Ожидает", "Ожидает принятия", "Принял", "В пути", "В работе", "Модерн", "НеЗаказ",
                     "Готово", "Отказ"]
 

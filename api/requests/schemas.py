@@ -1,4 +1,4 @@
-"""Request bodies and query arguments, shaped by what the SPA really sends (spa-contract §2.2)."""
+"""Request bodies and query arguments, shaped by what the SPA really sends (docs/spa-contract.md)."""
 from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate, validates_schema

@@ -1,4 +1,4 @@
-"""Mango Office webhooks (reference/mango.md): verify, store in the inbox, enqueue, answer 200.
+"""Mango Office webhooks (the realtime notifications of its VPBX API): verify, store in the inbox, enqueue, answer 200.
 
 Mango appends a sub-path to the one base address registered in its cabinet (`events/call`,
 `events/summary`, `events/record/added`, `ping`, ...) and POSTs a form: `vpbx_api_key`, `sign`,

@@ -83,7 +83,7 @@ def _page_rows() -> Precompiled:
 
 
 def _row(row) -> dict[str, Any]:
-    """Both naming sets the SPA reads (spa-contract §3.2): transaction_type/type, notes/description.
+    """Both naming sets the SPA reads (docs/spa-contract.md): transaction_type/type, notes/description.
 
     The hottest function of the cash book (the complete list is serialised row by row): the row is
     unpacked once, and dates and timestamps are left to orjson (RFC 3339, as stored)."""

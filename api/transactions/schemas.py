@@ -1,4 +1,4 @@
-"""Bodies and query strings of the cash book, in every shape the SPA sends (spa-contract §2.2-D/E).
+"""Bodies and query strings of the cash book, in every shape the SPA sends (docs/spa-contract.md, bodies D and E).
 
 Old names are accepted next to the current ones: `type_id` for `transaction_type_id`,
 `description` for `notes`, `transaction_date` for `specified_date`.

@@ -125,7 +125,7 @@ def _city_ref(row) -> dict | None:
 
 
 def master_dict(row, *, personal: bool = True) -> dict[str, Any]:
-    """A master as the SPA reads it (spa-contract §3.3): names, phone and login never null."""
+    """A master as the SPA reads it (docs/spa-contract.md): names, phone and login never null."""
     return {
         "id": row.id,
         "full_name": row.full_name or "",

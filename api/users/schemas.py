@@ -1,5 +1,5 @@
 """Bodies and query arguments of the people endpoints, shaped by what the SPA sends
-(spa-contract §2.2-F/G/H), and the documented shapes of what they answer (§3.3)."""
+(docs/spa-contract.md, bodies F-H), and the documented shapes of what they answer."""
 from __future__ import annotations
 
 import re

@@ -10,15 +10,26 @@ Create Date: 2026-11-27
 """
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 import sqlalchemy as sa
 from alembic import op
 
-from models.timez import local_day_sql
+from settings import settings
 
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
+
+
+def local_day_sql(column: str = "created_at") -> str:
+    """`column` as a BUSINESS_TZ date, the zone a literal: models.timez.local_day_sql as of this
+    revision, frozen here so that editing that module does not change this migration."""
+    zone = ZoneInfo(settings.BUSINESS_TZ).key
+    if not all(ch.isalnum() or ch in "/_+-" for ch in zone):
+        raise ValueError(f"unexpected time zone name {zone!r}")
+    return f"((timezone('{zone}', {column}))::date)"
 
 
 def upgrade() -> None:

@@ -1,0 +1,97 @@
+"""Helpers the test modules share (test data is in tests/factories.py): signing in, waiting for a
+condition, stopping a server a test started, emptying the committed data, building an upload."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from typing import Callable
+from urllib.parse import quote
+
+import psycopg.errors
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from models import Base, Session
+from models.db import get_engine
+from tests.factories import TEST_PASSWORD
+
+# Lookups seeded by the migration survive the per-test cleanup of committed data.
+SEEDED_TABLES = {"roles", "request_types", "transaction_types", "report_rollups"}
+# What the SPA's browser sends with every unsafe call: an origin of CORS_ORIGINS (see conftest.py).
+SPA = {"Origin": "http://spa.test"}
+BOUNDARY = "----leadlineTestBoundary7MA4YWxkTrZu0gW"
+
+
+def login(client, user, *, password: str = TEST_PASSWORD):
+    response = client.post("/api/auth/login", json={"login": user.login, "password": password})
+    assert response.status_code == 200, response.json
+    return response
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05):
+    """Poll until predicate() is truthy; returns its value or fails the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+def stop_process_group(process, timeout: float = 30.0) -> None:
+    """Stop a server the test started in its own process group: SIGTERM, then SIGKILL if it lingers."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def truncate_committed_data(attempts: int = 5) -> None:
+    """Empty every table but the lookups the migration seeds.
+
+    TRUNCATE locks its tables one by one. A task of the session's worker that an earlier test
+    queued for later (the recordings retry, debounced by a few seconds, writes recordings and then
+    files) may write to two of them at that moment; PostgreSQL then ends one side as a deadlock.
+    When it ends the TRUNCATE, the writer goes on and commits, and the TRUNCATE is simply run again.
+    """
+    Session.remove()
+    tables = [t.name for t in Base.metadata.sorted_tables if t.name not in SEEDED_TABLES]
+    for attempt in range(1, attempts + 1):
+        try:
+            with get_engine().begin() as conn:
+                conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+            return
+        except OperationalError as exc:
+            if attempt == attempts or not isinstance(exc.orig, psycopg.errors.DeadlockDetected):
+                raise
+
+
+def multipart(filename: str | bytes, data: bytes, *, fields: tuple[tuple[str, str], ...] = (),
+              field: str = "file") -> tuple[bytes, str]:
+    """A multipart body written the way browsers and attack tools do: the name raw in `filename="..."`,
+    or RFC 2231 `filename*=` when it holds characters a quoted string cannot."""
+    b = BOUNDARY.encode()
+    body = b""
+    for name, value in fields:
+        body += b"--" + b + b'\r\nContent-Disposition: form-data; name="' + name.encode() + b'"\r\n\r\n'
+        body += value.encode() + b"\r\n"
+    if isinstance(filename, str) and any(ch in filename for ch in '"\r\n'):
+        disposition = b"filename*=UTF-8''" + quote(filename, safe="").encode()
+    else:
+        raw = filename if isinstance(filename, bytes) else filename.encode()
+        disposition = b'filename="' + raw + b'"'
+    body += (b"--" + b + b'\r\nContent-Disposition: form-data; name="' + field.encode() + b'"; ' + disposition
+             + b"\r\nContent-Type: application/octet-stream\r\n\r\n" + data + b"\r\n--" + b + b"--\r\n")
+    return body, f"multipart/form-data; boundary={BOUNDARY}"
