@@ -119,6 +119,6 @@ def _reset_connections_after_fork(**_kwargs) -> None:
 
 @task_postrun.connect
 def _remove_session(**_kwargs) -> None:
-    from models.db import Session
+    from models.db import remove_session
 
-    Session.remove()
+    remove_session()
