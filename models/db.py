@@ -303,6 +303,13 @@ def get_engine() -> Engine:
     return _engine if _engine is not None else configure()
 
 
+def dispose_engine() -> None:
+    """Close the pool's connections: for a process that is done with the database (one that was
+    never configured has none)."""
+    if _engine is not None:
+        _engine.dispose()
+
+
 def dispose_after_fork() -> None:
     """A forked process must not reuse the parent's connections."""
     if _engine is not None:
