@@ -23,7 +23,7 @@ import pytest
 import requests
 
 import embedded
-from tests.conftest import wait_for
+from tests.conftest import still_running, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -154,8 +154,8 @@ def test_the_stack_stops_quietly_and_completely(how, tmp_path):
         assert "Traceback" not in output and "Error" not in output, output[-8000:]
         assert code == 0, output[-3000:]
         assert "leadline: stopping embedded postgres, redis" in output
-        _gone, alive = psutil.wait_procs(processes, timeout=10)
-        assert alive == [], [(process.pid, process.cmdline()) for process in alive]
+        alive = still_running(processes)
+        assert alive == [], [(process.pid, process.name()) for process in alive]
         assert stopped_in < 30
     finally:
         if stack is not None and stack.process.poll() is None:  # the test failed before the stop
