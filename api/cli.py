@@ -256,13 +256,15 @@ def stack() -> None:
         code = 0
     finally:
         stop.finishing()
-        release_database()
-        if embedded_now:
-            click.echo("leadline: stopping embedded " + ", ".join(embedded_now))
-            if "redis" in embedded_now:
-                embedded.stop_redis()
-            if "postgres" in embedded_now:
-                embedded.stop_postgres()
+        try:
+            release_database()
+        finally:
+            if embedded_now:
+                click.echo("leadline: stopping embedded " + ", ".join(embedded_now))
+                if "redis" in embedded_now:
+                    embedded.stop_redis()
+                if "postgres" in embedded_now:
+                    embedded.stop_postgres()
     sys.exit(code)
 
 
