@@ -151,11 +151,13 @@ def test_the_stack_stops_quietly_and_completely(how, tmp_path):
         stopped_in = time.monotonic() - started
 
         output = stack.output()
-        assert "Traceback" not in output and "Error" not in output, output[-8000:]
+        for bad in ("Traceback", "Error", " ERROR "):
+            assert bad not in output, output[-8000:]
         assert code == 0, output[-3000:]
         assert "leadline: stopping embedded postgres, redis" in output
         alive = still_running(processes)
-        assert alive == [], [(process.pid, process.name()) for process in alive]
+        assert alive == [], (f"{[(process.pid, process.name()) for process in alive]}\n{output[-3000:]}\n"
+                             f"{(var / 'pg' / 'log').read_text()[-3000:]}")
         assert stopped_in < 30
     finally:
         if stack is not None and stack.process.poll() is None:  # the test failed before the stop
