@@ -99,7 +99,7 @@ def register_logging(app: Flask) -> None:
 
 
 def register_database(app: Flask) -> None:
-    from models.db import Session, autocommit_reads, get_engine
+    from models.db import Session, autocommit_reads, get_engine, remove_session
 
     get_engine()  # bind the session (tests and the CLI may have configured it already)
 
@@ -113,8 +113,8 @@ def register_database(app: Flask) -> None:
             autocommit_reads(Session())
 
     @app.teardown_appcontext
-    def remove_session(exc: BaseException | None) -> None:
-        Session.remove()
+    def end_session(exc: BaseException | None) -> None:
+        remove_session()
 
 
 def register_extensions(app: Flask) -> None:

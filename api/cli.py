@@ -231,48 +231,128 @@ def stack_environment() -> tuple[dict[str, str], list[str]]:
     return env, started
 
 
+def embedded_services() -> list[str]:
+    """The services the stack runs embedded (and stops when it ends): those without a URL."""
+    return [name for name, url in (("postgres", settings.DATABASE_URL), ("redis", settings.REDIS_URL)) if not url]
+
+
+class StopRequested(BaseException):
+    """A stop asked for while the stack is still setting up (not an Exception: nothing may catch it
+    on the way)."""
+
+
+class StackStop:
+    """How the stack process answers Ctrl-C (SIGINT, which a terminal sends to the whole foreground
+    process group), SIGTERM and SIGHUP: it stops the stack in order, and quietly.
+
+    While setting up (embedded services, migrations, admin) a signal ends the setup. Once the process
+    manager runs, the first signal is passed on to it as SIGTERM (it stops every process and waits for
+    them); the stack process keeps waiting for it, then stops the embedded services. Signals that
+    follow are noted and ignored: a second Ctrl-C must not cut the stop of PostgreSQL in half. The
+    manager runs in a session of its own, so the terminal's Ctrl-C reaches it only through here."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.setting_up = True
+        self.manager: subprocess.Popen | None = None
+        self._passed_on = False
+
+    def install(self) -> None:
+        for signum in self.SIGNALS:
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame) -> None:
+        first = not self.requested
+        self.requested = True
+        if self.setting_up and first:
+            raise StopRequested(signal.Signals(signum).name)
+        self._pass_on()
+
+    def start(self, args: list[str], **popen_options) -> subprocess.Popen:
+        self.setting_up = False
+        manager = subprocess.Popen(args, start_new_session=True, **popen_options)
+        self.manager = manager
+        if self.requested:  # a signal that came while the manager was being started
+            self._pass_on()
+        return manager
+
+    def _pass_on(self) -> None:
+        if self.manager is not None and not self._passed_on:
+            self._passed_on = True
+            self.manager.send_signal(signal.SIGTERM)
+
+    def finishing(self) -> None:
+        """From here on (stopping the embedded services) signals are only noted."""
+        self.setting_up = False
+        self._passed_on = True
+
+
+def release_database() -> None:
+    """The stack process holds no connection while its processes run: none stays idle (or idle in a
+    transaction, keeping locks and old row versions) for hours, and none is left to roll back on a
+    database that is stopped after the processes."""
+    from models.db import dispose_engine, remove_session
+
+    remove_session()
+    dispose_engine()
+
+
 @click.command("stack")
 def stack() -> None:
-    """Run everything: migrations, admin, then API, workers, beat and Flower with merged logs."""
+    """Run everything: migrations, admin, then API, workers, beat and Flower with merged logs.
+
+    Ctrl-C, SIGTERM or SIGHUP stop the processes, wait for them, then stop the embedded services;
+    the command then exits 0. A process that ends by itself stops the stack with its exit code."""
     import embedded
+
+    stop = StackStop()
+    stop.install()
+    embedded_now = embedded_services()
+    code = 0
+    try:
+        code = run_stack(stop)
+    except StopRequested:
+        code = 0
+    finally:
+        stop.finishing()
+        try:
+            release_database()
+        finally:
+            if embedded_now:
+                click.echo("leadline: stopping embedded " + ", ".join(embedded_now))
+                if "redis" in embedded_now:
+                    embedded.stop_redis()
+                if "postgres" in embedded_now:
+                    embedded.stop_postgres()
+    sys.exit(code)
+
+
+def run_stack(stop: StackStop) -> int:
     from models import migrate as migrations
     from models.db import configure
 
     env, started = stack_environment()
-    try:
-        configure(env["DATABASE_URL"])
-        migrations.upgrade(env["DATABASE_URL"])
-        created, generated = ensure_admin(settings.ADMIN_LOGIN, settings.ADMIN_PASSWORD)
-        click.echo(f"leadline: API http://{settings.API_HOST}:{settings.API_PORT}/api "
-                   f"(docs /api/docs), metrics /metrics, "
-                   f"Flower http://{settings.API_HOST}:{settings.FLOWER_PORT}/{settings.FLOWER_URL_PREFIX.strip('/')}/")
-        if generated:
-            click.echo(f"leadline: created admin {settings.ADMIN_LOGIN!r} with password {generated} "
-                       "(shown once; set ADMIN_PASSWORD or run `flask --app api create-admin` to change)")
-        if not settings.FLOWER_PASSWORD:
-            click.echo(f"leadline: Flower user {settings.FLOWER_USER!r}, password in var/dev-secrets.json")
-        if started:
-            click.echo(f"leadline: embedded {', '.join(started)} under ./var")
-        honcho = subprocess.Popen(
-            [os.path.join(os.path.dirname(sys.executable), "honcho"), "start", "-f", str(BASE_DIR / "Procfile"),
-             "-d", str(BASE_DIR)],
-            env=env,
-            cwd=BASE_DIR,
-        )
-        signal.signal(signal.SIGTERM, lambda *_: honcho.send_signal(signal.SIGTERM))
-        try:
-            code = honcho.wait()
-        except KeyboardInterrupt:
-            honcho.send_signal(signal.SIGINT)
-            honcho.wait()
-            code = 0  # Ctrl-C is how the stack is meant to stop
-        if code in (130, -signal.SIGINT):
-            code = 0
-    finally:
-        if started:
-            click.echo("leadline: stopping embedded " + ", ".join(started))
-            if "redis" in started:
-                embedded.stop_redis()
-            if "postgres" in started:
-                embedded.stop_postgres()
-    sys.exit(code)
+    configure(env["DATABASE_URL"])
+    migrations.upgrade(env["DATABASE_URL"])
+    _created, generated = ensure_admin(settings.ADMIN_LOGIN, settings.ADMIN_PASSWORD)
+    click.echo(f"leadline: API http://{settings.API_HOST}:{settings.API_PORT}/api "
+               f"(docs /api/docs), metrics /metrics, "
+               f"Flower http://{settings.API_HOST}:{settings.FLOWER_PORT}/{settings.FLOWER_URL_PREFIX.strip('/')}/")
+    if generated:
+        click.echo(f"leadline: created admin {settings.ADMIN_LOGIN!r} with password {generated} "
+                   "(shown once; set ADMIN_PASSWORD or run `flask --app api create-admin` to change)")
+    if not settings.FLOWER_PASSWORD:
+        click.echo(f"leadline: Flower user {settings.FLOWER_USER!r}, password in var/dev-secrets.json")
+    if started:
+        click.echo(f"leadline: embedded {', '.join(started)} under ./var")
+    release_database()
+    manager = stop.start(
+        [os.path.join(os.path.dirname(sys.executable), "honcho"), "start", "-f", str(BASE_DIR / "Procfile"),
+         "-d", str(BASE_DIR)],
+        env=env,
+        cwd=BASE_DIR,
+    )
+    code = manager.wait()
+    return 0 if stop.requested else code  # a stop that was asked for is a success

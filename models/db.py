@@ -5,6 +5,7 @@ task; a forked worker process disposes the inherited pool before its first query
 """
 from __future__ import annotations
 
+import logging
 import operator
 import select
 import time
@@ -20,6 +21,7 @@ from sqlalchemy.sql import sqltypes
 
 from settings import settings
 
+log = logging.getLogger(__name__)
 _engine: Engine | None = None
 NEVER_AUTO_PREPARE = 2 ** 31 - 1
 Session = scoped_session(sessionmaker(expire_on_commit=False, future=True))
@@ -281,8 +283,31 @@ def database_unreachable(error: BaseException) -> bool:
     return False
 
 
+def remove_session() -> None:
+    """End this thread's session: the API after each request, workers after each task.
+
+    Closing rolls back what the session left open. When the database has already ended the
+    connection (a restart, or `make run` stopping its embedded PostgreSQL), that rollback cannot
+    reach it and there is nothing left to end: PostgreSQL rolled the transaction back itself. That
+    case is one line of log; any other failure is raised."""
+    try:
+        Session.remove()
+    except Exception as error:
+        if not database_unreachable(error):
+            raise
+        Session.registry.clear()  # Session.remove() stops before forgetting the session it could not close
+        log.warning("session ended after the database closed its connection (%s)", type(error).__name__)
+
+
 def get_engine() -> Engine:
     return _engine if _engine is not None else configure()
+
+
+def dispose_engine() -> None:
+    """Close the pool's connections: for a process that is done with the database (one that was
+    never configured has none)."""
+    if _engine is not None:
+        _engine.dispose()
 
 
 def dispose_after_fork() -> None:

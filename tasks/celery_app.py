@@ -7,6 +7,7 @@ only, results ignored (business state lives in PostgreSQL), two queues by cost.
 from __future__ import annotations
 
 import logging
+import os
 
 from celery import Celery, Task
 from celery.signals import task_postrun, worker_process_init
@@ -117,8 +118,21 @@ def _reset_connections_after_fork(**_kwargs) -> None:
     kv.reset()
 
 
+@worker_process_init.connect
+def _leave_the_workers_process_group(**_kwargs) -> None:
+    """A pool process gets a process group of its own.
+
+    Process managers (honcho under `make run`, supervisord with killasgroup, a `kill -TERM -<pgid>`)
+    stop a worker by signalling its process group. Sharing it, a pool process would get the SIGTERM
+    meant for the worker and die in the middle of its task (WorkerLostError) instead of letting the
+    worker's warm shutdown finish it. The worker still ends its pool processes itself; Celery has
+    them killed if the worker is killed (parent-death signal), and billiard's time limits signal a
+    pool process that leads its own group as a group, with whatever it started."""
+    os.setpgid(0, 0)
+
+
 @task_postrun.connect
 def _remove_session(**_kwargs) -> None:
-    from models.db import Session
+    from models.db import remove_session
 
-    Session.remove()
+    remove_session()

@@ -2,12 +2,14 @@
 
 PostgreSQL and Redis come from DATABASE_URL / REDIS_URL when set (CI points them at the machine's
 services), otherwise from the embedded services under ./var. The URLs are settled here, before any
-project module reads its settings.
+project module reads its settings. Embedded services the run starts are stopped when it ends
+(passed, failed or interrupted); those it found running (a `make run` beside it) are left alone.
 """
 from __future__ import annotations
 
+import atexit
 import os
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -18,12 +20,35 @@ os.environ.setdefault("CORS_ORIGINS", "http://spa.test")
 import embedded  # noqa: E402
 
 TEST_DATABASE = "leadline_test"
+STARTED_BY_TESTS: list[str] = []  # the embedded services this run started, to stop at its end
+
+
+def _embedded(name: str, running: Callable[[], bool], start: Callable[[], str]) -> str:
+    if not running():
+        STARTED_BY_TESTS.append(name)  # before starting: a start that fails halfway is stopped too
+    return start()
+
+
+def stop_embedded_started_by_tests(run_pid: int = os.getpid()) -> None:
+    """At the end of the run, whatever its outcome (atexit: after the session's teardown, also after
+    a failed collection or a Ctrl-C): stop the embedded services the run started. Not in a process
+    forked from the run, which would exit through here too."""
+    if not STARTED_BY_TESTS or os.getpid() != run_pid:
+        return
+    print(f"\nleadline: stopping embedded {', '.join(STARTED_BY_TESTS)} started by the tests", flush=True)
+    if "redis" in STARTED_BY_TESTS:
+        embedded.stop_redis()
+    if "postgres" in STARTED_BY_TESTS:
+        embedded.stop_postgres()
+
+
+atexit.register(stop_embedded_started_by_tests)
 
 
 def _test_database_url() -> str:
     configured = os.environ.get("DATABASE_URL")
     if not configured:
-        return embedded.postgres_url(TEST_DATABASE)
+        return _embedded("postgres", embedded.postgres_running, lambda: embedded.postgres_url(TEST_DATABASE))
     import psycopg
     from sqlalchemy.engine import make_url
 
@@ -38,7 +63,8 @@ def _test_database_url() -> str:
 
 
 os.environ["DATABASE_URL"] = _test_database_url()
-os.environ["REDIS_URL"] = os.environ.get("REDIS_URL") or embedded.redis_url(db=1)
+os.environ["REDIS_URL"] = os.environ.get("REDIS_URL") or _embedded(
+    "redis", embedded.redis_running, lambda: embedded.redis_url(db=1))
 
 from sqlalchemy import text  # noqa: E402
 

@@ -58,6 +58,25 @@ def stop_process_group(process, timeout: float = 30.0) -> None:
         process.wait(timeout=10)
 
 
+def still_running(processes, timeout: float = 10.0) -> list:
+    """Those of `processes` (psutil.Process) still running after up to `timeout` seconds. A zombie
+    has ended: whoever adopted it (init) collects its exit status in its own time."""
+    import psutil
+
+    def running(process) -> bool:
+        try:
+            return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [process for process in processes if running(process)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
 def truncate_committed_data(attempts: int = 5) -> None:
     """Empty every table but the lookups the migration seeds.
 

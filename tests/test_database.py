@@ -4,6 +4,7 @@ reads that keep their prepared statements, precompiled reads, and a 503 when Pos
 from __future__ import annotations
 
 import psycopg
+import pytest
 
 import embedded
 from models.db import get_engine
@@ -217,6 +218,50 @@ def test_a_connection_that_dies_mid_call_is_a_503_and_the_next_call_works(commit
     finally:
         Session.remove()
         configure(url)
+
+
+def test_the_end_of_a_call_whose_connection_the_database_ended_is_a_warning(app, database, caplog):
+    """A process that still has a transaction open when PostgreSQL ends its connection (a restart;
+    `make run` stopping its embedded PostgreSQL under the stack process): ending the session cannot
+    roll back on the dead connection. That is one warning, not an exception from the teardown, and
+    the next session gets a live connection."""
+    from sqlalchemy import text
+
+    from models.db import Session, configure
+
+    url = get_engine().url.render_as_string(hide_password=False)
+    admin_url = get_engine().url.set(drivername="postgresql").render_as_string(hide_password=False)
+    configure(url, pool_size=1, max_overflow=0)
+    try:
+        with app.app_context():
+            pid = Session.execute(text("SELECT pg_backend_pid()")).scalar()  # a transaction is open
+            with psycopg.connect(admin_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                wait_for(lambda: admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
+                                               (pid,)).fetchone()[0] == 0, timeout=10)
+        assert "session ended after the database closed its connection" in caplog.text
+        with app.app_context():
+            assert Session.execute(text("SELECT pg_backend_pid()")).scalar() != pid
+    finally:
+        Session.remove()
+        configure(url)
+
+
+def test_the_end_of_a_session_raises_any_other_failure(database):
+    """Only a connection the database ended is forgiven: a session that fails to close for any
+    other reason still raises."""
+    from models.db import Session, remove_session
+
+    class Unclosable:
+        def close(self) -> None:
+            raise RuntimeError("a bug while closing")
+
+    Session.registry.set(Unclosable())
+    try:
+        with pytest.raises(RuntimeError, match="a bug while closing"):
+            remove_session()
+    finally:
+        Session.registry.clear()
 
 
 def test_the_cleanup_between_tests_outlasts_a_deadlock_with_a_late_writer(database):

@@ -1,8 +1,13 @@
-"""The embedded PostgreSQL and Redis start, are found again, stop, and survive a crashed run."""
+"""The embedded PostgreSQL and Redis start, are found again, stop, and survive a crashed run; a test run
+stops those it started and leaves alone those it found running."""
 from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import psutil
 import psycopg
@@ -10,6 +15,9 @@ import pytest
 import redis
 
 import embedded
+from tests.support import still_running
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture()
@@ -71,3 +79,79 @@ def test_postgres_starts_is_found_again_stops_and_survives_a_crash(scratch_var):
     assert (scratch_var / "pg" / "postmaster.pid").exists()
     url = embedded.postgres_url("leadline_scratch")  # the stale pid file does not block the start
     assert _pg_query(url) == 42
+
+
+# ---- the test run's own embedded services ---------------------------------------------------------
+
+A_RUN = '''
+import os
+from pathlib import Path
+
+import embedded
+
+
+def test_notes_the_services_it_uses():
+    postmaster = (embedded.PG_DIR / "postmaster.pid").read_text().split()[0]
+    redis_server = (embedded.REDIS_DIR / "redis.pid").read_text().strip()
+    Path(os.environ["SERVICE_PIDS"]).write_text(f"{postmaster} {redis_server}")
+
+
+def test_fails():
+    assert False, "a failed run stops its services too"
+'''
+
+
+def _embedded_env(var) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")}
+    return {**env, "LEADLINE_VAR_DIR": str(var), "XDG_RUNTIME_DIR": str(var / "run")}
+
+
+def _service_processes(var) -> list[psutil.Process]:
+    postmaster = psutil.Process(int((var / "pg" / "postmaster.pid").read_text().split()[0]))
+    return [postmaster, psutil.Process(int((var / "redis" / "redis.pid").read_text()))]
+
+
+def _processes(pids: list[str]) -> list[psutil.Process]:
+    found = []
+    for pid in pids:
+        try:
+            found.append(psutil.Process(int(pid)))
+        except psutil.NoSuchProcess:  # ended and collected already
+            pass
+    return found
+
+
+@pytest.mark.slow
+def test_a_test_run_stops_the_embedded_services_it_started_and_only_those(tmp_path):
+    """`make test` without DATABASE_URL / REDIS_URL: a run that started the embedded services stops
+    them when it ends (here it fails); a run that found them running (a `make run` beside it)
+    leaves them running."""
+    var = tmp_path / "var"
+    env = _embedded_env(var)
+    (tmp_path / "test_a_run.py").write_text(A_RUN)
+    pids = tmp_path / "pids"
+    run = [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-c", str(REPO / "setup.cfg"), "--rootdir",
+           str(REPO), "-q", str(tmp_path / "test_a_run.py")]
+    try:
+        done = subprocess.run(run, cwd=REPO, env={**env, "SERVICE_PIDS": str(pids)}, capture_output=True,
+                              text=True, timeout=240)
+        assert done.returncode == 1 and "1 failed, 1 passed" in done.stdout, done.stdout[-3000:] + done.stderr
+        assert "leadline: stopping embedded postgres, redis started by the tests" in done.stdout
+        assert still_running(_processes(pids.read_text().split()), timeout=5) == []
+        port = int((var / "redis" / "port").read_text())
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+        subprocess.run([sys.executable, "-c", "import embedded; embedded.postgres_url(); embedded.redis_url()"],
+                       cwd=REPO, env=env, check=True, timeout=120)  # as `make run` would have them
+        running = _service_processes(var)
+        done = subprocess.run(run, cwd=REPO, env={**env, "SERVICE_PIDS": str(pids)}, capture_output=True,
+                              text=True, timeout=240)
+        assert "1 failed, 1 passed" in done.stdout, done.stdout[-3000:] + done.stderr
+        assert "stopping embedded" not in done.stdout
+        assert [int(pid) for pid in pids.read_text().split()] == [process.pid for process in running]
+        assert still_running(running, timeout=0) == running
+    finally:
+        subprocess.run([sys.executable, "-c", "import embedded; embedded.stop_all()"], cwd=REPO, env=env,
+                       timeout=120)
