@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from api.logconfig import build_handler, redact
+from logconfig import build_handler, redact
 from settings import settings
 from tests.conftest import create_user, login, wait_for
 
