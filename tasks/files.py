@@ -9,8 +9,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -43,7 +41,6 @@ BATCH = 500
 LOCK_NAMESPACE = 0x46494C00
 KIND_INDEX = {name: index for index, name in enumerate(KINDS)}
 REQUEST_PATH_FIELDS = {"bso": "bso_file_path", "expense": "expense_file_path", "recording": "recording_file_path"}
-FAULT_POINTS = ("after_claim", "after_promote", "after_commit")
 
 
 def _now() -> datetime:
@@ -73,10 +70,10 @@ def run_validation(file_id: int, job_id: str | None = None) -> str:
     if row.status != "pending":
         return _already_final(row, job_id)
 
-    attempt = _claim(job_id) if job_id else 1
+    if job_id:
+        _claim(job_id)
     token, kind, original_name = row.quarantine_path, KINDS[row.kind], row.original_name
     Session.rollback()  # no transaction stays open while the file is examined
-    _pause_at("after_claim", attempt)
 
     storage = get_storage()
     facts = validation.Facts()
@@ -99,13 +96,11 @@ def run_validation(file_id: int, job_id: str | None = None) -> str:
         storage.promote(token, relative_path)
     except FileNotFoundError:  # another run finished the file and removed the quarantined bytes
         return _settle_lost_race(file_id, job_id, token)
-    _pause_at("after_promote", attempt)
 
     result = {"file_id": file_id, "status": "ready", "file_path": relative_path,
               "content_type": verdict.content_type, **verdict.details}
     if not _mark_ready(file_id, verdict, relative_path, job_id, result):
         return _settle_lost_race(file_id, job_id, token)
-    _pause_at("after_commit", attempt)
     storage.delete_quarantined(token)
     return "ready"
 
@@ -265,22 +260,6 @@ def _link(row: File, owner_column, owner_id: int) -> None:
             field=REQUEST_PATH_FIELDS[row.kind], old_value=previous[-1] if previous else None,
             new_value=row.storage_path, source="system",
         ))
-
-
-def _pause_at(point: str, attempt: int) -> None:
-    """Fault injection for the crash tests, honoured only when APP_ENV=test.
-
-    FILES_TEST_FAULT="<point>:<seconds>" (point: after_claim, after_promote, after_commit) makes the
-    first attempt of a validation wait there, with the worker's pid in Redis under
-    leadline:test:files-fault:<point>, so a test can SIGKILL the process at exactly that point."""
-    spec = settings.FILES_TEST_FAULT
-    if not spec or not settings.is_test or attempt != 1:
-        return
-    name, _, seconds = spec.partition(":")
-    if name != point:
-        return
-    get_redis().set(key("test", "files-fault", point), str(os.getpid()), ex=300)
-    time.sleep(float(seconds or 30))
 
 
 # ---- housekeeping ------------------------------------------------------------------------------------

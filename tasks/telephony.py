@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import random
 import secrets
-import time
 from datetime import timedelta
 from urllib.parse import urljoin
 
@@ -97,27 +95,6 @@ def describe(exc: BaseException) -> str:
 
 # ---- the inbox --------------------------------------------------------------------------------------
 
-def _fault_pause(event_type: str) -> None:
-    """Tests only: stop once between the folding and the commit, so a test can kill the worker there.
-
-    LEADLINE_FAULT_MANGO_SLEEP seconds, for events of type LEADLINE_FAULT_MANGO_TYPE (any when unset),
-    once per LEADLINE_FAULT_MANGO_MARKER file (created on the pause, holding the process id).
-    Ignored unless APP_ENV=test.
-    """
-    if not settings.is_test:
-        return
-    seconds, marker = os.environ.get("LEADLINE_FAULT_MANGO_SLEEP"), os.environ.get("LEADLINE_FAULT_MANGO_MARKER")
-    if not seconds or not marker or os.environ.get("LEADLINE_FAULT_MANGO_TYPE", event_type) != event_type:
-        return
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    time.sleep(float(seconds))
-
-
 def _finish(event_id: int, status: str, error: str | None, *, count_attempt: bool) -> None:
     values = {"last_error": error}
     if status != "pending":
@@ -155,7 +132,6 @@ def process_inbox_row(event_id: int) -> str:
         _finish(event_id, "failed", str(exc), count_attempt=True)
         log.warning("mango event %s (%s) failed: %s", event_id, row.event_type, exc)
         return "failed"
-    _fault_pause(row.event_type)
     for follow_up in follow_ups:
         if follow_up.kind == "download_recording":
             # Queued before the row is marked: if this fails the event stays pending and comes back.
