@@ -26,7 +26,6 @@ from datetime import timedelta
 from urllib.parse import urljoin
 
 import orjson
-from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from psycopg import errors as pg_errors
 from sqlalchemy import func, select, text, update
@@ -35,7 +34,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import OperationalError as SAOperationalError
 
 from models import telephony_rules as rules
-from models.db import Session, get_engine
+from models.db import Session
 from models.kv import get_redis, key
 from models.recording_rules import path_referenced
 from models.recordings import Recording
@@ -144,15 +143,12 @@ def process_inbox_row(event_id: int) -> str:
     return "processed"
 
 
-# The tasks of this module need no Flask app, so they run as plain tasks: a pool process recycled
-# after worker_max_tasks_per_child tasks does not build the app first (half a second, a stall of the
-# queue behind it) to fold a webhook. process_event, one per delivery, sends no task events either:
-# three Redis publishes per task would cost a third of the worker's throughput and flood Flower; its
-# state is the inbox row, and the queue length and inbox lag are what alerts watch.
-@celery_app.task(name="telephony.process_event", base=Task, bind=True, max_retries=PROCESS_MAX_RETRIES,
+# process_event, one per delivery, sends no task events: three Redis publishes per task would cost a
+# third of the worker's throughput and flood Flower; its state is the inbox row, and the queue length
+# and inbox lag are what alerts watch.
+@celery_app.task(name="telephony.process_event", bind=True, max_retries=PROCESS_MAX_RETRIES,
                  soft_time_limit=30, time_limit=60, send_events=False)
 def process_event(self, event_id: int) -> str:
-    get_engine()  # binds the session (the Flask app does that for tasks that run in it)
     try:
         return process_inbox_row(int(event_id))
     except Exception as exc:
@@ -185,11 +181,10 @@ def light_queue_length() -> int:
         return 0
 
 
-@celery_app.task(name="telephony.sweep_inbox", base=Task, soft_time_limit=120, time_limit=180)
+@celery_app.task(name="telephony.sweep_inbox", soft_time_limit=120, time_limit=180)
 def sweep_inbox() -> dict:
     """Re-enqueue inbox rows left pending (the broker was down, a message was lost); close calls whose
     summary never came. One sweep at a time."""
-    get_engine()
     redis = get_redis()
     token = secrets.token_hex(8)
     if not redis.set(SWEEP_LOCK, token, nx=True, ex=150):
@@ -313,10 +308,9 @@ def save_recording(recording_id: str, entry_id: str | None, announced_at, stored
     return "stored"
 
 
-@celery_app.task(name="recordings.download_mango", base=Task, bind=True, max_retries=DOWNLOAD_MAX_RETRIES,
+@celery_app.task(name="recordings.download_mango", bind=True, max_retries=DOWNLOAD_MAX_RETRIES,
                  soft_time_limit=240, time_limit=300)
 def download_mango(self, event_id: int) -> str:
-    get_engine()
     event = Session.get(MangoEvent, int(event_id))
     payload = event.payload if event is not None else None
     if not isinstance(payload, dict) or not rules.download_configured():
