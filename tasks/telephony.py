@@ -20,18 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import secrets
 from datetime import timedelta
 from urllib.parse import urljoin
 
 import orjson
-from celery.exceptions import SoftTimeLimitExceeded
-from psycopg import errors as pg_errors
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import OperationalError as SAOperationalError
 
 from models import telephony_rules as rules
 from models.db import Session
@@ -43,6 +38,7 @@ from settings import settings
 from storage.backend import UploadTooLarge
 from storage.recordings import AUDIO_EXTENSIONS, NotAudio, StoredRecording, delete_unless_referenced, store_recording
 from tasks.celery_app import LIGHT, broker_url, celery_app
+from tasks.retry import TransientFailure, backoff, describe, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -52,44 +48,6 @@ SWEEP_BATCH = 2000
 SWEEP_LOCK = key("lock", "mango-sweep")
 MAX_DOWNLOAD_BYTES = 500 * 1024 * 1024  # a long call in MP3 is tens of MB; this only stops a runaway answer
 DOWNLOAD_CHUNK = 64 * 1024
-
-_TRANSIENT_PG = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable,
-                 pg_errors.QueryCanceled, pg_errors.AdminShutdown, pg_errors.CannotConnectNow)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Worth retrying later: the database or the broker could not be reached, or a lock lost a race."""
-    if isinstance(exc, SoftTimeLimitExceeded):
-        return True
-    if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, SAOperationalError) or isinstance(exc.orig, _TRANSIENT_PG)
-    try:
-        from kombu.exceptions import OperationalError as KombuOperationalError
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
-    except ImportError:  # pragma: no cover
-        return isinstance(exc, (ConnectionError, TimeoutError))
-    return isinstance(exc, (KombuOperationalError, RedisConnectionError, RedisTimeoutError, ConnectionError,
-                            TimeoutError))
-
-
-def backoff(retries: int, base: float = 2.0, cap: float = 300.0) -> float:
-    """Exponential with full jitter, so retries of many events do not arrive together."""
-    return random.uniform(base, min(cap, base * 2 ** retries))
-
-
-class TransientFailure(Exception):
-    """What a retry carries instead of the original error: its description, no statement parameters."""
-
-
-def describe(exc: BaseException) -> str:
-    """Type and first line of an error, for last_error. For database errors the driver's own message
-    (which names the constraint) rather than SQLAlchemy's, which appends the statement's parameters."""
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        exc = exc.orig
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
-    return f"{type(exc).__name__}: {first}"[:2000] if first else type(exc).__name__
 
 
 # ---- the inbox --------------------------------------------------------------------------------------
