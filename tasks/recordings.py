@@ -1,4 +1,4 @@
-"""Call recordings from the mailbox: incremental IMAP import, matching, and retries of the unmatched.
+"""Call recordings: the mailbox import, downloads through the Mango API, and matching.
 
 `recordings.import_mailbox` (queue heavy; beat every RECORDINGS_CHECK_INTERVAL, or a manual 202 job)
 reads IMAP_FOLDER of the IMAP_USER mailbox with imapclient (ssl / starttls / plain by IMAP_SECURITY,
@@ -19,6 +19,11 @@ set, messages that held recordings are moved there; with IMAP_MARK_SEEN, flagged
 Every run is a row of `jobs` (kind `recordings.import`): start, end, counts, error. That and
 `mailbox_states` are what GET /api/recordings/status shows.
 
+`recordings.download_mango(event_id)` (queue heavy) fetches a recording announced by
+`events/record/added` through the Mango API (`queries/recording/post`, which answers 302 to a
+one-time file URL) into MEDIA_ROOT/zayvka/zapis under a random name and records it in `recordings`
+(unique by mango_recording_id and sha256), linked to its call and request.
+
 `recordings.match_pending` retries unmatched recordings: beat runs it periodically, and creating a
 request or folding a call asks for it through `match_pending_soon()`, debounced so that a burst of
 creations queues one run.
@@ -27,34 +32,40 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import logging
 import socket
 import ssl
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
+from urllib.parse import urljoin
 
+import orjson
 from celery.exceptions import SoftTimeLimitExceeded
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.util import to_unicode
 from redis.exceptions import RedisError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 
 from models import jobs
 from models import recording_rules as rules
+from models import telephony_rules
 from models.db import Session, get_engine
 from models.kv import SingleFlight, get_redis, key
 from models.ops import Job
 from models.recordings import MailboxState, Recording
+from models.telephony import MangoEvent
 from models.timez import today_local
 from settings import settings
 from storage.backend import UploadTooLarge
 from storage.kinds import KINDS
-from storage.recordings import NotAudio, StoredRecording, delete_unless_referenced, store_recording
+from storage.recordings import AUDIO_EXTENSIONS, NotAudio, StoredRecording, delete_unless_referenced, store_recording
 from tasks.celery_app import HEAVY, celery_app
+from tasks.retry import TransientFailure, backoff, describe, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +84,9 @@ IMPORT_SOFT_LIMIT = max(settings.TASK_SOFT_TIME_LIMIT, 300)
 IMPORT_HARD_LIMIT = max(settings.TASK_TIME_LIMIT, IMPORT_SOFT_LIMIT + 60)
 LOCK_TTL = IMPORT_HARD_LIMIT + 60
 MATCH_LOCK_TTL = 240  # longer than match_pending's hard limit
+DOWNLOAD_MAX_RETRIES = 6
+MAX_DOWNLOAD_BYTES = 500 * 1024 * 1024  # a long call in MP3 is tens of MB; this only stops a runaway answer
+DOWNLOAD_CHUNK = 64 * 1024
 
 
 class ImportFailure(Exception):
@@ -624,3 +638,135 @@ def match_pending_soon() -> bool:
     except Exception as exc:
         log.warning("could not queue the recordings retry: %s", type(exc).__name__)
     return False
+
+
+# ---- recordings through the Mango API ---------------------------------------------------------------
+
+class MangoApiError(Exception):
+    def __init__(self, message: str, *, retry: bool):
+        super().__init__(message)
+        self.retry = retry
+
+
+def mango_sign(payload_json: str) -> str:
+    return hashlib.sha256((settings.MANGO_API_KEY + payload_json + settings.MANGO_API_SALT).encode()).hexdigest()
+
+
+def _open_recording(recording_id: str):
+    """The response streaming the file: POST queries/recording/post, then GET the one-time Location."""
+    import requests
+
+    url = urljoin(settings.MANGO_API_URL.rstrip("/") + "/", "queries/recording/post")
+    body = orjson.dumps({"recording_id": recording_id, "action": "download"}).decode()
+    try:
+        answer = requests.post(url, data={"vpbx_api_key": settings.MANGO_API_KEY, "sign": mango_sign(body),
+                                          "json": body}, allow_redirects=False, timeout=(5, 30))
+    except requests.RequestException as exc:
+        raise MangoApiError(f"Mango API недоступен: {type(exc).__name__}", retry=True) from None
+    status = answer.status_code
+    if status in (301, 302, 303, 307, 308) and answer.headers.get("Location"):
+        answer.close()
+        location = urljoin(url, answer.headers["Location"])  # one-time link: never stored or logged
+        try:
+            file_response = requests.get(location, stream=True, timeout=(5, 60))
+        except requests.RequestException as exc:
+            raise MangoApiError(f"файл записи недоступен: {type(exc).__name__}", retry=True) from None
+        if file_response.status_code != 200:
+            file_response.close()
+            raise MangoApiError(f"файл записи: HTTP {file_response.status_code}",
+                                retry=file_response.status_code in (404, 429) or file_response.status_code >= 500)
+        return file_response
+    detail = answer.text[:200].strip()
+    answer.close()
+    # 401: Mango locks the key for 2 minutes after bad requests; 429: rate limit; 404/3320/3340: the
+    # recording is not in the cloud yet (it lags after record/added under load).
+    retry = status in (401, 404, 408, 429) or status >= 500 or (status == 200 and detail.startswith("{"))
+    raise MangoApiError(f"Mango API: HTTP {status} {detail}", retry=retry)
+
+
+def _store(response) -> StoredRecording:
+    """Stream the body into the media layout (storage/recordings.py); a body that is not audio is
+    an error page or a JSON answer with status 200: the file is not there yet."""
+    try:
+        return store_recording(response.iter_content(DOWNLOAD_CHUNK), MAX_DOWNLOAD_BYTES)
+    except UploadTooLarge:
+        raise MangoApiError("запись больше допустимого размера", retry=False) from None
+    except NotAudio as exc:
+        raise MangoApiError("пустой файл записи" if exc.empty else "ответ не похож на аудиофайл", retry=True) from None
+    finally:
+        response.close()
+
+
+def save_recording(recording_id: str, entry_id: str | None, announced_at, stored: StoredRecording) -> str:
+    """Record a downloaded file once; a file that lost the race (or duplicates another) is removed."""
+    call = telephony_rules.lock_call(entry_id) if entry_id else None
+    client, line = (call.client_phone, call.line_number) if call is not None else (None, None)
+    from_phone, to_phone = (line, client) if call is not None and call.direction == "out" else (client, line)
+    request_id = call.request_id if call is not None else None
+    inserted = Session.scalar(
+        pg_insert(Recording).values(
+            source="mango", sha256=stored.sha256, storage_path=stored.relative_path,
+            original_name=f"{recording_id[:240]}.{AUDIO_EXTENSIONS[stored.mime_type]}", size_bytes=stored.size,
+            mime_type=stored.mime_type, call_time=(call.started_at if call is not None else None) or announced_at,
+            from_phone=from_phone, to_phone=to_phone, mango_recording_id=recording_id,
+            call_id=call.id if call is not None else None, request_id=request_id,
+            match_status="matched" if request_id else "unmatched",
+            matched_at=func.now() if request_id else None,
+        ).on_conflict_do_nothing().returning(Recording.id)
+    )
+    if inserted is None:
+        # The same audio came by mail already: give that row the Mango id and the call.
+        Session.execute(
+            update(Recording).where(Recording.sha256 == stored.sha256, Recording.mango_recording_id.is_(None))
+            .values(mango_recording_id=recording_id,
+                    call_id=func.coalesce(Recording.call_id, call.id if call is not None else None))
+        )
+    Session.commit()
+    if inserted is None:
+        delete_unless_referenced(stored.relative_path, rules.path_referenced)
+        return "duplicate"
+    return "stored"
+
+
+@celery_app.task(name="recordings.download_mango", bind=True, max_retries=DOWNLOAD_MAX_RETRIES,
+                 soft_time_limit=240, time_limit=300)
+def download_mango(self, event_id: int) -> str:
+    event = Session.get(MangoEvent, int(event_id))
+    payload = event.payload if event is not None else None
+    if not isinstance(payload, dict) or not telephony_rules.download_configured():
+        return "nothing to do"
+    recording_id = telephony_rules.as_text(payload.get("recording_id"), 255)
+    entry_id = telephony_rules.as_text(payload.get("entry_id"), 128)
+    if not recording_id:
+        return "nothing to do"
+    if Session.scalar(select(Recording.id).where(Recording.mango_recording_id == recording_id)) is not None:
+        Session.rollback()
+        return "already stored"
+    Session.rollback()
+    try:
+        stored = _store(_open_recording(recording_id))
+        return save_recording(recording_id, entry_id, telephony_rules.as_time(payload.get("timestamp")), stored)
+    except MangoApiError as exc:
+        Session.rollback()
+        if exc.retry and self.request.retries < self.max_retries:
+            log.warning("mango recording of event %s not downloaded yet, retrying: %s", event_id, exc)
+            raise self.retry(exc=TransientFailure(str(exc)), countdown=backoff(self.request.retries, base=60, cap=1800))
+        _mark_download_failed(int(event_id), f"запись не скачана: {exc}")
+        return "failed"
+    except Exception as exc:
+        Session.rollback()
+        if is_transient(exc) and self.request.retries < self.max_retries:
+            countdown = backoff(self.request.retries, base=30, cap=900)
+            raise self.retry(exc=TransientFailure(describe(exc)), countdown=countdown)
+        log.error("mango recording of event %s failed: %s", event_id, type(exc).__name__)
+        _mark_download_failed(int(event_id), f"запись не скачана: {describe(exc)}")
+        return "failed"
+
+
+def _mark_download_failed(event_id: int, reason: str) -> None:
+    """The event shows up among the failed ones; replaying it asks for the download again."""
+    Session.execute(
+        update(MangoEvent).where(MangoEvent.id == event_id)
+        .values(status="failed", last_error=reason[:2000], processed_at=func.clock_timestamp())
+    )
+    Session.commit()
