@@ -30,6 +30,7 @@ from models import alert_rules, probes
 from models.alert_rules import QUEUES, RULES, Current, Finding
 from models.db import Session
 from models.kv import SingleFlight, get_redis, key
+from models.mailbox import IMPORT_JOB_KIND
 from models.ops import Alert, AlertSilence
 from settings import settings
 from tasks.celery_app import celery_app
@@ -152,9 +153,9 @@ def imap_failures() -> tuple[int, str | None]:
     last error the importer recorded. Each run is a jobs row of kind recordings.import; manual runs
     are left out (one refused because an import was already running is no mailbox failure)."""
     rows = Session.execute(text(
-        "SELECT status, error FROM jobs WHERE kind = 'recordings.import' AND params->>'trigger' = 'beat' "
+        "SELECT status, error FROM jobs WHERE kind = :kind AND params->>'trigger' = 'beat' "
         "AND status IN ('succeeded', 'failed') ORDER BY coalesce(finished_at, created_at) DESC LIMIT 50"
-    )).all()
+    ), {"kind": IMPORT_JOB_KIND}).all()
     failures = 0
     last_error = None
     for status, error in rows:

@@ -1,11 +1,11 @@
 """Call recordings: the mailbox import, downloads through the Mango API, and matching.
 
 `recordings.import_mailbox` (queue heavy; beat every RECORDINGS_CHECK_INTERVAL, or a manual 202 job)
-reads IMAP_FOLDER of the IMAP_USER mailbox with imapclient (ssl / starttls / plain by IMAP_SECURITY,
-connect and read timeouts). It is incremental by UID: `mailbox_states` keeps UIDVALIDITY and the last
-UID examined per mailbox and folder. A first run, a run after the folder's UIDVALIDITY changed and a
-manual run look back `days_back` days (IMAP SEARCH SINCE); otherwise only UIDs above the last one are
-read. One import runs at a time (a Redis lock with a TTL longer than the task's hard limit).
+reads IMAP_FOLDER of the IMAP_USER mailbox (the client is models/mailbox.py). It is incremental by
+UID: `mailbox_states` keeps UIDVALIDITY and the last UID examined per mailbox and folder. A first
+run, a run after the folder's UIDVALIDITY changed and a manual run look back `days_back` days (IMAP
+SEARCH SINCE); otherwise only UIDs above the last one are read. One import runs at a time (a Redis
+lock with a TTL longer than the task's hard limit).
 
 Per message, BODYSTRUCTURE (fetched for a batch of messages at once) names the parts; parts whose
 decoded file name looks like `YYYY.MM.DD__HH-MM-SS__<from>__<to>.<ext>` are fetched alone, in ranges,
@@ -30,12 +30,9 @@ creations queues one run.
 """
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import logging
-import socket
-import ssl
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
@@ -44,20 +41,20 @@ from urllib.parse import urljoin
 import orjson
 from celery.exceptions import SoftTimeLimitExceeded
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError, LoginError
-from imapclient.util import to_unicode
+from imapclient.exceptions import IMAPClientError
 from redis.exceptions import RedisError
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 
-from models import jobs
+from models import jobs, mailbox
 from models import recording_rules as rules
 from models import telephony_rules
 from models.db import Session, get_engine
 from models.kv import SingleFlight, get_redis, key
+from models.mailbox import IMPORT_HARD_LIMIT, IMPORT_SOFT_LIMIT, ImportFailure, Part
 from models.ops import Job
-from models.recordings import MailboxState, Recording
+from models.recordings import Recording
 from models.telephony import MangoEvent
 from models.timez import today_local
 from settings import settings
@@ -69,204 +66,21 @@ from tasks.retry import TransientFailure, backoff, describe, is_transient
 
 log = logging.getLogger(__name__)
 
-JOB_KIND = "recordings.import"
-IMPORT_LOCK = key("lock", "recordings-import")
 MATCH_LOCK = key("lock", "recordings-match")
 MATCH_DEBOUNCE_KEY = key("recordings", "match-soon")
 MATCH_DEBOUNCE_SECONDS = 5
 FETCH_BATCH = 100  # messages whose structure is read in one FETCH
-PART_CHUNK = 1024 * 1024  # encoded bytes of an attachment read per FETCH
 RETRY_BATCH = 500
 RETRY_HORIZON_DAYS = 30
 SKIPPED_LISTED = 50
 DEFAULT_DAYS_BACK = 1
-IMPORT_SOFT_LIMIT = max(settings.TASK_SOFT_TIME_LIMIT, 300)
-IMPORT_HARD_LIMIT = max(settings.TASK_TIME_LIMIT, IMPORT_SOFT_LIMIT + 60)
-LOCK_TTL = IMPORT_HARD_LIMIT + 60
 MATCH_LOCK_TTL = 240  # longer than match_pending's hard limit
 DOWNLOAD_MAX_RETRIES = 6
 MAX_DOWNLOAD_BYTES = 500 * 1024 * 1024  # a long call in MP3 is tens of MB; this only stops a runaway answer
 DOWNLOAD_CHUNK = 64 * 1024
 
 
-class ImportFailure(Exception):
-    """The run cannot go on; the message is for people (Russian, no secrets)."""
-
-
-def configured() -> bool:
-    return bool(settings.IMAP_HOST and settings.IMAP_USER and settings.IMAP_PASSWORD)
-
-
-def mailbox_name() -> str:
-    return f"{settings.IMAP_USER}@{settings.IMAP_HOST}"
-
-
-# ---- the lock -------------------------------------------------------------------------------------------
-
-def import_lock(token: str | None = None) -> SingleFlight:
-    """One import at a time; a manual run's job id as the token lets its redelivery go on."""
-    return SingleFlight(IMPORT_LOCK, LOCK_TTL, token)
-
-
-def import_running() -> bool | None:
-    """Whether an import holds the lock; None when Redis cannot say (the status page still answers)."""
-    try:
-        return bool(get_redis().exists(IMPORT_LOCK))
-    except RedisError:
-        return None
-
-
-# ---- IMAP ------------------------------------------------------------------------------------------------
-
-def connect() -> IMAPClient:
-    """A logged-in client, by IMAP_SECURITY; every failure is an ImportFailure with a readable reason."""
-    host, port, security = settings.IMAP_HOST, settings.IMAP_PORT, settings.IMAP_SECURITY
-    timeout = settings.IMAP_TIMEOUT_SECONDS
-    from imapclient import SocketTimeout
-
-    where = f"{host}:{port}"
-    try:
-        context = ssl.create_default_context()
-        client = IMAPClient(host, port, ssl=security == "ssl", ssl_context=context if security == "ssl" else None,
-                            timeout=SocketTimeout(connect=min(timeout, 15), read=timeout))
-    except ssl.SSLError:
-        raise ImportFailure(f"Не удалось установить защищённое соединение (SSL) с почтовым сервером {where}") from None
-    except (socket.timeout, TimeoutError):
-        raise ImportFailure(f"Почтовый сервер {where} не ответил вовремя") from None
-    except socket.gaierror:
-        raise ImportFailure(f"Почтовый сервер {host} не найден (ошибка DNS)") from None
-    except ConnectionRefusedError:
-        raise ImportFailure(f"Почтовый сервер {where} недоступен: соединение отклонено") from None
-    except (OSError, IMAPClientError) as exc:
-        raise ImportFailure(f"Почтовый сервер {where} недоступен: {type(exc).__name__}") from None
-    try:
-        if security == "starttls":
-            try:
-                client.starttls(ssl.create_default_context())
-            except (ssl.SSLError, IMAPClientError, OSError):
-                raise ImportFailure(f"Почтовый сервер {where} не поддерживает STARTTLS или отверг защищённое "
-                                    "соединение") from None
-        try:
-            client.login(settings.IMAP_USER, settings.IMAP_PASSWORD)
-        except LoginError:
-            raise ImportFailure("Почтовый сервер отклонил вход: проверьте IMAP_USER и IMAP_PASSWORD") from None
-        except IMAPClientError:
-            raise ImportFailure("Почтовый сервер отклонил вход: проверьте IMAP_USER, IMAP_PASSWORD и "
-                                "IMAP_SECURITY") from None
-    except BaseException:
-        _close(client)
-        raise
-    return client
-
-
-def _close(client: IMAPClient) -> None:
-    try:
-        client.logout()
-    except Exception:
-        try:
-            client.shutdown()
-        except Exception:
-            pass
-
-
-@dataclass(frozen=True)
-class Part:
-    number: str  # the IMAP section, e.g. "2" or "1.3"
-    filename: str | None
-    encoding: str
-    size: int  # encoded octets
-
-
-def _text(value) -> str:
-    return to_unicode(value) if isinstance(value, bytes) else ("" if value is None else str(value))
-
-
-def _leading_parts(structure) -> int:
-    count = 0
-    for item in structure:
-        if not isinstance(item, (list, tuple)):
-            break
-        count += 1
-    return count
-
-
-def walk(structure, prefix: str = "") -> Iterator[Part]:
-    """Every leaf part of a BODYSTRUCTURE with its section number and decoded file name."""
-    if isinstance(structure[0], (list, tuple)):
-        # Multipart: imapclient gives ([parts], subtype, ...) at the top; a forwarded mail's body
-        # stays raw: (part, part, ..., subtype, ...).
-        children = structure[0] if isinstance(structure[0], list) else structure[:_leading_parts(structure)]
-        for index, child in enumerate(children, start=1):
-            yield from walk(child, f"{prefix}.{index}" if prefix else f"{index}")
-        return
-    number = prefix or "1"
-    main, sub = _text(structure[0]).lower(), _text(structure[1]).lower()
-    params = structure[2]
-    encoding = _text(structure[5]).lower() if len(structure) > 5 else "7bit"
-    size = int(structure[6] or 0) if len(structure) > 6 else 0
-    if main == "message" and sub == "rfc822" and len(structure) > 8 and isinstance(structure[8], (list, tuple)):
-        inner = structure[8]  # a forwarded mail: its parts are numbered under this one
-        yield from walk(inner, number if isinstance(inner[0], (list, tuple)) else f"{number}.1")
-        return
-    extension_at = 8 if main == "text" else 7  # text parts carry a line count first
-    disposition_data = structure[extension_at + 1] if len(structure) > extension_at + 1 else None
-    disposition, disposition_params = "attachment", None
-    if isinstance(disposition_data, tuple) and disposition_data:
-        disposition = _text(disposition_data[0]).lower() or "attachment"
-        disposition_params = disposition_data[1] if len(disposition_data) > 1 else None
-    filename = rules.attachment_filename(disposition_params, params, disposition)
-    yield Part(number, filename, encoding, size)
-
-
-class Decoder:
-    """Content-Transfer-Encoding undone chunk by chunk (base64 keeps its partial quartet)."""
-
-    def __init__(self, encoding: str):
-        self.encoding = encoding
-        self.rest = b""
-
-    def feed(self, data: bytes) -> bytes:
-        if self.encoding == "base64":
-            data = self.rest + b"".join(data.split())
-            usable = len(data) - len(data) % 4
-            self.rest = data[usable:]
-            return base64.b64decode(data[:usable]) if usable else b""
-        if self.encoding == "quoted-printable":
-            data = self.rest + data
-            cut = data.rfind(b"\n") + 1  # decode whole lines: a soft break or escape never straddles
-            self.rest = data[cut:]
-            return binascii.a2b_qp(data[:cut])
-        return data
-
-    def finish(self) -> bytes:
-        rest, self.rest = self.rest, b""
-        if not rest:
-            return b""
-        if self.encoding == "base64":
-            return base64.b64decode(rest + b"=" * (-len(rest) % 4))
-        if self.encoding == "quoted-printable":
-            return binascii.a2b_qp(rest)
-        return rest
-
-
-def part_chunks(client: IMAPClient, uid: int, part: Part) -> Iterator[bytes]:
-    """The encoded bytes of one part, PART_CHUNK at a time (BODY.PEEK: the message stays unseen)."""
-    offset = 0
-    while True:
-        section = f"BODY.PEEK[{part.number}]<{offset}.{PART_CHUNK}>"
-        answer = client.fetch([uid], [section]).get(uid, {})
-        data = answer.get(f"BODY[{part.number}]<{offset}>".encode())
-        if data is None:  # some servers omit the origin in the answer
-            data = answer.get(f"BODY[{part.number}]".encode())
-        if not data:
-            return
-        yield data
-        offset += len(data)
-        if len(data) < PART_CHUNK:
-            return
-
-
-# ---- one run -----------------------------------------------------------------------------------------
+# ---- one run of the mailbox import ---------------------------------------------------------------------
 
 class Skip(Exception):
     def __init__(self, reason: str):
@@ -300,10 +114,10 @@ class RunCounts:
 
 def store_part(client: IMAPClient, uid: int, part: Part, max_bytes: int) -> StoredRecording:
     """Stream one attachment, decoded as it arrives, into the media layout (storage/recordings.py)."""
-    decoder = Decoder(part.encoding)
+    decoder = mailbox.Decoder(part.encoding)
 
     def decoded() -> Iterator[bytes]:
-        for encoded in part_chunks(client, uid, part):
+        for encoded in mailbox.part_chunks(client, uid, part):
             yield decoder.feed(encoded)
         yield decoder.finish()
 
@@ -325,19 +139,12 @@ class MailboxImport:
         self.max_bytes = KINDS["recording"].max_bytes
         self.writes = bool(settings.IMAP_PROCESSED_FOLDER or settings.IMAP_MARK_SEEN)
 
-    def state(self) -> MailboxState:
-        mailbox, folder = mailbox_name(), settings.IMAP_FOLDER
-        Session.execute(pg_insert(MailboxState).values(mailbox=mailbox, folder=folder, last_uid=0)
-                        .on_conflict_do_nothing())
-        return Session.scalars(select(MailboxState).where(MailboxState.mailbox == mailbox,
-                                                          MailboxState.folder == folder)).one()
-
     def run(self) -> RunCounts:
-        client = connect()
+        client = mailbox.connect()
         try:
             self._run(client)
         finally:
-            _close(client)
+            mailbox.close(client)
         return self.counts
 
     def _select(self, client: IMAPClient) -> dict:
@@ -353,7 +160,7 @@ class MailboxImport:
         uidnext = int(info.get(b"UIDNEXT") or 0)
         if settings.IMAP_PROCESSED_FOLDER and not client.folder_exists(settings.IMAP_PROCESSED_FOLDER):
             client.create_folder(settings.IMAP_PROCESSED_FOLDER)
-        state = self.state()
+        state = mailbox.state()
         fresh = state.uidvalidity != uidvalidity
         if fresh:
             if state.uidvalidity is not None:
@@ -384,7 +191,7 @@ class MailboxImport:
             self.advance(uidnext - 1)
 
     def advance(self, uid: int) -> None:
-        state = self.state()
+        state = mailbox.state()
         if uid > state.last_uid:
             state.last_uid = uid
         Session.commit()
@@ -415,10 +222,10 @@ class MailboxImport:
         """Import the recordings of one message; True when it held any (stored now or before)."""
         self.counts.messages += 1
         envelope = data.get(b"ENVELOPE")
-        message_id = _text(getattr(envelope, "message_id", None)).strip()[:255] or None
+        message_id = mailbox.as_text(getattr(envelope, "message_id", None)).strip()[:255] or None
         held = False
         try:
-            parts = list(walk(data[b"BODYSTRUCTURE"]))
+            parts = list(mailbox.walk(data[b"BODYSTRUCTURE"]))
         except (IndexError, TypeError, ValueError):
             self.counts.skip(uid, None, "не удалось разобрать структуру письма")
             return False
@@ -474,7 +281,7 @@ class MailboxImport:
 def _start_job(job_id: str | None, days_back: int, trigger: str) -> str | None:
     if job_id is not None:
         return job_id if jobs.claim(job_id) else None
-    job = jobs.create_job(JOB_KIND, {"days_back": days_back, "trigger": trigger})
+    job = jobs.create_job(mailbox.IMPORT_JOB_KIND, {"days_back": days_back, "trigger": trigger})
     job.status, job.started_at, job.attempts = "running", datetime.now(timezone.utc), 1
     Session.commit()
     return str(job.id)
@@ -482,13 +289,7 @@ def _start_job(job_id: str | None, days_back: int, trigger: str) -> str | None:
 
 def _record_state(error: str | None) -> None:
     Session.rollback()
-    mailbox, folder = mailbox_name(), settings.IMAP_FOLDER
-    Session.execute(
-        pg_insert(MailboxState).values(mailbox=mailbox, folder=folder, last_uid=0, last_run_at=func.now(),
-                                       last_error=error)
-        .on_conflict_do_update(index_elements=[MailboxState.mailbox, MailboxState.folder],
-                               set_={"last_run_at": func.now(), "last_error": error})
-    )
+    mailbox.record_run(error)
     Session.commit()
 
 
@@ -505,13 +306,13 @@ def run_import(job_id: str | None = None, days_back: int | None = None, manual: 
         days_back = int((job.params or {}).get("days_back") or DEFAULT_DAYS_BACK)
         Session.rollback()
     days_back = int(days_back or DEFAULT_DAYS_BACK)
-    if not configured():
+    if not mailbox.configured():
         if job_id is not None:
             jobs.claim(job_id)
             jobs.fail(job_id, "Импорт записей не настроен: не заданы IMAP_HOST, IMAP_USER или IMAP_PASSWORD")
         return {"result": "not configured"}
     try:
-        lock = import_lock(job_id)
+        lock = mailbox.import_lock(job_id)
         acquired = lock.acquire()
     except RedisError:
         if job_id is not None:

@@ -60,7 +60,7 @@ def test_names_decoded_from_raw_bodystructure_parameters():
 
 @pytest.mark.parametrize("encoding", ["base64", "quoted-printable", "8bit"])
 def test_transfer_encodings_are_undone_whatever_the_chunk_boundaries(encoding):
-    from tasks.recordings import Decoder
+    from models.mailbox import Decoder
 
     data = random.Random(5).randbytes(50_000)
     if encoding == "base64":
