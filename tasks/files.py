@@ -19,6 +19,7 @@ from sqlalchemy import case, delete, func, select, update
 from models import jobs
 from models.crm import RequestEvent
 from models.db import Session
+from models.file_rules import FILE_PATH_FIELDS, VALIDATION_JOB_KIND
 from models.files import File
 from models.kv import SingleFlight, get_redis, key
 from models.ops import Job
@@ -32,7 +33,6 @@ from tasks.celery_app import celery_app
 
 log = logging.getLogger(__name__)
 
-JOB_KIND = "files.validate"
 STALE_PENDING_MINUTES = 10  # a pending upload this old lost its message: queue it again
 REQUEUE_GUARD_SECONDS = 600
 MEDIA_TEMPORARY_MAX_AGE = 3600
@@ -40,7 +40,6 @@ BATCH = 500
 # Two-key advisory lock namespace ("FIL" + kind index): one promotion per owner and kind at a time.
 LOCK_NAMESPACE = 0x46494C00
 KIND_INDEX = {name: index for index, name in enumerate(KINDS)}
-REQUEST_PATH_FIELDS = {"bso": "bso_file_path", "expense": "expense_file_path", "recording": "recording_file_path"}
 
 
 def _now() -> datetime:
@@ -149,7 +148,7 @@ def _load(file_id: int, job_id: str | None) -> tuple[File | None, Job | None]:
 
 def _matching_job(job: Job | None, job_id: str, file_id: int) -> str | None:
     """The job row of this file, or None (a job that names another file is not ours to touch)."""
-    if job is None or job.kind != JOB_KIND or (job.params or {}).get("file_id") != file_id:
+    if job is None or job.kind != VALIDATION_JOB_KIND or (job.params or {}).get("file_id") != file_id:
         log.warning("files.validate: job %s does not belong to file %s", job_id, file_id)
         return None
     return str(job.id)
@@ -254,10 +253,10 @@ def _link(row: File, owner_column, owner_id: int) -> None:
         .values(replaced_by_id=row.id)
         .returning(File.storage_path)
     ).all()
-    if row.request_id is not None and row.kind in REQUEST_PATH_FIELDS:
+    if row.request_id is not None and row.kind in FILE_PATH_FIELDS:
         Session.add(RequestEvent(
             request_id=row.request_id, user_id=row.uploaded_by_id, action="updated",
-            field=REQUEST_PATH_FIELDS[row.kind], old_value=previous[-1] if previous else None,
+            field=FILE_PATH_FIELDS[row.kind], old_value=previous[-1] if previous else None,
             new_value=row.storage_path, source="system",
         ))
 
@@ -268,7 +267,7 @@ def job_of(file_id: int) -> str | None:
     """The unfinished validation job of a file (for re-enqueueing)."""
     job_id = Session.scalar(
         select(Job.id)
-        .where(Job.kind == JOB_KIND, Job.status.in_(("queued", "running")),
+        .where(Job.kind == VALIDATION_JOB_KIND, Job.status.in_(("queued", "running")),
                Job.params["file_id"].as_integer() == file_id)
         .order_by(Job.created_at.desc())
         .limit(1)

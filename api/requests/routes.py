@@ -37,6 +37,7 @@ from models.enums import (
     REQUEST_TYPE_FIRST,
     REQUEST_TYPE_REPEAT,
 )
+from models.file_rules import FILE_PATH_FIELDS
 from models.files import File
 from models.lookups import City, Direction, RequestType
 from models.phones import normalize_phone
@@ -191,9 +192,6 @@ def serialize_row(row) -> dict:
             "city_id": row.campaign_city_id,
         },
     }
-
-
-FILE_PATH_FIELDS = {"bso": "bso_file_path", "expense": "expense_file_path", "recording": "recording_file_path"}
 
 
 def _files_of_request():
