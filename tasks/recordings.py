@@ -33,8 +33,9 @@ from __future__ import annotations
 import binascii
 import hashlib
 import logging
+import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any, Iterator
 from urllib.parse import urljoin
 
@@ -50,7 +51,7 @@ from sqlalchemy.exc import DBAPIError
 from models import jobs, mailbox
 from models import recording_rules as rules
 from models import telephony_rules
-from models.db import Session, get_engine
+from models.db import Session, get_engine, unit_of_work
 from models.kv import SingleFlight, get_redis, key
 from models.mailbox import IMPORT_HARD_LIMIT, IMPORT_SOFT_LIMIT, ImportFailure, Part
 from models.ops import Job
@@ -160,15 +161,15 @@ class MailboxImport:
         uidnext = int(info.get(b"UIDNEXT") or 0)
         if settings.IMAP_PROCESSED_FOLDER and not client.folder_exists(settings.IMAP_PROCESSED_FOLDER):
             client.create_folder(settings.IMAP_PROCESSED_FOLDER)
-        state = mailbox.state()
-        fresh = state.uidvalidity != uidvalidity
-        if fresh:
-            if state.uidvalidity is not None:
-                log.warning("mailbox folder UIDVALIDITY changed: the import starts over")
-            state.uidvalidity, state.last_uid = uidvalidity, 0
-            self.counts.fresh_start = True
-        last_uid = state.last_uid
-        Session.commit()
+        with unit_of_work():
+            state = mailbox.state()
+            fresh = state.uidvalidity != uidvalidity
+            if fresh:
+                if state.uidvalidity is not None:
+                    log.warning("mailbox folder UIDVALIDITY changed: the import starts over")
+                state.uidvalidity, state.last_uid = uidvalidity, 0
+                self.counts.fresh_start = True
+            last_uid = state.last_uid
         if fresh or self.manual:
             since = today_local() - timedelta(days=self.days_back)
             uids = sorted(client.search(["SINCE", since]))
@@ -191,10 +192,10 @@ class MailboxImport:
             self.advance(uidnext - 1)
 
     def advance(self, uid: int) -> None:
-        state = mailbox.state()
-        if uid > state.last_uid:
-            state.last_uid = uid
-        Session.commit()
+        with unit_of_work():
+            state = mailbox.state()
+            if uid > state.last_uid:
+                state.last_uid = uid
 
     def finish_messages(self, client: IMAPClient, uids: list[int]) -> None:
         if not uids:
@@ -212,7 +213,6 @@ class MailboxImport:
         except (OSError, IMAPClientError, DBAPIError, SoftTimeLimitExceeded):
             raise
         except Exception as exc:
-            Session.rollback()
             # The type only: messages of such errors may quote file names, which hold phone numbers.
             log.error("recordings import: a message skipped after %s", type(exc).__name__)
             self.counts.skip(uid, None, f"письмо не обработано: {type(exc).__name__}")
@@ -243,35 +243,33 @@ class MailboxImport:
                 self.counts.skip(uid, part.filename, f"вложение больше {settings.MAX_RECORDING_UPLOAD_MB} МБ")
                 continue
             try:
-                outcome = store_part(client, uid, part, self.max_bytes)
+                self.part(client, uid, part, parsed, message_id or f"imap:{uid}")
             except Skip as exc:
                 self.counts.skip(uid, part.filename, exc.reason)
                 continue
             held = True
-            if not outcome.new:
-                self.counts.duplicates += 1
-                Session.rollback()
-                continue
-            self.save(outcome, part, parsed, message_id or f"imap:{uid}")
         return held
 
-    def save(self, stored: StoredRecording, part: Part, parsed: rules.ParsedName, message_id: str) -> None:
-        recording_id = Session.scalar(
-            pg_insert(Recording).values(
-                source="imap", sha256=stored.sha256, storage_path=stored.relative_path,
-                original_name=(part.filename or "")[:255] or None, size_bytes=stored.size,
-                mime_type=stored.mime_type, call_time=parsed.call_time, from_phone=parsed.from_phone,
-                to_phone=parsed.to_phone, message_id=message_id, match_status=rules.UNMATCHED,
-            ).on_conflict_do_nothing().returning(Recording.id)
-        )
-        if recording_id is None:  # the same bytes were stored meanwhile (another source)
-            Session.rollback()
-            delete_unless_referenced(stored.relative_path, rules.path_referenced)
-            self.counts.duplicates += 1
-            return
-        recording = Session.get(Recording, recording_id)
-        status = rules.match_recording(recording)
-        Session.commit()
+    def part(self, client: IMAPClient, uid: int, part: Part, parsed: rules.ParsedName, message_id: str) -> None:
+        """Store one attachment, record and match it, in one unit of work (Skip: not a recording)."""
+        with unit_of_work():
+            stored = store_part(client, uid, part, self.max_bytes)
+            if not stored.new:
+                self.counts.duplicates += 1
+                return
+            recording_id = Session.scalar(
+                pg_insert(Recording).values(
+                    source="imap", sha256=stored.sha256, storage_path=stored.relative_path,
+                    original_name=(part.filename or "")[:255] or None, size_bytes=stored.size,
+                    mime_type=stored.mime_type, call_time=parsed.call_time, from_phone=parsed.from_phone,
+                    to_phone=parsed.to_phone, message_id=message_id, match_status=rules.UNMATCHED,
+                ).on_conflict_do_nothing().returning(Recording.id)
+            )
+            if recording_id is None:  # the same bytes were stored meanwhile (another source)
+                delete_unless_referenced(stored.relative_path, rules.path_referenced)
+                self.counts.duplicates += 1
+                return
+            status = rules.match_recording(Session.get(Recording, recording_id))
         self.counts.imported += 1
         setattr(self.counts, status, getattr(self.counts, status) + 1)
 
@@ -281,16 +279,19 @@ class MailboxImport:
 def _start_job(job_id: str | None, days_back: int, trigger: str) -> str | None:
     if job_id is not None:
         return job_id if jobs.claim(job_id) else None
-    job = jobs.create_job(mailbox.IMPORT_JOB_KIND, {"days_back": days_back, "trigger": trigger})
-    job.status, job.started_at, job.attempts = "running", datetime.now(timezone.utc), 1
-    Session.commit()
-    return str(job.id)
+    return jobs.start_job(mailbox.IMPORT_JOB_KIND, {"days_back": days_back, "trigger": trigger})
 
 
 def _record_state(error: str | None) -> None:
-    Session.rollback()
-    mailbox.record_run(error)
-    Session.commit()
+    with unit_of_work():
+        mailbox.record_run(error)
+
+
+def _refuse(job_id: str | None, reason: str) -> None:
+    """A manual run that cannot start says why in its job."""
+    if job_id is not None:
+        jobs.claim(job_id)
+        jobs.fail(job_id, reason)
 
 
 def run_import(job_id: str | None = None, days_back: int | None = None, manual: bool | None = None) -> dict[str, Any]:
@@ -299,30 +300,23 @@ def run_import(job_id: str | None = None, days_back: int | None = None, manual: 
     get_engine()
     manual = job_id is not None if manual is None else manual
     if job_id is not None:
-        job = Session.get(Job, _uuid(job_id))
-        if job is None:
-            Session.rollback()
-            return {"result": "no such job"}
-        days_back = int((job.params or {}).get("days_back") or DEFAULT_DAYS_BACK)
-        Session.rollback()
+        with unit_of_work(read_only=True):
+            job = Session.get(Job, _uuid(job_id))
+            if job is None:
+                return {"result": "no such job"}
+            days_back = int((job.params or {}).get("days_back") or DEFAULT_DAYS_BACK)
     days_back = int(days_back or DEFAULT_DAYS_BACK)
     if not mailbox.configured():
-        if job_id is not None:
-            jobs.claim(job_id)
-            jobs.fail(job_id, "Импорт записей не настроен: не заданы IMAP_HOST, IMAP_USER или IMAP_PASSWORD")
+        _refuse(job_id, "Импорт записей не настроен: не заданы IMAP_HOST, IMAP_USER или IMAP_PASSWORD")
         return {"result": "not configured"}
     try:
         lock = mailbox.import_lock(job_id)
         acquired = lock.acquire()
     except RedisError:
-        if job_id is not None:
-            jobs.claim(job_id)
-            jobs.fail(job_id, "Хранилище блокировок (Redis) недоступно, повторите позже")
+        _refuse(job_id, "Хранилище блокировок (Redis) недоступно, повторите позже")
         raise  # retried by the next scheduled run; a manual job says why it failed
     if not acquired:
-        if job_id is not None:
-            jobs.claim(job_id)
-            jobs.fail(job_id, "Импорт записей уже выполняется, повторите позже")
+        _refuse(job_id, "Импорт записей уже выполняется, повторите позже")
         return {"result": "refused", "reason": "another import is running"}
     try:
         job_id = _start_job(job_id, days_back, "manual" if manual else "beat")
@@ -332,11 +326,9 @@ def run_import(job_id: str | None = None, days_back: int | None = None, manual: 
         try:
             counts = importer.run()
         except SoftTimeLimitExceeded:
-            Session.rollback()
             counts = importer.counts
             counts.partial = True  # progress is committed per batch: the next run goes on from there
         except (ImportFailure, OSError, IMAPClientError) as exc:
-            Session.rollback()
             message = str(exc) if isinstance(exc, ImportFailure) else \
                 f"Соединение с почтовым сервером прервано: {type(exc).__name__}"
             log.warning("recordings import failed: %s", message)
@@ -344,7 +336,6 @@ def run_import(job_id: str | None = None, days_back: int | None = None, manual: 
             jobs.fail(job_id, message)
             return {"result": "failed", "error": message}
         except Exception as exc:
-            Session.rollback()
             message = f"Ошибка импорта записей: {type(exc).__name__}"
             log.error("recordings import failed: %s", type(exc).__name__)
             _record_state(message)
@@ -358,7 +349,6 @@ def run_import(job_id: str | None = None, days_back: int | None = None, manual: 
                     if acquired:
                         counts.rematched = retry_unmatched()
             except Exception as exc:
-                Session.rollback()
                 log.error("retrying unmatched recordings failed: %s", type(exc).__name__)
         _record_state(None)
         result = counts.as_dict()
@@ -373,8 +363,6 @@ def run_import(job_id: str | None = None, days_back: int | None = None, manual: 
 
 
 def _uuid(value: str):
-    import uuid
-
     try:
         return uuid.UUID(str(value))
     except ValueError:
@@ -399,21 +387,19 @@ def import_mailbox(job_id: str | None = None, days_back: int | None = None) -> d
 
 def retry_unmatched() -> int:
     """Match unmatched recordings again; returns how many are matched or ambiguous now."""
-    rules.release_orphans()
-    Session.commit()
+    with unit_of_work():
+        rules.release_orphans()
+        pending = rules.pending_ids(RETRY_BATCH, RETRY_HORIZON_DAYS)
     changed = 0
-    for recording_id in rules.pending_ids(RETRY_BATCH, RETRY_HORIZON_DAYS):
-        recording = Session.scalar(select(Recording).where(Recording.id == recording_id,
-                                                           Recording.match_status == rules.UNMATCHED)
-                                   .with_for_update(skip_locked=True))
-        if recording is None:
-            Session.rollback()
-            continue
-        if rules.match_recording(recording) != rules.UNMATCHED:
-            changed += 1
-        Session.commit()
-    rules.link_files_of_matched()
-    Session.commit()
+    for recording_id in pending:
+        with unit_of_work():
+            recording = Session.scalar(select(Recording).where(Recording.id == recording_id,
+                                                               Recording.match_status == rules.UNMATCHED)
+                                       .with_for_update(skip_locked=True))
+            if recording is not None and rules.match_recording(recording) != rules.UNMATCHED:
+                changed += 1
+    with unit_of_work():
+        rules.link_files_of_matched()
     return changed
 
 
@@ -500,31 +486,32 @@ def _store(response) -> StoredRecording:
 
 def save_recording(recording_id: str, entry_id: str | None, announced_at, stored: StoredRecording) -> str:
     """Record a downloaded file once; a file that lost the race (or duplicates another) is removed."""
-    call = telephony_rules.lock_call(entry_id) if entry_id else None
-    client, line = (call.client_phone, call.line_number) if call is not None else (None, None)
-    from_phone, to_phone = (line, client) if call is not None and call.direction == "out" else (client, line)
-    request_id = call.request_id if call is not None else None
-    inserted = Session.scalar(
-        pg_insert(Recording).values(
-            source="mango", sha256=stored.sha256, storage_path=stored.relative_path,
-            original_name=f"{recording_id[:240]}.{AUDIO_EXTENSIONS[stored.mime_type]}", size_bytes=stored.size,
-            mime_type=stored.mime_type, call_time=(call.started_at if call is not None else None) or announced_at,
-            from_phone=from_phone, to_phone=to_phone, mango_recording_id=recording_id,
-            call_id=call.id if call is not None else None, request_id=request_id,
-            match_status="matched" if request_id else "unmatched",
-            matched_at=func.now() if request_id else None,
-        ).on_conflict_do_nothing().returning(Recording.id)
-    )
-    if inserted is None:
-        # The same audio came by mail already: give that row the Mango id and the call.
-        Session.execute(
-            update(Recording).where(Recording.sha256 == stored.sha256, Recording.mango_recording_id.is_(None))
-            .values(mango_recording_id=recording_id,
-                    call_id=func.coalesce(Recording.call_id, call.id if call is not None else None))
+    with unit_of_work():
+        call = telephony_rules.lock_call(entry_id) if entry_id else None
+        client, line = (call.client_phone, call.line_number) if call is not None else (None, None)
+        from_phone, to_phone = (line, client) if call is not None and call.direction == "out" else (client, line)
+        request_id = call.request_id if call is not None else None
+        inserted = Session.scalar(
+            pg_insert(Recording).values(
+                source="mango", sha256=stored.sha256, storage_path=stored.relative_path,
+                original_name=f"{recording_id[:240]}.{AUDIO_EXTENSIONS[stored.mime_type]}", size_bytes=stored.size,
+                mime_type=stored.mime_type, call_time=(call.started_at if call is not None else None) or announced_at,
+                from_phone=from_phone, to_phone=to_phone, mango_recording_id=recording_id,
+                call_id=call.id if call is not None else None, request_id=request_id,
+                match_status="matched" if request_id else "unmatched",
+                matched_at=func.now() if request_id else None,
+            ).on_conflict_do_nothing().returning(Recording.id)
         )
-    Session.commit()
+        if inserted is None:
+            # The same audio came by mail already: give that row the Mango id and the call.
+            Session.execute(
+                update(Recording).where(Recording.sha256 == stored.sha256, Recording.mango_recording_id.is_(None))
+                .values(mango_recording_id=recording_id,
+                        call_id=func.coalesce(Recording.call_id, call.id if call is not None else None))
+            )
     if inserted is None:
-        delete_unless_referenced(stored.relative_path, rules.path_referenced)
+        with unit_of_work(read_only=True):
+            delete_unless_referenced(stored.relative_path, rules.path_referenced)
         return "duplicate"
     return "stored"
 
@@ -532,30 +519,27 @@ def save_recording(recording_id: str, entry_id: str | None, announced_at, stored
 @celery_app.task(name="recordings.download_mango", bind=True, max_retries=DOWNLOAD_MAX_RETRIES,
                  soft_time_limit=240, time_limit=300)
 def download_mango(self, event_id: int) -> str:
-    event = Session.get(MangoEvent, int(event_id))
-    payload = event.payload if event is not None else None
-    if not isinstance(payload, dict) or not telephony_rules.download_configured():
-        return "nothing to do"
-    recording_id = telephony_rules.as_text(payload.get("recording_id"), 255)
-    entry_id = telephony_rules.as_text(payload.get("entry_id"), 128)
-    if not recording_id:
-        return "nothing to do"
-    if Session.scalar(select(Recording.id).where(Recording.mango_recording_id == recording_id)) is not None:
-        Session.rollback()
-        return "already stored"
-    Session.rollback()
+    with unit_of_work(read_only=True):  # nothing stays open while the file downloads
+        event = Session.get(MangoEvent, int(event_id))
+        payload = event.payload if event is not None else None
+        if not isinstance(payload, dict) or not telephony_rules.download_configured():
+            return "nothing to do"
+        recording_id = telephony_rules.as_text(payload.get("recording_id"), 255)
+        entry_id = telephony_rules.as_text(payload.get("entry_id"), 128)
+        if not recording_id:
+            return "nothing to do"
+        if Session.scalar(select(Recording.id).where(Recording.mango_recording_id == recording_id)) is not None:
+            return "already stored"
     try:
         stored = _store(_open_recording(recording_id))
         return save_recording(recording_id, entry_id, telephony_rules.as_time(payload.get("timestamp")), stored)
     except MangoApiError as exc:
-        Session.rollback()
         if exc.retry and self.request.retries < self.max_retries:
             log.warning("mango recording of event %s not downloaded yet, retrying: %s", event_id, exc)
             raise self.retry(exc=TransientFailure(str(exc)), countdown=backoff(self.request.retries, base=60, cap=1800))
         _mark_download_failed(int(event_id), f"запись не скачана: {exc}")
         return "failed"
     except Exception as exc:
-        Session.rollback()
         if is_transient(exc) and self.request.retries < self.max_retries:
             countdown = backoff(self.request.retries, base=30, cap=900)
             raise self.retry(exc=TransientFailure(describe(exc)), countdown=countdown)
@@ -566,8 +550,8 @@ def download_mango(self, event_id: int) -> str:
 
 def _mark_download_failed(event_id: int, reason: str) -> None:
     """The event shows up among the failed ones; replaying it asks for the download again."""
-    Session.execute(
-        update(MangoEvent).where(MangoEvent.id == event_id)
-        .values(status="failed", last_error=reason[:2000], processed_at=func.clock_timestamp())
-    )
-    Session.commit()
+    with unit_of_work():
+        Session.execute(
+            update(MangoEvent).where(MangoEvent.id == event_id)
+            .values(status="failed", last_error=reason[:2000], processed_at=func.clock_timestamp())
+        )

@@ -23,12 +23,12 @@ from datetime import timedelta
 from sqlalchemy import func, select, text, update
 
 from models import telephony_rules as rules
-from models.db import Session
+from models.db import Session, unit_of_work
 from models.kv import get_redis, key
 from models.telephony import Call, MangoEvent
 from settings import settings
 from tasks.celery_app import LIGHT, broker_url, celery_app
-from tasks.recordings import download_mango
+from tasks.recordings import download_mango, match_pending_soon
 from tasks.retry import TransientFailure, backoff, describe, is_transient
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,9 @@ def _finish(event_id: int, status: str, error: str | None, *, count_attempt: boo
         values.update(status=status, processed_at=func.clock_timestamp())
     if count_attempt:
         values["attempts"] = MangoEvent.attempts + 1
-    Session.execute(update(MangoEvent).where(MangoEvent.id == event_id, MangoEvent.status == "pending")
-                    .values(**values))
-    Session.commit()
+    with unit_of_work():
+        Session.execute(update(MangoEvent).where(MangoEvent.id == event_id, MangoEvent.status == "pending")
+                        .values(**values))
 
 
 CLAIM = text("""
@@ -60,31 +60,29 @@ CLAIM = text("""
 
 
 def process_inbox_row(event_id: int) -> str:
-    """Claim, fold and mark one inbox row in one transaction; `skipped` when it is not pending.
+    """Claim, fold and mark one inbox row in one unit of work; `skipped` when it is not pending.
 
     The claim marks the row processed at once: the mark, the attempt and the effects are committed
     together or rolled back together (the row lock makes a second worker wait, then find it done).
     """
-    row = Session.execute(CLAIM, {"id": event_id}).first()
-    if row is None:
-        Session.rollback()
-        return "skipped"
+    event_type = None
     try:
-        payload = row.payload if row.payload is not None else rules.parse_payload(row.raw_body or "")
-        follow_ups = rules.apply_event(row.event_type, payload)
+        with unit_of_work():
+            row = Session.execute(CLAIM, {"id": event_id}).first()
+            if row is None:
+                return "skipped"
+            event_type = row.event_type
+            payload = row.payload if row.payload is not None else rules.parse_payload(row.raw_body or "")
+            follow_ups = rules.apply_event(row.event_type, payload)
+            for follow_up in follow_ups:
+                if follow_up.kind == "download_recording":
+                    # Queued before the row is marked: if this fails the event stays pending and comes back.
+                    download_mango.apply_async((event_id,))
     except rules.PayloadError as exc:
-        Session.rollback()
         _finish(event_id, "failed", str(exc), count_attempt=True)
-        log.warning("mango event %s (%s) failed: %s", event_id, row.event_type, exc)
+        log.warning("mango event %s (%s) failed: %s", event_id, event_type, exc)
         return "failed"
-    for follow_up in follow_ups:
-        if follow_up.kind == "download_recording":
-            # Queued before the row is marked: if this fails the event stays pending and comes back.
-            download_mango.apply_async((event_id,))
-    Session.commit()
-    if row.event_type in (rules.CALL, rules.SUMMARY):
-        from tasks.recordings import match_pending_soon
-
+    if event_type in (rules.CALL, rules.SUMMARY):
         match_pending_soon()  # a call or request folded now may be what an unmatched recording waits for
     return "processed"
 
@@ -98,13 +96,12 @@ def process_event(self, event_id: int) -> str:
     try:
         return process_inbox_row(int(event_id))
     except Exception as exc:
-        Session.rollback()
         reason = describe(exc)
         if is_transient(exc) and self.request.retries < self.max_retries:
             try:
                 _finish(int(event_id), "pending", reason, count_attempt=True)
             except Exception:  # the database itself is away: the retry will find the row as it was
-                Session.rollback()
+                pass
             log.warning("mango event %s: transient error, retrying: %s", event_id, type(exc).__name__)
             raise self.retry(exc=TransientFailure(reason), countdown=backoff(self.request.retries))
         # Only the type in the log: messages of data errors may quote numbers; the row keeps the detail.
@@ -144,11 +141,11 @@ def sweep_inbox() -> dict:
 
 def sweep_once() -> dict:
     cutoff = func.now() - timedelta(seconds=settings.MANGO_SWEEP_AFTER_SECONDS)
-    stale = Session.scalars(
-        select(MangoEvent.id).where(MangoEvent.status == "pending", MangoEvent.received_at < cutoff)
-        .order_by(MangoEvent.received_at).limit(SWEEP_BATCH)
-    ).all()
-    Session.rollback()
+    with unit_of_work(read_only=True):
+        stale = Session.scalars(
+            select(MangoEvent.id).where(MangoEvent.status == "pending", MangoEvent.received_at < cutoff)
+            .order_by(MangoEvent.received_at).limit(SWEEP_BATCH)
+        ).all()
     enqueued = 0
     # While the worker drains a backlog the stale rows are still queued: do not queue them twice.
     if stale and light_queue_length() < len(stale):
@@ -156,11 +153,13 @@ def sweep_once() -> dict:
             process_event.apply_async((event_id,))
             enqueued += 1
     closed = 0
-    for call_pk in rules.stale_unsummarised_calls(timedelta(minutes=settings.MANGO_CLOSE_WITHOUT_SUMMARY_MIN)):
-        if Session.scalar(select(Call.id).where(Call.id == call_pk).with_for_update()) is not None:
-            rules.close_without_summary(call_pk)
-            closed += 1
-        Session.commit()
+    with unit_of_work(read_only=True):
+        unsummarised = rules.stale_unsummarised_calls(timedelta(minutes=settings.MANGO_CLOSE_WITHOUT_SUMMARY_MIN))
+    for call_pk in unsummarised:
+        with unit_of_work():
+            if Session.scalar(select(Call.id).where(Call.id == call_pk).with_for_update()) is not None:
+                rules.close_without_summary(call_pk)
+                closed += 1
     if enqueued or closed:
         log.info("mango sweep: %s pending events re-enqueued, %s calls closed without summary", enqueued, closed)
     return {"stale": len(stale), "enqueued": enqueued, "closed": closed}
