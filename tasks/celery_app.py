@@ -17,10 +17,9 @@ from celery.signals import task_postrun, worker_init, worker_process_init
 from kombu import Queue
 
 from settings import settings
+from tasks.queue import HEAVY, LIGHT
 
 log = logging.getLogger(__name__)
-
-LIGHT, HEAVY = "light", "heavy"
 
 
 def broker_url() -> str:

@@ -30,6 +30,7 @@ from storage.kinds import KINDS
 from storage.names import check_name
 from storage.rejections import REASONS, Rejected
 from tasks.celery_app import celery_app
+from tasks.queue import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +269,7 @@ def sweep() -> int:
         ).all()
         for file_id in ids:
             if redis.set(key("files", "requeued", file_id), "1", nx=True, ex=REQUEUE_GUARD_SECONDS):
-                validate.delay(file_id, job_of(file_id))
+                enqueue("files.validate", file_id, job_of(file_id))
                 queued += 1
     if queued:
         log.warning("files.sweep: %d pending uploads queued again", queued)

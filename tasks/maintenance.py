@@ -267,6 +267,3 @@ def index_report_task(job_id: str | None = None) -> dict[str, Any]:
 def purge(job_id: str | None = None) -> dict[str, Any]:
     """Retention: processed inbox rows, finished jobs and resolved alerts past their days."""
     return run_maintenance("purge", job_id)
-
-
-MAINTENANCE_TASKS = {"analyze": analyze, "vacuum": vacuum, "index_report": index_report_task, "purge": purge}

@@ -25,8 +25,8 @@ one-time file URL) into MEDIA_ROOT/zayvka/zapis under a random name and records 
 (unique by mango_recording_id and sha256), linked to its call and request.
 
 `recordings.match_pending` retries unmatched recordings: beat runs it periodically, and creating a
-request or folding a call asks for it through `match_pending_soon()`, debounced so that a burst of
-creations queues one run.
+request or folding a call asks for it through `tasks.queue.match_recordings_soon()`, debounced so
+that a burst of creations queues one run.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ from models import jobs, mailbox
 from models import recording_rules as rules
 from models import telephony_rules
 from models.db import Session, get_engine, unit_of_work
-from models.kv import SingleFlight, get_redis, key
+from models.kv import SingleFlight, key
 from models.mailbox import IMPORT_HARD_LIMIT, IMPORT_SOFT_LIMIT, ImportFailure, Part
 from models.ops import Job
 from models.recordings import Recording
@@ -62,14 +62,13 @@ from settings import settings
 from storage.backend import UploadTooLarge
 from storage.kinds import KINDS
 from storage.recordings import AUDIO_EXTENSIONS, NotAudio, StoredRecording, delete_unless_referenced, store_recording
-from tasks.celery_app import HEAVY, celery_app
+from tasks.celery_app import celery_app
+from tasks.queue import match_recordings_soon
 from tasks.retry import TransientFailure, backoff, describe, is_transient
 
 log = logging.getLogger(__name__)
 
 MATCH_LOCK = key("lock", "recordings-match")
-MATCH_DEBOUNCE_KEY = key("recordings", "match-soon")
-MATCH_DEBOUNCE_SECONDS = 5
 FETCH_BATCH = 100  # messages whose structure is read in one FETCH
 RETRY_BATCH = 500
 RETRY_HORIZON_DAYS = 30
@@ -342,7 +341,7 @@ def run_import(job_id: str | None = None, days_back: int | None = None, manual: 
             jobs.fail(job_id, message)
             return {"result": "failed", "error": message}
         if counts.partial:  # out of time: the retry runs as its own task
-            match_pending_soon()
+            match_recordings_soon()
         else:
             try:
                 with SingleFlight(MATCH_LOCK, MATCH_LOCK_TTL) as acquired:
@@ -410,21 +409,6 @@ def match_pending() -> dict[str, Any]:
         if not acquired:
             return {"skipped": "another retry is running"}
         return {"matched": retry_unmatched()}
-
-
-def match_pending_soon() -> bool:
-    """Ask for a retry of the unmatched recordings a few seconds from now; a burst asks once.
-
-    Called after a request or call is committed; True when this call queued the retry. Never fails
-    its caller: the periodic retry catches up with whatever a broken broker lost.
-    """
-    try:
-        if get_redis().set(MATCH_DEBOUNCE_KEY, "1", nx=True, ex=MATCH_DEBOUNCE_SECONDS):
-            match_pending.apply_async(countdown=MATCH_DEBOUNCE_SECONDS, queue=HEAVY, retry=False)
-            return True
-    except Exception as exc:
-        log.warning("could not queue the recordings retry: %s", type(exc).__name__)
-    return False
 
 
 # ---- recordings through the Mango API ---------------------------------------------------------------

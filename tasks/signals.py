@@ -26,7 +26,7 @@ _started: dict[str, tuple[float, object]] = {}  # task id -> (monotonic start, c
 
 def stamp_headers(headers: dict) -> dict:
     """The enqueue time and the current request id, added to a task message's headers (also used
-    by api/telephony/inbox.py, which builds its messages without Celery)."""
+    by the fast path of tasks/queue.py, which builds its messages without Celery)."""
     headers[ENQUEUED_AT_HEADER] = round(time.time(), 3)
     request_id = request_id_var.get()
     if request_id and REQUEST_ID_HEADER not in headers:

@@ -27,8 +27,8 @@ from models.db import Session, unit_of_work
 from models.kv import get_redis, key
 from models.telephony import Call, MangoEvent
 from settings import settings
-from tasks.celery_app import LIGHT, broker_url, celery_app
-from tasks.recordings import download_mango, match_pending_soon
+from tasks.celery_app import broker_url, celery_app
+from tasks.queue import LIGHT, enqueue, match_recordings_soon
 from tasks.retry import TransientFailure, backoff, describe, is_transient
 
 log = logging.getLogger(__name__)
@@ -77,13 +77,13 @@ def process_inbox_row(event_id: int) -> str:
             for follow_up in follow_ups:
                 if follow_up.kind == "download_recording":
                     # Queued before the row is marked: if this fails the event stays pending and comes back.
-                    download_mango.apply_async((event_id,))
+                    enqueue("recordings.download_mango", event_id)
     except rules.PayloadError as exc:
         _finish(event_id, "failed", str(exc), count_attempt=True)
         log.warning("mango event %s (%s) failed: %s", event_id, event_type, exc)
         return "failed"
     if event_type in (rules.CALL, rules.SUMMARY):
-        match_pending_soon()  # a call or request folded now may be what an unmatched recording waits for
+        match_recordings_soon()  # a call or request folded now may be what an unmatched recording waits for
     return "processed"
 
 
@@ -150,7 +150,7 @@ def sweep_once() -> dict:
     # While the worker drains a backlog the stale rows are still queued: do not queue them twice.
     if stale and light_queue_length() < len(stale):
         for event_id in stale:
-            process_event.apply_async((event_id,))
+            enqueue("telephony.process_event", event_id)
             enqueued += 1
     closed = 0
     with unit_of_work(read_only=True):

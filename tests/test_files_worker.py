@@ -165,7 +165,7 @@ def _pending_upload(app, committed, media, monkeypatch) -> tuple[dict, int]:
         token = issue_token(admin)
     body, content_type = multipart("БСО.jpg", jpeg_bytes(120, 90, noise=True))
     with monkeypatch.context() as patched:
-        patched.setattr(file_tasks.validate, "delay", lambda *args, **kwargs: None)
+        patched.setattr(file_tasks.validate, "apply_async", lambda *args, **kwargs: None)
         response = app.test_client().post(f"/api/requests/{request.id}/upload-bso", data=body,
                                           content_type=content_type, headers=bearer(token))
     assert response.status_code == 202

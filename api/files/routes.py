@@ -33,6 +33,7 @@ from storage.names import check_name
 from storage.paths import BadPath, PathNotFound, check_relative_path, strip_legacy_prefix
 from storage.rejections import Rejected
 from storage.serving import file_response
+from tasks import queue
 
 log = logging.getLogger(__name__)
 
@@ -95,20 +96,11 @@ def _record(received: upload.ReceivedUpload, kind: Kind, *, request_id: int | No
         Session.rollback()
         storage.delete_quarantined(received.token)
         raise
-    _enqueue(file.id, str(job.id))
+    # The upload is durable (row and bytes committed): with the broker down, files.sweep queues it
+    # again once it is back, so the client still gets its 202.
+    queue.enqueue("files.validate", file.id, str(job.id), if_down=queue.LATER)
     return json_response({"file_id": file.id, "job_id": str(job.id), "status": "pending", "file_path": None},
                          status=202)
-
-
-def _enqueue(file_id: int, job_id: str) -> None:
-    from tasks.files import validate
-
-    try:
-        validate.delay(file_id, job_id)
-    except Exception as exc:
-        # The upload is durable (row and bytes committed): files.sweep queues it again once the
-        # broker is back, so the client still gets its 202.
-        log.warning("files.validate not queued for file %s: %s", file_id, type(exc).__name__)
 
 
 def upload_to_request(request_id: int, kind_name: str):

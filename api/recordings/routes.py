@@ -14,7 +14,6 @@ from sqlalchemy import and_, select
 
 from api.errors import ApiError
 from api.extensions import Blueprint
-from api.jobs.routes import enqueue_job
 from api.jobs.schemas import JobAcceptedSchema
 from api.listing import json_response, list_response
 from api.recordings.schemas import (
@@ -40,6 +39,7 @@ from settings import settings
 from storage.backend import get_storage
 from storage.paths import BadPath, PathNotFound
 from storage.serving import file_response
+from tasks import queue
 
 blp = Blueprint("recordings", __name__, url_prefix="/api", description="Call recordings from the mailbox")
 
@@ -128,8 +128,6 @@ class RecordingsDownload(MethodView):
     @blp.response(202, JobAcceptedSchema)
     def post(self, data):
         """Import recordings from the mailbox now, looking back `days_back` days (admin, manager): 202 and a job."""
-        from tasks.recordings import import_mailbox
-
         if not mailbox.configured():
             raise ApiError(409, "Импорт записей не настроен: не заданы IMAP_HOST, IMAP_USER или IMAP_PASSWORD",
                            code="imap_not_configured")
@@ -138,7 +136,8 @@ class RecordingsDownload(MethodView):
             raise ApiError(503, "Очередь задач недоступна, повторите позже", code="broker_unavailable")
         if running:
             raise ApiError(409, "Импорт записей уже выполняется, повторите позже", code="import_running")
-        job = enqueue_job(JOB_KIND, import_mailbox, {"days_back": data["days_back"], "trigger": "manual"})
+        job = queue.enqueue_job(JOB_KIND, "recordings.import_mailbox",
+                                {"days_back": data["days_back"], "trigger": "manual"}, created_by_id=g.current_user.id)
         return json_response({"job_id": str(job.id), "status": job.status}, status=202)
 
 

@@ -399,9 +399,9 @@ class RequestCollection(MethodView):
         request = Request(created_by_id=user.id)
         request_rules.apply_changes(request, data, user_id=user.id, role=user.role_name)
         commit_or_409()
-        from tasks.recordings import match_pending_soon
+        from tasks.queue import match_recordings_soon
 
-        match_pending_soon()  # an unmatched call recording may belong to this request
+        match_recordings_soon()  # an unmatched call recording may belong to this request
         return json_response(detail(request.id), status=201)
 
 
