@@ -60,7 +60,7 @@ def enqueue(task: str, *args: Any, if_down: str = RAISE, **options: Any) -> bool
     except Exception as exc:
         if if_down != LATER:
             raise
-        log.warning("%s%r not queued (%s): queued again later from the database", task, args, type(exc).__name__)
+        log.warning("%s%r not queued (%s): its sweeper or periodic run queues it later", task, args, type(exc).__name__)
         return False
 
 
