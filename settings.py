@@ -149,9 +149,6 @@ class Settings:
     FILES_RETENTION_DAYS: int = setting(30, group="files")
     X_ACCEL_REDIRECT_PREFIX: str = setting(None, group="files", doc="serve files through nginx X-Accel-Redirect")
     FILES_QUARANTINE_MAX_HOURS: int = setting(24, group="files", doc="uploads not validated within this are dropped")
-    FILES_TEST_FAULT: str = setting(
-        None, group="files", doc="APP_ENV=test only: '<point>:<seconds>' pauses files.validate"
-    )
 
     # Mango Office
     MANGO_API_KEY: str = setting(None, group="Mango Office", secret=True)

@@ -93,7 +93,7 @@ def _development_secret() -> str:
 
 
 def register_logging(app: Flask) -> None:
-    from api.logconfig import configure_logging
+    from logconfig import configure_logging
 
     configure_logging()
 

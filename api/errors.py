@@ -12,6 +12,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from models.errors import RuleViolation
+from tasks.queue import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,11 @@ def init_error_handlers(app: Flask) -> None:
 
         Session.rollback()
         return error_response(error.status, error.detail, error.code, error.errors)
+
+    @app.errorhandler(BrokerUnavailable)
+    def handle_broker_down(error: BrokerUnavailable):
+        """Work accepted with a job could not be queued (the job says so): the client may retry."""
+        return error_response(503, "Очередь задач недоступна, повторите позже", "broker_unavailable")
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception):

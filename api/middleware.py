@@ -11,7 +11,7 @@ import uuid
 
 from werkzeug.wsgi import ClosingIterator
 
-from api.logconfig import ACCESS_LOGGER, PHONE_RE, SECURITY_LOGGER, request_id_var
+from logconfig import ACCESS_LOGGER, PHONE_RE, SECURITY_LOGGER, request_id_var
 
 V1_PREFIX = "/api/v1"
 

@@ -44,8 +44,8 @@ def main() -> None:
     migrate.upgrade(args.database_url)
 
     from api import create_app
-    from api.logconfig import build_handler
     from api.metrics import live_state
+    from logconfig import build_handler
 
     root = logging.getLogger()
     for handler in list(root.handlers):

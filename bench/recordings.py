@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         mailbox_bytes = sum(p.stat().st_size for p in (work / "dovecot" / "mail").rglob("*") if p.is_file())
 
         from models.kv import get_redis
-        from tasks.recordings import IMPORT_LOCK, run_import
+        from models.mailbox import IMPORT_LOCK
+        from tasks.recordings import run_import
 
         get_redis().delete(IMPORT_LOCK)
         rss_before = peak_rss_mb()

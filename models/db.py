@@ -1,7 +1,8 @@
-"""The engine and the session used by both the API and the workers.
+"""The engine and the session used by both the API and the workers, and the unit of work.
 
 One scoped session per thread: the API removes it at the end of each request, workers after each
-task; a forked worker process disposes the inherited pool before its first query.
+task; a forked worker process disposes the inherited pool before its first query. Tasks write
+through `unit_of_work()`, which commits what a block did or rolls it back.
 """
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import logging
 import operator
 import select
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import psycopg
 from psycopg.adapt import Loader
@@ -62,6 +65,26 @@ def configure(url: str | None = None, **engine_options) -> Engine:
     Session.remove()
     Session.configure(bind=_engine)
     return _engine
+
+
+# ---- the unit of work ------------------------------------------------------------------------------
+
+@contextmanager
+def unit_of_work(*, read_only: bool = False) -> Iterator[scoped_session]:
+    """One transaction of the session: committed when the block ends, rolled back if it raises.
+
+    `read_only`: rolled back when the block ends too. For reads that must not leave a transaction
+    open (before slow work: a download, a file check) and for blocks whose writes are tentative.
+    Blocks are not nested: each one ends the session's transaction."""
+    try:
+        yield Session
+        if read_only:
+            Session.rollback()
+        else:
+            Session.commit()
+    except BaseException:
+        Session.rollback()
+        raise
 
 
 # ---- reads outside a transaction block ------------------------------------------------------------

@@ -27,3 +27,9 @@ class Invalid(RuleViolation):
     """The values break a rule of the domain (422)."""
 
     status = 422
+
+
+class NotFound(RuleViolation):
+    """What the caller asked for does not exist, or is not theirs to see (404)."""
+
+    status = 404

@@ -1,7 +1,18 @@
-"""Background work. `celery -A tasks worker|beat|flower` finds the app here."""
-from tasks.celery_app import celery_app
+"""Background work. `celery -A tasks worker|beat|flower` finds the app here.
 
-app = celery_app
-celery = celery_app
+The app (and with it every task module) is loaded on first use, so that the API importing the
+enqueue helper, tasks.queue, loads no task module before it queues something.
+"""
+from __future__ import annotations
 
-__all__ = ["app", "celery", "celery_app"]
+from typing import Any
+
+__all__ = ["app", "celery"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("app", "celery"):
+        from tasks.celery_app import celery_app
+
+        return celery_app
+    raise AttributeError(f"module 'tasks' has no attribute {name!r}")

@@ -28,8 +28,9 @@ from sqlalchemy.dialects.postgresql import insert
 
 from models import alert_rules, probes
 from models.alert_rules import QUEUES, RULES, Current, Finding
-from models.db import Session
+from models.db import Session, unit_of_work
 from models.kv import SingleFlight, get_redis, key
+from models.mailbox import IMPORT_JOB_KIND
 from models.ops import Alert, AlertSilence
 from settings import settings
 from tasks.celery_app import celery_app
@@ -151,10 +152,14 @@ def imap_failures() -> tuple[int, str | None]:
     """Consecutive failed scheduled recording imports (newest first, until one succeeded) and the
     last error the importer recorded. Each run is a jobs row of kind recordings.import; manual runs
     are left out (one refused because an import was already running is no mailbox failure)."""
-    rows = Session.execute(text(
-        "SELECT status, error FROM jobs WHERE kind = 'recordings.import' AND params->>'trigger' = 'beat' "
-        "AND status IN ('succeeded', 'failed') ORDER BY coalesce(finished_at, created_at) DESC LIMIT 50"
-    )).all()
+    with unit_of_work(read_only=True):
+        rows = Session.execute(text(
+            "SELECT status, error FROM jobs WHERE kind = :kind AND params->>'trigger' = 'beat' "
+            "AND status IN ('succeeded', 'failed') ORDER BY coalesce(finished_at, created_at) DESC LIMIT 50"
+        ), {"kind": IMPORT_JOB_KIND}).all()
+        mailbox_error = Session.scalar(text(
+            "SELECT last_error FROM mailbox_states WHERE last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 1"
+        ))
     failures = 0
     last_error = None
     for status, error in rows:
@@ -162,10 +167,6 @@ def imap_failures() -> tuple[int, str | None]:
             break
         failures += 1
         last_error = last_error or error
-    mailbox_error = Session.scalar(text(
-        "SELECT last_error FROM mailbox_states WHERE last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 1"
-    ))
-    Session.rollback()
     return failures, (last_error or mailbox_error)
 
 
@@ -207,12 +208,12 @@ def collect(s: Any, own_queue: str | None) -> dict[str, Any]:
         if not _wanted(s, rule_prefix):
             return
         try:
-            snapshot[name] = probe()
+            with unit_of_work(read_only=True):
+                snapshot[name] = probe()
         except SoftTimeLimitExceeded:
             raise  # out of time: stop, do not evaluate on half the readings
         except Exception as exc:  # noqa: BLE001 - a probe down is reported, the other rules go on
             log.warning("alerts: reading %s failed: %s", name, type(exc).__name__)
-            Session.rollback()
 
     read("http", "api_5xx_ratio", lambda: probes.http_error_ratio(300))
     read("queue_depths", "queue_backlog", probes.queue_depths)
@@ -268,7 +269,8 @@ def _note(kind: str, result: dict[str, Any], now: datetime, *, silenced: bool = 
     return note
 
 
-def _append_note(alert_id: int, note: dict[str, Any], *, notified_at: datetime | None = None) -> None:
+def _add_note(alert_id: int, note: dict[str, Any], *, notified_at: datetime | None = None) -> None:
+    """In the caller's unit of work."""
     alert = Session.get(Alert, alert_id)
     notes = list(alert.notifications or [])
     if notes and notes[-1].get("pending") and notes[-1]["kind"] == note["kind"]:
@@ -276,7 +278,11 @@ def _append_note(alert_id: int, note: dict[str, Any], *, notified_at: datetime |
     alert.notifications = [*notes, note]
     if notified_at is not None:
         alert.last_notified_at = notified_at
-    Session.commit()
+
+
+def _append_note(alert_id: int, note: dict[str, Any], *, notified_at: datetime | None = None) -> None:
+    with unit_of_work():
+        _add_note(alert_id, note, notified_at=notified_at)
 
 
 def run_evaluation(s: Any = None, own_queue: str | None = None) -> dict[str, Any]:
@@ -286,9 +292,9 @@ def run_evaluation(s: Any = None, own_queue: str | None = None) -> dict[str, Any
     snapshot = collect(s, own_queue)
     findings = alert_rules.evaluate(snapshot, s)
     by_rule: dict[str, Finding] = {f.rule: f for f in findings}
-    silenced = set(Session.scalars(select(AlertSilence.rule).where(AlertSilence.until > now)).all())
-    firing = {a.rule: a for a in Session.scalars(select(Alert).where(Alert.status == "firing")).all()}
-    Session.commit()
+    with unit_of_work():
+        silenced = set(Session.scalars(select(AlertSilence.rule).where(AlertSilence.until > now)).all())
+        firing = {a.rule: a for a in Session.scalars(select(Alert).where(Alert.status == "firing")).all()}
     sender = TelegramSender(s)
     cooldown = timedelta(minutes=s.ALERT_COOLDOWN_MINUTES)
     summary: dict[str, list[str]] = {"firing": [], "opened": [], "sent": [], "resolved": [], "failed": []}
@@ -296,9 +302,9 @@ def run_evaluation(s: Any = None, own_queue: str | None = None) -> dict[str, Any
     # A rule switched off (or gone from the code) leaves no alert firing forever.
     for rule, alert in firing.items():
         if rule not in RULES or alert_rules.is_disabled(rule, s.ALERT_RULES_DISABLED):
-            Session.execute(update(Alert).where(Alert.id == alert.id, Alert.status == "firing")
-                            .values(status="resolved", resolved_at=now))
-            Session.commit()
+            with unit_of_work():
+                Session.execute(update(Alert).where(Alert.id == alert.id, Alert.status == "firing")
+                                .values(status="resolved", resolved_at=now))
 
     for finding in findings:
         alert = firing.get(finding.rule)
@@ -307,32 +313,32 @@ def run_evaluation(s: Any = None, own_queue: str | None = None) -> dict[str, Any
         decision = alert_rules.decide(finding.firing, current, now=now, cooldown=cooldown,
                                       silenced=finding.rule in silenced)
         if decision.open:
-            alert_id = Session.scalar(
-                insert(Alert)
-                .values(rule=finding.rule, severity=RULES[finding.rule].severity, status="firing",
-                        message=finding.text, value=finding.value, notifications=[], fired_at=now)
-                .on_conflict_do_nothing(index_elements=["rule"], index_where=text("status = 'firing'"))
-                .returning(Alert.id)
-            )
-            Session.commit()
-            if alert_id is None:
+            with unit_of_work():
+                alert_id = Session.scalar(
+                    insert(Alert)
+                    .values(rule=finding.rule, severity=RULES[finding.rule].severity, status="firing",
+                            message=finding.text, value=finding.value, notifications=[], fired_at=now)
+                    .on_conflict_do_nothing(index_elements=["rule"], index_where=text("status = 'firing'"))
+                    .returning(Alert.id)
+                )
+                alert = Session.get(Alert, alert_id) if alert_id is not None else None
+            if alert is None:
                 continue  # stored meanwhile by another evaluation
-            alert = Session.get(Alert, alert_id)
             summary["opened"].append(finding.rule)
             if decision.send is None:  # silenced: stored, and the record says why nothing was sent
                 _append_note(alert.id, _note("fire", {"ok": False}, now, silenced=True))
         elif alert is not None and finding.firing:
-            Session.execute(update(Alert).where(Alert.id == alert.id)
-                            .values(message=finding.text, value=finding.value))
-            Session.commit()
+            with unit_of_work():
+                Session.execute(update(Alert).where(Alert.id == alert.id)
+                                .values(message=finding.text, value=finding.value))
         if decision.close:
-            Session.execute(update(Alert).where(Alert.id == alert.id, Alert.status == "firing")
-                            .values(status="resolved", resolved_at=now))
-            if decision.send == "resolve":
-                # Committed with the resolution: if the worker dies before the message goes out,
-                # this unsent note is what _retry_resolve_messages picks up.
-                _append_note(alert.id, {**_note("resolve", {"ok": False}, now), "pending": True})
-            Session.commit()
+            with unit_of_work():
+                Session.execute(update(Alert).where(Alert.id == alert.id, Alert.status == "firing")
+                                .values(status="resolved", resolved_at=now))
+                if decision.send == "resolve":
+                    # Committed with the resolution: if the worker dies before the message goes out,
+                    # this unsent note is what _retry_resolve_messages picks up.
+                    _add_note(alert.id, {**_note("resolve", {"ok": False}, now), "pending": True})
             summary["resolved"].append(finding.rule)
         if finding.firing:
             summary["firing"].append(finding.rule)
@@ -351,10 +357,10 @@ def run_evaluation(s: Any = None, own_queue: str | None = None) -> dict[str, Any
 
 def _retry_resolve_messages(s: Any, sender: TelegramSender, now: datetime, summary: dict, by_rule: dict) -> None:
     """A resolve message that could not be sent is tried again for a while."""
-    recent = Session.scalars(select(Alert).where(Alert.status == "resolved",
-                                                 Alert.resolved_at > now - RESOLVE_RETRY_WINDOW,
-                                                 Alert.resolved_at < now)).all()
-    Session.commit()
+    with unit_of_work():
+        recent = Session.scalars(select(Alert).where(Alert.status == "resolved",
+                                                     Alert.resolved_at > now - RESOLVE_RETRY_WINDOW,
+                                                     Alert.resolved_at < now)).all()
     for alert in recent:
         notes = alert.notifications or []
         if not notes or notes[-1].get("kind") != "resolve" or notes[-1].get("ok"):

@@ -3,21 +3,24 @@
 Rules of the road (docs/architecture.md): late acks and redelivery when a worker dies, one message
 prefetched per process, a visibility timeout longer than any task, soft and hard time limits, JSON
 only, results ignored (business state lives in PostgreSQL), two queues by cost.
+
+Workers know nothing of Flask or HTTP: every task is a plain Celery task. The database engine is
+bound when the worker starts (any pool, the tests' in-thread worker too), a forked pool process
+drops the connections it inherited, and the session is removed after every task.
 """
 from __future__ import annotations
 
 import logging
 import os
 
-from celery import Celery, Task
-from celery.signals import task_postrun, worker_process_init
+from celery import Celery
+from celery.signals import task_postrun, worker_init, worker_process_init
 from kombu import Queue
 
 from settings import settings
+from tasks.queue import HEAVY, LIGHT
 
 log = logging.getLogger(__name__)
-
-LIGHT, HEAVY = "light", "heavy"
 
 
 def broker_url() -> str:
@@ -26,34 +29,11 @@ def broker_url() -> str:
     return embedded.resolve_redis_url(settings.broker_url)
 
 
-class AppContextTask(Task):
-    """Runs every task inside the Flask app context (Flask's own Celery pattern)."""
-
-    abstract = True
-    _flask_app = None
-
-    def __call__(self, *args, **kwargs):
-        with flask_app().app_context():
-            return self.run(*args, **kwargs)
-
-
-_app = None
-
-
-def flask_app():
-    global _app
-    if _app is None:
-        from api import create_app
-
-        _app = create_app()
-    return _app
-
-
 def make_celery() -> Celery:
     from beat.schedule import SCHEDULE
 
     url = broker_url()
-    app = Celery("leadline", task_cls=AppContextTask)
+    app = Celery("leadline")
     app.conf.update(
         broker_url=url,
         broker_connection_retry_on_startup=True,
@@ -108,14 +88,23 @@ import tasks.signals  # noqa: E402,F401 - message stamps, request id, task metri
 import tasks.telephony  # noqa: E402,F401
 
 
+@worker_init.connect
+def _bind_database(**_kwargs) -> None:
+    """The worker's session is bound to the engine before the first task (whatever the pool)."""
+    from models.db import get_engine
+
+    get_engine()
+
+
 @worker_process_init.connect
 def _reset_connections_after_fork(**_kwargs) -> None:
     """A forked child must not share the parent's database or Redis sockets."""
     from models import kv
-    from models.db import dispose_after_fork
+    from models.db import dispose_after_fork, get_engine
 
     dispose_after_fork()
     kv.reset()
+    get_engine()
 
 
 @worker_process_init.connect

@@ -9,8 +9,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -20,7 +18,8 @@ from sqlalchemy import case, delete, func, select, update
 
 from models import jobs
 from models.crm import RequestEvent
-from models.db import Session
+from models.db import Session, unit_of_work
+from models.file_rules import FILE_PATH_FIELDS, VALIDATION_JOB_KIND
 from models.files import File
 from models.kv import SingleFlight, get_redis, key
 from models.ops import Job
@@ -31,10 +30,10 @@ from storage.kinds import KINDS
 from storage.names import check_name
 from storage.rejections import REASONS, Rejected
 from tasks.celery_app import celery_app
+from tasks.queue import enqueue
 
 log = logging.getLogger(__name__)
 
-JOB_KIND = "files.validate"
 STALE_PENDING_MINUTES = 10  # a pending upload this old lost its message: queue it again
 REQUEUE_GUARD_SECONDS = 600
 MEDIA_TEMPORARY_MAX_AGE = 3600
@@ -42,8 +41,6 @@ BATCH = 500
 # Two-key advisory lock namespace ("FIL" + kind index): one promotion per owner and kind at a time.
 LOCK_NAMESPACE = 0x46494C00
 KIND_INDEX = {name: index for index, name in enumerate(KINDS)}
-REQUEST_PATH_FIELDS = {"bso": "bso_file_path", "expense": "expense_file_path", "recording": "recording_file_path"}
-FAULT_POINTS = ("after_claim", "after_promote", "after_commit")
 
 
 def _now() -> datetime:
@@ -59,24 +56,23 @@ def validate(file_id: int, job_id: str | None = None) -> str:
 
 
 def run_validation(file_id: int, job_id: str | None = None) -> str:
-    row, job = _load(file_id, job_id)
-    if job_id is not None:
-        job_id = _matching_job(job, job_id, file_id)
-        if job_id is None:  # a message about a job that no longer exists or names another file
-            Session.rollback()
-            return "ignored"
+    with unit_of_work():  # the file and its job read, the job claimed: one transaction, ended before the check
+        row, job = _load(file_id, job_id)
+        if job_id is not None:
+            job_id = _matching_job(job, job_id, file_id)
+            if job_id is None:  # a message about a job that no longer exists or names another file
+                return "ignored"
+        final = _final(row) if row is not None and row.status != "pending" else None
+        if row is not None and final is None:
+            if job_id:
+                jobs.mark_running(job_id)
+            token, kind, original_name = row.quarantine_path, KINDS[row.kind], row.original_name
     if row is None:
-        Session.rollback()
         if job_id and jobs.claim(job_id):
             jobs.fail(job_id, "файл не найден")
         return "missing"
-    if row.status != "pending":
-        return _already_final(row, job_id)
-
-    attempt = _claim(job_id) if job_id else 1
-    token, kind, original_name = row.quarantine_path, KINDS[row.kind], row.original_name
-    Session.rollback()  # no transaction stays open while the file is examined
-    _pause_at("after_claim", attempt)
+    if final is not None:
+        return _already_final(*final, job_id)
 
     storage = get_storage()
     facts = validation.Facts()
@@ -99,41 +95,17 @@ def run_validation(file_id: int, job_id: str | None = None) -> str:
         storage.promote(token, relative_path)
     except FileNotFoundError:  # another run finished the file and removed the quarantined bytes
         return _settle_lost_race(file_id, job_id, token)
-    _pause_at("after_promote", attempt)
 
     result = {"file_id": file_id, "status": "ready", "file_path": relative_path,
               "content_type": verdict.content_type, **verdict.details}
     if not _mark_ready(file_id, verdict, relative_path, job_id, result):
         return _settle_lost_race(file_id, job_id, token)
-    _pause_at("after_commit", attempt)
     storage.delete_quarantined(token)
     return "ready"
 
 
-# The job transitions of models/jobs.py, folded into the file's own transactions: one commit to
+# The job's transitions (models/jobs.py) are folded into the file's own units of work: one commit to
 # claim, one to decide (file and job together), whatever the outcome.
-
-def _claim(job_id: str) -> int:
-    """Mark the job running; the number of this attempt (0 when the job had already finished)."""
-    attempts = Session.scalar(
-        update(Job)
-        .where(Job.id == uuid.UUID(job_id), Job.status.in_(("queued", "running")))
-        .values(status="running", started_at=_now(), attempts=Job.attempts + 1)
-        .returning(Job.attempts)
-    )
-    Session.commit()
-    return attempts or 0
-
-
-def _succeed_job(job_id: str | None, result: dict[str, Any]) -> None:
-    """In the caller's transaction."""
-    if job_id:
-        Session.execute(
-            update(Job)
-            .where(Job.id == uuid.UUID(job_id), Job.status == "running")
-            .values(status="succeeded", result=result, finished_at=_now(), error=None)
-        )
-
 
 def _load(file_id: int, job_id: str | None) -> tuple[File | None, Job | None]:
     """The file and the job the message names, in one round trip."""
@@ -154,20 +126,20 @@ def _load(file_id: int, job_id: str | None) -> tuple[File | None, Job | None]:
 
 def _matching_job(job: Job | None, job_id: str, file_id: int) -> str | None:
     """The job row of this file, or None (a job that names another file is not ours to touch)."""
-    if job is None or job.kind != JOB_KIND or (job.params or {}).get("file_id") != file_id:
+    if job is None or job.kind != VALIDATION_JOB_KIND or (job.params or {}).get("file_id") != file_id:
         log.warning("files.validate: job %s does not belong to file %s", job_id, file_id)
         return None
     return str(job.id)
 
 
-def _result_of(row: File) -> dict[str, Any]:
-    return {"file_id": row.id, "status": row.status, "file_path": row.storage_path, "reason": row.reject_reason}
+def _final(row: File) -> tuple[str, str | None, dict[str, Any]]:
+    """What a decided file's redelivery needs: its status, its quarantine token and its job's result."""
+    return row.status, row.quarantine_path, {"file_id": row.id, "status": row.status,
+                                             "file_path": row.storage_path, "reason": row.reject_reason}
 
 
-def _already_final(row: File, job_id: str | None) -> str:
+def _already_final(status: str, token: str | None, result: dict[str, Any], job_id: str | None) -> str:
     """A redelivery after the decision was committed: tidy up what the first run could not."""
-    status, token, result = row.status, row.quarantine_path, _result_of(row)
-    Session.rollback()
     if token:
         get_storage().delete_quarantined(token)
     if job_id and jobs.claim(job_id):
@@ -176,37 +148,39 @@ def _already_final(row: File, job_id: str | None) -> str:
 
 
 def _settle_lost_race(file_id: int, job_id: str | None, token: str | None) -> str:
-    row = Session.get(File, file_id, populate_existing=True)
-    if row is None:
-        Session.rollback()
-        return "missing"
-    if row.status == "pending":  # the bytes are gone and nobody decided: nothing left to validate
-        Session.rollback()
+    with unit_of_work(read_only=True):
+        row = Session.get(File, file_id, populate_existing=True)
+        if row is None:
+            return "missing"
+        final, kind, original_name = _final(row), KINDS[row.kind], row.original_name
+    status = final[0]
+    if status == "pending":  # the bytes are gone and nobody decided: nothing left to validate
         return _reject(file_id, job_id, token, Rejected("missing"), validation.Facts())
-    if row.status == "rejected" and token:
+    if status == "rejected" and token:
         # This run promoted bytes the deciding run refused: they must not stay in the media folder.
-        extension = (row.original_name.rpartition(".")[2] or "").lower()
-        kind = KINDS[row.kind]
+        extension = (original_name.rpartition(".")[2] or "").lower()
         get_storage().delete_media(f"{kind.directory}/{token}.{extension}")
-    return _already_final(row, job_id)
+    return _already_final(*final, job_id)
 
 
 def _reject(file_id: int, job_id: str | None, token: str | None, rejected: Rejected,
             facts: validation.Facts) -> str:
-    decided = Session.execute(
-        update(File)
-        .where(File.id == file_id, File.status == "pending")
-        .values(status="rejected", reject_reason=rejected.message[:2000], validated_at=_now(),
-                size_bytes=facts.size if facts.size is not None else File.size_bytes,
-                sha256=facts.sha256, sniffed_type=facts.content_type)
-    ).rowcount
-    if decided:
-        _succeed_job(job_id, {"file_id": file_id, "status": "rejected", "code": rejected.code,
-                              "reason": rejected.message})
-    Session.commit()
+    with unit_of_work():
+        decided = Session.execute(
+            update(File)
+            .where(File.id == file_id, File.status == "pending")
+            .values(status="rejected", reject_reason=rejected.message[:2000], validated_at=_now(),
+                    size_bytes=facts.size if facts.size is not None else File.size_bytes,
+                    sha256=facts.sha256, sniffed_type=facts.content_type)
+        ).rowcount
+        if decided and job_id:
+            jobs.mark_succeeded(job_id, {"file_id": file_id, "status": "rejected", "code": rejected.code,
+                                         "reason": rejected.message})
     if not decided:
-        row = Session.get(File, file_id, populate_existing=True)
-        return _already_final(row, job_id) if row is not None else "missing"
+        with unit_of_work(read_only=True):
+            row = Session.get(File, file_id, populate_existing=True)
+            final = _final(row) if row is not None else None
+        return _already_final(*final, job_id) if final is not None else "missing"
     if token:
         get_storage().delete_quarantined(token)
     log.info("file %s rejected: %s", file_id, rejected.code)
@@ -215,34 +189,35 @@ def _reject(file_id: int, job_id: str | None, token: str | None, rejected: Rejec
 
 def _mark_ready(file_id: int, verdict: validation.Verdict, relative_path: str, job_id: str | None,
                 result: dict[str, Any]) -> bool:
-    """Commit `ready`, the link to the owner and the job's end in one transaction; False when already
+    """Commit `ready`, the link to the owner and the job's end in one unit of work; False when already
     decided."""
     # The row lock, and the owner-and-kind lock that orders promotions into the same slot, in one statement.
     owner_lock = func.pg_advisory_xact_lock(
         LOCK_NAMESPACE + case(KIND_INDEX, value=File.kind, else_=len(KIND_INDEX)),
         func.coalesce(File.request_id, File.transaction_id),
     )
-    found = Session.execute(
-        select(File, owner_lock).where(File.id == file_id).with_for_update(of=File)
-        .execution_options(populate_existing=True)
-    ).first()
-    row = found[0] if found else None
-    if row is None or row.status != "pending":
-        Session.rollback()
-        return False
-    owner_column, owner_id = (
-        (File.request_id, row.request_id) if row.request_id is not None else (File.transaction_id, row.transaction_id)
-    )
-    row.status = "ready"
-    row.storage_path = relative_path
-    row.sha256 = verdict.sha256
-    row.sniffed_type = verdict.content_type
-    row.size_bytes = verdict.size
-    row.validated_at = _now()
-    if owner_id is not None:
-        _link(row, owner_column, owner_id)
-    _succeed_job(job_id, result)
-    Session.commit()
+    with unit_of_work():
+        found = Session.execute(
+            select(File, owner_lock).where(File.id == file_id).with_for_update(of=File)
+            .execution_options(populate_existing=True)
+        ).first()
+        row = found[0] if found else None
+        if row is None or row.status != "pending":
+            return False
+        owner_column, owner_id = (
+            (File.request_id, row.request_id) if row.request_id is not None
+            else (File.transaction_id, row.transaction_id)
+        )
+        row.status = "ready"
+        row.storage_path = relative_path
+        row.sha256 = verdict.sha256
+        row.sniffed_type = verdict.content_type
+        row.size_bytes = verdict.size
+        row.validated_at = _now()
+        if owner_id is not None:
+            _link(row, owner_column, owner_id)
+        if job_id:
+            jobs.mark_succeeded(job_id, result)
     return True
 
 
@@ -259,28 +234,12 @@ def _link(row: File, owner_column, owner_id: int) -> None:
         .values(replaced_by_id=row.id)
         .returning(File.storage_path)
     ).all()
-    if row.request_id is not None and row.kind in REQUEST_PATH_FIELDS:
+    if row.request_id is not None and row.kind in FILE_PATH_FIELDS:
         Session.add(RequestEvent(
             request_id=row.request_id, user_id=row.uploaded_by_id, action="updated",
-            field=REQUEST_PATH_FIELDS[row.kind], old_value=previous[-1] if previous else None,
+            field=FILE_PATH_FIELDS[row.kind], old_value=previous[-1] if previous else None,
             new_value=row.storage_path, source="system",
         ))
-
-
-def _pause_at(point: str, attempt: int) -> None:
-    """Fault injection for the crash tests, honoured only when APP_ENV=test.
-
-    FILES_TEST_FAULT="<point>:<seconds>" (point: after_claim, after_promote, after_commit) makes the
-    first attempt of a validation wait there, with the worker's pid in Redis under
-    leadline:test:files-fault:<point>, so a test can SIGKILL the process at exactly that point."""
-    spec = settings.FILES_TEST_FAULT
-    if not spec or not settings.is_test or attempt != 1:
-        return
-    name, _, seconds = spec.partition(":")
-    if name != point:
-        return
-    get_redis().set(key("test", "files-fault", point), str(os.getpid()), ex=300)
-    time.sleep(float(seconds or 30))
 
 
 # ---- housekeeping ------------------------------------------------------------------------------------
@@ -289,7 +248,7 @@ def job_of(file_id: int) -> str | None:
     """The unfinished validation job of a file (for re-enqueueing)."""
     job_id = Session.scalar(
         select(Job.id)
-        .where(Job.kind == JOB_KIND, Job.status.in_(("queued", "running")),
+        .where(Job.kind == VALIDATION_JOB_KIND, Job.status.in_(jobs.UNFINISHED),
                Job.params["file_id"].as_integer() == file_id)
         .order_by(Job.created_at.desc())
         .limit(1)
@@ -302,16 +261,16 @@ def sweep() -> int:
     """Queue again the uploads still pending long after upload (their message was lost: broker
     down at upload time, a purged queue). A validation that is merely slow is protected by a guard key."""
     cutoff = _now() - timedelta(minutes=STALE_PENDING_MINUTES)
-    ids = Session.scalars(
-        select(File.id).where(File.status == "pending", File.created_at < cutoff).order_by(File.id).limit(BATCH)
-    ).all()
     queued = 0
     redis = get_redis()
-    for file_id in ids:
-        if redis.set(key("files", "requeued", file_id), "1", nx=True, ex=REQUEUE_GUARD_SECONDS):
-            validate.delay(file_id, job_of(file_id))
-            queued += 1
-    Session.rollback()
+    with unit_of_work(read_only=True):
+        ids = Session.scalars(
+            select(File.id).where(File.status == "pending", File.created_at < cutoff).order_by(File.id).limit(BATCH)
+        ).all()
+        for file_id in ids:
+            if redis.set(key("files", "requeued", file_id), "1", nx=True, ex=REQUEUE_GUARD_SECONDS):
+                enqueue("files.validate", file_id, job_of(file_id))
+                queued += 1
     if queued:
         log.warning("files.sweep: %d pending uploads queued again", queued)
     return queued
@@ -331,20 +290,20 @@ def run_cleanup(now: datetime | None = None) -> dict[str, int]:
     counts = {"expired": 0, "quarantine_removed": 0, "temporaries_removed": 0, "owners_gone": 0, "purged": 0}
     quarantine_cutoff = now - timedelta(hours=settings.FILES_QUARANTINE_MAX_HOURS)
 
-    expired = Session.execute(
-        update(File)
-        .where(File.status == "pending", File.created_at < quarantine_cutoff)
-        .values(status="rejected", reject_reason=REASONS["expired"], validated_at=now)
-        .returning(File.quarantine_path)
-    ).scalars().all()
-    Session.commit()
+    with unit_of_work():
+        expired = Session.execute(
+            update(File)
+            .where(File.status == "pending", File.created_at < quarantine_cutoff)
+            .values(status="rejected", reject_reason=REASONS["expired"], validated_at=now)
+            .returning(File.quarantine_path)
+        ).scalars().all()
     for token in expired:
         if token:
             storage.delete_quarantined(token)
     counts["expired"] = len(expired)
 
-    pending_tokens = set(Session.scalars(select(File.quarantine_path).where(File.status == "pending")).all())
-    Session.rollback()
+    with unit_of_work(read_only=True):
+        pending_tokens = set(Session.scalars(select(File.quarantine_path).where(File.status == "pending")).all())
     for token, modified, _finished in storage.quarantine_entries():
         if token not in pending_tokens and modified < quarantine_cutoff.timestamp():
             storage.delete_quarantined(token)
@@ -357,26 +316,25 @@ def run_cleanup(now: datetime | None = None) -> dict[str, int]:
         except FileNotFoundError:
             pass
 
-    counts["owners_gone"] = Session.execute(
-        update(File)
-        .where(File.request_id.is_(None), File.transaction_id.is_(None), File.owner_deleted_at.is_(None),
-               File.status != "pending")
-        .values(owner_deleted_at=now)
-    ).rowcount
-    Session.commit()
+    with unit_of_work():
+        counts["owners_gone"] = Session.execute(
+            update(File)
+            .where(File.request_id.is_(None), File.transaction_id.is_(None), File.owner_deleted_at.is_(None),
+                   File.status != "pending")
+            .values(owner_deleted_at=now)
+        ).rowcount
 
     retention_cutoff = now - timedelta(days=settings.FILES_RETENTION_DAYS)
     while True:
-        rows = Session.execute(
-            select(File.id, File.storage_path).where(File.owner_deleted_at < retention_cutoff).limit(BATCH)
-        ).all()
-        if not rows:
-            break
-        for _, storage_path in rows:  # bytes first: a crash leaves a row to retry, never lost bytes
-            if storage_path:
-                storage.delete_media(storage_path)
-        Session.execute(delete(File).where(File.id.in_([file_id for file_id, _ in rows])))
-        Session.commit()
+        with unit_of_work():
+            rows = Session.execute(
+                select(File.id, File.storage_path).where(File.owner_deleted_at < retention_cutoff).limit(BATCH)
+            ).all()
+            if not rows:
+                break
+            for _, storage_path in rows:  # bytes first: a crash leaves a row to retry, never lost bytes
+                if storage_path:
+                    storage.delete_media(storage_path)
+            Session.execute(delete(File).where(File.id.in_([file_id for file_id, _ in rows])))
         counts["purged"] += len(rows)
-    Session.rollback()
     return counts

@@ -3,18 +3,16 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
-from sqlalchemy import Connection, text, update
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
 from models import jobs, probes
-from models.db import Session, get_engine
+from models.db import Session, get_engine, unit_of_work
 from models.kv import SingleFlight, get_redis, key
-from models.ops import Job
 from settings import settings
 from tasks.celery_app import celery_app
 
@@ -181,26 +179,25 @@ PURGES = {
 
 
 def purge_old_rows(now: datetime | None = None) -> dict[str, Any]:
-    """Delete rows past their retention in batches, one short transaction per batch."""
+    """Delete rows past their retention in batches, one short unit of work per batch."""
     now = now or _utcnow()
     batch = max(1, settings.MAINTENANCE_BATCH_SIZE)
     report: dict[str, Any] = {}
-    with get_engine().connect() as conn:
-        for name, (sql, setting_name) in PURGES.items():
-            days = getattr(settings, setting_name)
-            cutoff = now - timedelta(days=days)
-            deleted = batches = 0
-            while True:
-                count = conn.execute(text(sql), {"cutoff": cutoff, "batch": batch}).rowcount
-                conn.commit()
-                deleted += count
-                batches += 1
-                if count < batch:
-                    break
-            report[name] = {"deleted": deleted, "batches": batches, "older_than_days": days,
-                            "cutoff": cutoff.isoformat()}
-        expired = conn.execute(text("DELETE FROM alert_silences WHERE until < :now"), {"now": now}).rowcount
-        conn.commit()
+    for name, (sql, setting_name) in PURGES.items():
+        days = getattr(settings, setting_name)
+        cutoff = now - timedelta(days=days)
+        deleted = batches = 0
+        while True:
+            with unit_of_work():
+                count = Session.execute(text(sql), {"cutoff": cutoff, "batch": batch}).rowcount
+            deleted += count
+            batches += 1
+            if count < batch:
+                break
+        report[name] = {"deleted": deleted, "batches": batches, "older_than_days": days,
+                        "cutoff": cutoff.isoformat()}
+    with unit_of_work():
+        expired = Session.execute(text("DELETE FROM alert_silences WHERE until < :now"), {"now": now}).rowcount
     report["alert_silences"] = {"deleted": expired}
     return report
 
@@ -215,12 +212,8 @@ MAINTENANCE_WORK: dict[str, Callable[[], dict[str, Any]]] = {
 
 def _skip(job_id: str, holder: str) -> dict[str, Any]:
     running = holder.split(":", 1)[0] if holder else "?"
-    detail = f"{SKIPPED_PREFIX}: уже выполняется обслуживание «{running}»"
-    Session.execute(
-        update(Job).where(Job.id == uuid.UUID(job_id), Job.status == "running")
-        .values(status="failed", error=detail, result={"skipped": True, "running": running}, finished_at=_utcnow())
-    )
-    Session.commit()
+    jobs.fail(job_id, f"{SKIPPED_PREFIX}: уже выполняется обслуживание «{running}»",
+              result={"skipped": True, "running": running})
     log.warning("maintenance: %s skipped, %s is running", job_id, running)
     return {"skipped": True, "running": running}
 
@@ -229,8 +222,8 @@ def run_maintenance(name: str, job_id: str | None = None) -> dict[str, Any]:
     """Run one maintenance task under the shared lock, recording it in its job row."""
     work = MAINTENANCE_WORK[name]
     if job_id is None:  # from beat: the run gets its own row
-        job = jobs.create_job(f"maintenance.{name}", {"trigger": "beat"})
-        Session.commit()
+        with unit_of_work():
+            job = jobs.create_job(f"maintenance.{name}", {"trigger": "beat"})
         job_id = str(job.id)
     if not jobs.claim(job_id):
         return {"skipped": True, "reason": "finished"}  # a redelivery of a finished run
@@ -246,7 +239,6 @@ def run_maintenance(name: str, job_id: str | None = None) -> dict[str, Any]:
         log.info("maintenance.%s finished in %.1f s", name, result["seconds"])
         return {"ok": True}
     except Exception as exc:
-        Session.rollback()
         jobs.fail(job_id, f"{type(exc).__name__}: {str(exc)[:500]}")
         raise
     finally:
@@ -275,6 +267,3 @@ def index_report_task(job_id: str | None = None) -> dict[str, Any]:
 def purge(job_id: str | None = None) -> dict[str, Any]:
     """Retention: processed inbox rows, finished jobs and resolved alerts past their days."""
     return run_maintenance("purge", job_id)
-
-
-MAINTENANCE_TASKS = {"analyze": analyze, "vacuum": vacuum, "index_report": index_report_task, "purge": purge}

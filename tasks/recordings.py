@@ -1,11 +1,11 @@
-"""Call recordings from the mailbox: incremental IMAP import, matching, and retries of the unmatched.
+"""Call recordings: the mailbox import, downloads through the Mango API, and matching.
 
 `recordings.import_mailbox` (queue heavy; beat every RECORDINGS_CHECK_INTERVAL, or a manual 202 job)
-reads IMAP_FOLDER of the IMAP_USER mailbox with imapclient (ssl / starttls / plain by IMAP_SECURITY,
-connect and read timeouts). It is incremental by UID: `mailbox_states` keeps UIDVALIDITY and the last
-UID examined per mailbox and folder. A first run, a run after the folder's UIDVALIDITY changed and a
-manual run look back `days_back` days (IMAP SEARCH SINCE); otherwise only UIDs above the last one are
-read. One import runs at a time (a Redis lock with a TTL longer than the task's hard limit).
+reads IMAP_FOLDER of the IMAP_USER mailbox (the client is models/mailbox.py). It is incremental by
+UID: `mailbox_states` keeps UIDVALIDITY and the last UID examined per mailbox and folder. A first
+run, a run after the folder's UIDVALIDITY changed and a manual run look back `days_back` days (IMAP
+SEARCH SINCE); otherwise only UIDs above the last one are read. One import runs at a time (a Redis
+lock with a TTL longer than the task's hard limit).
 
 Per message, BODYSTRUCTURE (fetched for a batch of messages at once) names the parts; parts whose
 decoded file name looks like `YYYY.MM.DD__HH-MM-SS__<from>__<to>.<ext>` are fetched alone, in ranges,
@@ -19,240 +19,68 @@ set, messages that held recordings are moved there; with IMAP_MARK_SEEN, flagged
 Every run is a row of `jobs` (kind `recordings.import`): start, end, counts, error. That and
 `mailbox_states` are what GET /api/recordings/status shows.
 
+`recordings.download_mango(event_id)` (queue heavy) fetches a recording announced by
+`events/record/added` through the Mango API (`queries/recording/post`, which answers 302 to a
+one-time file URL) into MEDIA_ROOT/zayvka/zapis under a random name and records it in `recordings`
+(unique by mango_recording_id and sha256), linked to its call and request.
+
 `recordings.match_pending` retries unmatched recordings: beat runs it periodically, and creating a
-request or folding a call asks for it through `match_pending_soon()`, debounced so that a burst of
-creations queues one run.
+request or folding a call asks for it through `tasks.queue.match_recordings_soon()`, debounced so
+that a burst of creations queues one run.
 """
 from __future__ import annotations
 
-import base64
 import binascii
+import hashlib
 import logging
-import socket
-import ssl
+import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any, Iterator
+from urllib.parse import urljoin
 
+import orjson
 from celery.exceptions import SoftTimeLimitExceeded
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError, LoginError
-from imapclient.util import to_unicode
+from imapclient.exceptions import IMAPClientError
 from redis.exceptions import RedisError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 
-from models import jobs
+from models import jobs, mailbox
 from models import recording_rules as rules
-from models.db import Session, get_engine
-from models.kv import SingleFlight, get_redis, key
+from models import telephony_rules
+from models.db import Session, get_engine, unit_of_work
+from models.kv import SingleFlight, key
+from models.mailbox import IMPORT_HARD_LIMIT, IMPORT_SOFT_LIMIT, ImportFailure, Part
 from models.ops import Job
-from models.recordings import MailboxState, Recording
+from models.recordings import Recording
+from models.telephony import MangoEvent
 from models.timez import today_local
 from settings import settings
 from storage.backend import UploadTooLarge
 from storage.kinds import KINDS
-from storage.recordings import NotAudio, StoredRecording, delete_unless_referenced, store_recording
-from tasks.celery_app import HEAVY, celery_app
+from storage.recordings import AUDIO_EXTENSIONS, NotAudio, StoredRecording, delete_unless_referenced, store_recording
+from tasks.celery_app import celery_app
+from tasks.queue import match_recordings_soon
+from tasks.retry import TransientFailure, backoff, describe, is_transient
 
 log = logging.getLogger(__name__)
 
-JOB_KIND = "recordings.import"
-IMPORT_LOCK = key("lock", "recordings-import")
 MATCH_LOCK = key("lock", "recordings-match")
-MATCH_DEBOUNCE_KEY = key("recordings", "match-soon")
-MATCH_DEBOUNCE_SECONDS = 5
 FETCH_BATCH = 100  # messages whose structure is read in one FETCH
-PART_CHUNK = 1024 * 1024  # encoded bytes of an attachment read per FETCH
 RETRY_BATCH = 500
 RETRY_HORIZON_DAYS = 30
 SKIPPED_LISTED = 50
 DEFAULT_DAYS_BACK = 1
-IMPORT_SOFT_LIMIT = max(settings.TASK_SOFT_TIME_LIMIT, 300)
-IMPORT_HARD_LIMIT = max(settings.TASK_TIME_LIMIT, IMPORT_SOFT_LIMIT + 60)
-LOCK_TTL = IMPORT_HARD_LIMIT + 60
 MATCH_LOCK_TTL = 240  # longer than match_pending's hard limit
+DOWNLOAD_MAX_RETRIES = 6
+MAX_DOWNLOAD_BYTES = 500 * 1024 * 1024  # a long call in MP3 is tens of MB; this only stops a runaway answer
+DOWNLOAD_CHUNK = 64 * 1024
 
 
-class ImportFailure(Exception):
-    """The run cannot go on; the message is for people (Russian, no secrets)."""
-
-
-def configured() -> bool:
-    return bool(settings.IMAP_HOST and settings.IMAP_USER and settings.IMAP_PASSWORD)
-
-
-def mailbox_name() -> str:
-    return f"{settings.IMAP_USER}@{settings.IMAP_HOST}"
-
-
-# ---- the lock -------------------------------------------------------------------------------------------
-
-def import_lock(token: str | None = None) -> SingleFlight:
-    """One import at a time; a manual run's job id as the token lets its redelivery go on."""
-    return SingleFlight(IMPORT_LOCK, LOCK_TTL, token)
-
-
-def import_running() -> bool | None:
-    """Whether an import holds the lock; None when Redis cannot say (the status page still answers)."""
-    try:
-        return bool(get_redis().exists(IMPORT_LOCK))
-    except RedisError:
-        return None
-
-
-# ---- IMAP ------------------------------------------------------------------------------------------------
-
-def connect() -> IMAPClient:
-    """A logged-in client, by IMAP_SECURITY; every failure is an ImportFailure with a readable reason."""
-    host, port, security = settings.IMAP_HOST, settings.IMAP_PORT, settings.IMAP_SECURITY
-    timeout = settings.IMAP_TIMEOUT_SECONDS
-    from imapclient import SocketTimeout
-
-    where = f"{host}:{port}"
-    try:
-        context = ssl.create_default_context()
-        client = IMAPClient(host, port, ssl=security == "ssl", ssl_context=context if security == "ssl" else None,
-                            timeout=SocketTimeout(connect=min(timeout, 15), read=timeout))
-    except ssl.SSLError:
-        raise ImportFailure(f"Не удалось установить защищённое соединение (SSL) с почтовым сервером {where}") from None
-    except (socket.timeout, TimeoutError):
-        raise ImportFailure(f"Почтовый сервер {where} не ответил вовремя") from None
-    except socket.gaierror:
-        raise ImportFailure(f"Почтовый сервер {host} не найден (ошибка DNS)") from None
-    except ConnectionRefusedError:
-        raise ImportFailure(f"Почтовый сервер {where} недоступен: соединение отклонено") from None
-    except (OSError, IMAPClientError) as exc:
-        raise ImportFailure(f"Почтовый сервер {where} недоступен: {type(exc).__name__}") from None
-    try:
-        if security == "starttls":
-            try:
-                client.starttls(ssl.create_default_context())
-            except (ssl.SSLError, IMAPClientError, OSError):
-                raise ImportFailure(f"Почтовый сервер {where} не поддерживает STARTTLS или отверг защищённое "
-                                    "соединение") from None
-        try:
-            client.login(settings.IMAP_USER, settings.IMAP_PASSWORD)
-        except LoginError:
-            raise ImportFailure("Почтовый сервер отклонил вход: проверьте IMAP_USER и IMAP_PASSWORD") from None
-        except IMAPClientError:
-            raise ImportFailure("Почтовый сервер отклонил вход: проверьте IMAP_USER, IMAP_PASSWORD и "
-                                "IMAP_SECURITY") from None
-    except BaseException:
-        _close(client)
-        raise
-    return client
-
-
-def _close(client: IMAPClient) -> None:
-    try:
-        client.logout()
-    except Exception:
-        try:
-            client.shutdown()
-        except Exception:
-            pass
-
-
-@dataclass(frozen=True)
-class Part:
-    number: str  # the IMAP section, e.g. "2" or "1.3"
-    filename: str | None
-    encoding: str
-    size: int  # encoded octets
-
-
-def _text(value) -> str:
-    return to_unicode(value) if isinstance(value, bytes) else ("" if value is None else str(value))
-
-
-def _leading_parts(structure) -> int:
-    count = 0
-    for item in structure:
-        if not isinstance(item, (list, tuple)):
-            break
-        count += 1
-    return count
-
-
-def walk(structure, prefix: str = "") -> Iterator[Part]:
-    """Every leaf part of a BODYSTRUCTURE with its section number and decoded file name."""
-    if isinstance(structure[0], (list, tuple)):
-        # Multipart: imapclient gives ([parts], subtype, ...) at the top; a forwarded mail's body
-        # stays raw: (part, part, ..., subtype, ...).
-        children = structure[0] if isinstance(structure[0], list) else structure[:_leading_parts(structure)]
-        for index, child in enumerate(children, start=1):
-            yield from walk(child, f"{prefix}.{index}" if prefix else f"{index}")
-        return
-    number = prefix or "1"
-    main, sub = _text(structure[0]).lower(), _text(structure[1]).lower()
-    params = structure[2]
-    encoding = _text(structure[5]).lower() if len(structure) > 5 else "7bit"
-    size = int(structure[6] or 0) if len(structure) > 6 else 0
-    if main == "message" and sub == "rfc822" and len(structure) > 8 and isinstance(structure[8], (list, tuple)):
-        inner = structure[8]  # a forwarded mail: its parts are numbered under this one
-        yield from walk(inner, number if isinstance(inner[0], (list, tuple)) else f"{number}.1")
-        return
-    extension_at = 8 if main == "text" else 7  # text parts carry a line count first
-    disposition_data = structure[extension_at + 1] if len(structure) > extension_at + 1 else None
-    disposition, disposition_params = "attachment", None
-    if isinstance(disposition_data, tuple) and disposition_data:
-        disposition = _text(disposition_data[0]).lower() or "attachment"
-        disposition_params = disposition_data[1] if len(disposition_data) > 1 else None
-    filename = rules.attachment_filename(disposition_params, params, disposition)
-    yield Part(number, filename, encoding, size)
-
-
-class Decoder:
-    """Content-Transfer-Encoding undone chunk by chunk (base64 keeps its partial quartet)."""
-
-    def __init__(self, encoding: str):
-        self.encoding = encoding
-        self.rest = b""
-
-    def feed(self, data: bytes) -> bytes:
-        if self.encoding == "base64":
-            data = self.rest + b"".join(data.split())
-            usable = len(data) - len(data) % 4
-            self.rest = data[usable:]
-            return base64.b64decode(data[:usable]) if usable else b""
-        if self.encoding == "quoted-printable":
-            data = self.rest + data
-            cut = data.rfind(b"\n") + 1  # decode whole lines: a soft break or escape never straddles
-            self.rest = data[cut:]
-            return binascii.a2b_qp(data[:cut])
-        return data
-
-    def finish(self) -> bytes:
-        rest, self.rest = self.rest, b""
-        if not rest:
-            return b""
-        if self.encoding == "base64":
-            return base64.b64decode(rest + b"=" * (-len(rest) % 4))
-        if self.encoding == "quoted-printable":
-            return binascii.a2b_qp(rest)
-        return rest
-
-
-def part_chunks(client: IMAPClient, uid: int, part: Part) -> Iterator[bytes]:
-    """The encoded bytes of one part, PART_CHUNK at a time (BODY.PEEK: the message stays unseen)."""
-    offset = 0
-    while True:
-        section = f"BODY.PEEK[{part.number}]<{offset}.{PART_CHUNK}>"
-        answer = client.fetch([uid], [section]).get(uid, {})
-        data = answer.get(f"BODY[{part.number}]<{offset}>".encode())
-        if data is None:  # some servers omit the origin in the answer
-            data = answer.get(f"BODY[{part.number}]".encode())
-        if not data:
-            return
-        yield data
-        offset += len(data)
-        if len(data) < PART_CHUNK:
-            return
-
-
-# ---- one run -----------------------------------------------------------------------------------------
+# ---- one run of the mailbox import ---------------------------------------------------------------------
 
 class Skip(Exception):
     def __init__(self, reason: str):
@@ -286,10 +114,10 @@ class RunCounts:
 
 def store_part(client: IMAPClient, uid: int, part: Part, max_bytes: int) -> StoredRecording:
     """Stream one attachment, decoded as it arrives, into the media layout (storage/recordings.py)."""
-    decoder = Decoder(part.encoding)
+    decoder = mailbox.Decoder(part.encoding)
 
     def decoded() -> Iterator[bytes]:
-        for encoded in part_chunks(client, uid, part):
+        for encoded in mailbox.part_chunks(client, uid, part):
             yield decoder.feed(encoded)
         yield decoder.finish()
 
@@ -311,19 +139,12 @@ class MailboxImport:
         self.max_bytes = KINDS["recording"].max_bytes
         self.writes = bool(settings.IMAP_PROCESSED_FOLDER or settings.IMAP_MARK_SEEN)
 
-    def state(self) -> MailboxState:
-        mailbox, folder = mailbox_name(), settings.IMAP_FOLDER
-        Session.execute(pg_insert(MailboxState).values(mailbox=mailbox, folder=folder, last_uid=0)
-                        .on_conflict_do_nothing())
-        return Session.scalars(select(MailboxState).where(MailboxState.mailbox == mailbox,
-                                                          MailboxState.folder == folder)).one()
-
     def run(self) -> RunCounts:
-        client = connect()
+        client = mailbox.connect()
         try:
             self._run(client)
         finally:
-            _close(client)
+            mailbox.close(client)
         return self.counts
 
     def _select(self, client: IMAPClient) -> dict:
@@ -339,15 +160,15 @@ class MailboxImport:
         uidnext = int(info.get(b"UIDNEXT") or 0)
         if settings.IMAP_PROCESSED_FOLDER and not client.folder_exists(settings.IMAP_PROCESSED_FOLDER):
             client.create_folder(settings.IMAP_PROCESSED_FOLDER)
-        state = self.state()
-        fresh = state.uidvalidity != uidvalidity
-        if fresh:
-            if state.uidvalidity is not None:
-                log.warning("mailbox folder UIDVALIDITY changed: the import starts over")
-            state.uidvalidity, state.last_uid = uidvalidity, 0
-            self.counts.fresh_start = True
-        last_uid = state.last_uid
-        Session.commit()
+        with unit_of_work():
+            state = mailbox.state()
+            fresh = state.uidvalidity != uidvalidity
+            if fresh:
+                if state.uidvalidity is not None:
+                    log.warning("mailbox folder UIDVALIDITY changed: the import starts over")
+                state.uidvalidity, state.last_uid = uidvalidity, 0
+                self.counts.fresh_start = True
+            last_uid = state.last_uid
         if fresh or self.manual:
             since = today_local() - timedelta(days=self.days_back)
             uids = sorted(client.search(["SINCE", since]))
@@ -370,10 +191,10 @@ class MailboxImport:
             self.advance(uidnext - 1)
 
     def advance(self, uid: int) -> None:
-        state = self.state()
-        if uid > state.last_uid:
-            state.last_uid = uid
-        Session.commit()
+        with unit_of_work():
+            state = mailbox.state()
+            if uid > state.last_uid:
+                state.last_uid = uid
 
     def finish_messages(self, client: IMAPClient, uids: list[int]) -> None:
         if not uids:
@@ -391,7 +212,6 @@ class MailboxImport:
         except (OSError, IMAPClientError, DBAPIError, SoftTimeLimitExceeded):
             raise
         except Exception as exc:
-            Session.rollback()
             # The type only: messages of such errors may quote file names, which hold phone numbers.
             log.error("recordings import: a message skipped after %s", type(exc).__name__)
             self.counts.skip(uid, None, f"письмо не обработано: {type(exc).__name__}")
@@ -401,10 +221,10 @@ class MailboxImport:
         """Import the recordings of one message; True when it held any (stored now or before)."""
         self.counts.messages += 1
         envelope = data.get(b"ENVELOPE")
-        message_id = _text(getattr(envelope, "message_id", None)).strip()[:255] or None
+        message_id = mailbox.as_text(getattr(envelope, "message_id", None)).strip()[:255] or None
         held = False
         try:
-            parts = list(walk(data[b"BODYSTRUCTURE"]))
+            parts = list(mailbox.walk(data[b"BODYSTRUCTURE"]))
         except (IndexError, TypeError, ValueError):
             self.counts.skip(uid, None, "не удалось разобрать структуру письма")
             return False
@@ -422,35 +242,33 @@ class MailboxImport:
                 self.counts.skip(uid, part.filename, f"вложение больше {settings.MAX_RECORDING_UPLOAD_MB} МБ")
                 continue
             try:
-                outcome = store_part(client, uid, part, self.max_bytes)
+                self.part(client, uid, part, parsed, message_id or f"imap:{uid}")
             except Skip as exc:
                 self.counts.skip(uid, part.filename, exc.reason)
                 continue
             held = True
-            if not outcome.new:
-                self.counts.duplicates += 1
-                Session.rollback()
-                continue
-            self.save(outcome, part, parsed, message_id or f"imap:{uid}")
         return held
 
-    def save(self, stored: StoredRecording, part: Part, parsed: rules.ParsedName, message_id: str) -> None:
-        recording_id = Session.scalar(
-            pg_insert(Recording).values(
-                source="imap", sha256=stored.sha256, storage_path=stored.relative_path,
-                original_name=(part.filename or "")[:255] or None, size_bytes=stored.size,
-                mime_type=stored.mime_type, call_time=parsed.call_time, from_phone=parsed.from_phone,
-                to_phone=parsed.to_phone, message_id=message_id, match_status=rules.UNMATCHED,
-            ).on_conflict_do_nothing().returning(Recording.id)
-        )
-        if recording_id is None:  # the same bytes were stored meanwhile (another source)
-            Session.rollback()
-            delete_unless_referenced(stored.relative_path, rules.path_referenced)
-            self.counts.duplicates += 1
-            return
-        recording = Session.get(Recording, recording_id)
-        status = rules.match_recording(recording)
-        Session.commit()
+    def part(self, client: IMAPClient, uid: int, part: Part, parsed: rules.ParsedName, message_id: str) -> None:
+        """Store one attachment, record and match it, in one unit of work (Skip: not a recording)."""
+        with unit_of_work():
+            stored = store_part(client, uid, part, self.max_bytes)
+            if not stored.new:
+                self.counts.duplicates += 1
+                return
+            recording_id = Session.scalar(
+                pg_insert(Recording).values(
+                    source="imap", sha256=stored.sha256, storage_path=stored.relative_path,
+                    original_name=(part.filename or "")[:255] or None, size_bytes=stored.size,
+                    mime_type=stored.mime_type, call_time=parsed.call_time, from_phone=parsed.from_phone,
+                    to_phone=parsed.to_phone, message_id=message_id, match_status=rules.UNMATCHED,
+                ).on_conflict_do_nothing().returning(Recording.id)
+            )
+            if recording_id is None:  # the same bytes were stored meanwhile (another source)
+                delete_unless_referenced(stored.relative_path, rules.path_referenced)
+                self.counts.duplicates += 1
+                return
+            status = rules.match_recording(Session.get(Recording, recording_id))
         self.counts.imported += 1
         setattr(self.counts, status, getattr(self.counts, status) + 1)
 
@@ -460,22 +278,19 @@ class MailboxImport:
 def _start_job(job_id: str | None, days_back: int, trigger: str) -> str | None:
     if job_id is not None:
         return job_id if jobs.claim(job_id) else None
-    job = jobs.create_job(JOB_KIND, {"days_back": days_back, "trigger": trigger})
-    job.status, job.started_at, job.attempts = "running", datetime.now(timezone.utc), 1
-    Session.commit()
-    return str(job.id)
+    return jobs.start_job(mailbox.IMPORT_JOB_KIND, {"days_back": days_back, "trigger": trigger})
 
 
 def _record_state(error: str | None) -> None:
-    Session.rollback()
-    mailbox, folder = mailbox_name(), settings.IMAP_FOLDER
-    Session.execute(
-        pg_insert(MailboxState).values(mailbox=mailbox, folder=folder, last_uid=0, last_run_at=func.now(),
-                                       last_error=error)
-        .on_conflict_do_update(index_elements=[MailboxState.mailbox, MailboxState.folder],
-                               set_={"last_run_at": func.now(), "last_error": error})
-    )
-    Session.commit()
+    with unit_of_work():
+        mailbox.record_run(error)
+
+
+def _refuse(job_id: str | None, reason: str) -> None:
+    """A manual run that cannot start says why in its job."""
+    if job_id is not None:
+        jobs.claim(job_id)
+        jobs.fail(job_id, reason)
 
 
 def run_import(job_id: str | None = None, days_back: int | None = None, manual: bool | None = None) -> dict[str, Any]:
@@ -484,30 +299,23 @@ def run_import(job_id: str | None = None, days_back: int | None = None, manual: 
     get_engine()
     manual = job_id is not None if manual is None else manual
     if job_id is not None:
-        job = Session.get(Job, _uuid(job_id))
-        if job is None:
-            Session.rollback()
-            return {"result": "no such job"}
-        days_back = int((job.params or {}).get("days_back") or DEFAULT_DAYS_BACK)
-        Session.rollback()
+        with unit_of_work(read_only=True):
+            job = Session.get(Job, _uuid(job_id))
+            if job is None:
+                return {"result": "no such job"}
+            days_back = int((job.params or {}).get("days_back") or DEFAULT_DAYS_BACK)
     days_back = int(days_back or DEFAULT_DAYS_BACK)
-    if not configured():
-        if job_id is not None:
-            jobs.claim(job_id)
-            jobs.fail(job_id, "Импорт записей не настроен: не заданы IMAP_HOST, IMAP_USER или IMAP_PASSWORD")
+    if not mailbox.configured():
+        _refuse(job_id, "Импорт записей не настроен: не заданы IMAP_HOST, IMAP_USER или IMAP_PASSWORD")
         return {"result": "not configured"}
     try:
-        lock = import_lock(job_id)
+        lock = mailbox.import_lock(job_id)
         acquired = lock.acquire()
     except RedisError:
-        if job_id is not None:
-            jobs.claim(job_id)
-            jobs.fail(job_id, "Хранилище блокировок (Redis) недоступно, повторите позже")
+        _refuse(job_id, "Хранилище блокировок (Redis) недоступно, повторите позже")
         raise  # retried by the next scheduled run; a manual job says why it failed
     if not acquired:
-        if job_id is not None:
-            jobs.claim(job_id)
-            jobs.fail(job_id, "Импорт записей уже выполняется, повторите позже")
+        _refuse(job_id, "Импорт записей уже выполняется, повторите позже")
         return {"result": "refused", "reason": "another import is running"}
     try:
         job_id = _start_job(job_id, days_back, "manual" if manual else "beat")
@@ -517,11 +325,9 @@ def run_import(job_id: str | None = None, days_back: int | None = None, manual: 
         try:
             counts = importer.run()
         except SoftTimeLimitExceeded:
-            Session.rollback()
             counts = importer.counts
             counts.partial = True  # progress is committed per batch: the next run goes on from there
         except (ImportFailure, OSError, IMAPClientError) as exc:
-            Session.rollback()
             message = str(exc) if isinstance(exc, ImportFailure) else \
                 f"Соединение с почтовым сервером прервано: {type(exc).__name__}"
             log.warning("recordings import failed: %s", message)
@@ -529,21 +335,19 @@ def run_import(job_id: str | None = None, days_back: int | None = None, manual: 
             jobs.fail(job_id, message)
             return {"result": "failed", "error": message}
         except Exception as exc:
-            Session.rollback()
             message = f"Ошибка импорта записей: {type(exc).__name__}"
             log.error("recordings import failed: %s", type(exc).__name__)
             _record_state(message)
             jobs.fail(job_id, message)
             return {"result": "failed", "error": message}
         if counts.partial:  # out of time: the retry runs as its own task
-            match_pending_soon()
+            match_recordings_soon()
         else:
             try:
                 with SingleFlight(MATCH_LOCK, MATCH_LOCK_TTL) as acquired:
                     if acquired:
                         counts.rematched = retry_unmatched()
             except Exception as exc:
-                Session.rollback()
                 log.error("retrying unmatched recordings failed: %s", type(exc).__name__)
         _record_state(None)
         result = counts.as_dict()
@@ -558,8 +362,6 @@ def run_import(job_id: str | None = None, days_back: int | None = None, manual: 
 
 
 def _uuid(value: str):
-    import uuid
-
     try:
         return uuid.UUID(str(value))
     except ValueError:
@@ -584,21 +386,19 @@ def import_mailbox(job_id: str | None = None, days_back: int | None = None) -> d
 
 def retry_unmatched() -> int:
     """Match unmatched recordings again; returns how many are matched or ambiguous now."""
-    rules.release_orphans()
-    Session.commit()
+    with unit_of_work():
+        rules.release_orphans()
+        pending = rules.pending_ids(RETRY_BATCH, RETRY_HORIZON_DAYS)
     changed = 0
-    for recording_id in rules.pending_ids(RETRY_BATCH, RETRY_HORIZON_DAYS):
-        recording = Session.scalar(select(Recording).where(Recording.id == recording_id,
-                                                           Recording.match_status == rules.UNMATCHED)
-                                   .with_for_update(skip_locked=True))
-        if recording is None:
-            Session.rollback()
-            continue
-        if rules.match_recording(recording) != rules.UNMATCHED:
-            changed += 1
-        Session.commit()
-    rules.link_files_of_matched()
-    Session.commit()
+    for recording_id in pending:
+        with unit_of_work():
+            recording = Session.scalar(select(Recording).where(Recording.id == recording_id,
+                                                               Recording.match_status == rules.UNMATCHED)
+                                       .with_for_update(skip_locked=True))
+            if recording is not None and rules.match_recording(recording) != rules.UNMATCHED:
+                changed += 1
+    with unit_of_work():
+        rules.link_files_of_matched()
     return changed
 
 
@@ -611,16 +411,131 @@ def match_pending() -> dict[str, Any]:
         return {"matched": retry_unmatched()}
 
 
-def match_pending_soon() -> bool:
-    """Ask for a retry of the unmatched recordings a few seconds from now; a burst asks once.
+# ---- recordings through the Mango API ---------------------------------------------------------------
 
-    Called after a request or call is committed; True when this call queued the retry. Never fails
-    its caller: the periodic retry catches up with whatever a broken broker lost.
-    """
+class MangoApiError(Exception):
+    def __init__(self, message: str, *, retry: bool):
+        super().__init__(message)
+        self.retry = retry
+
+
+def mango_sign(payload_json: str) -> str:
+    return hashlib.sha256((settings.MANGO_API_KEY + payload_json + settings.MANGO_API_SALT).encode()).hexdigest()
+
+
+def _open_recording(recording_id: str):
+    """The response streaming the file: POST queries/recording/post, then GET the one-time Location."""
+    import requests
+
+    url = urljoin(settings.MANGO_API_URL.rstrip("/") + "/", "queries/recording/post")
+    body = orjson.dumps({"recording_id": recording_id, "action": "download"}).decode()
     try:
-        if get_redis().set(MATCH_DEBOUNCE_KEY, "1", nx=True, ex=MATCH_DEBOUNCE_SECONDS):
-            match_pending.apply_async(countdown=MATCH_DEBOUNCE_SECONDS, queue=HEAVY, retry=False)
-            return True
+        answer = requests.post(url, data={"vpbx_api_key": settings.MANGO_API_KEY, "sign": mango_sign(body),
+                                          "json": body}, allow_redirects=False, timeout=(5, 30))
+    except requests.RequestException as exc:
+        raise MangoApiError(f"Mango API недоступен: {type(exc).__name__}", retry=True) from None
+    status = answer.status_code
+    if status in (301, 302, 303, 307, 308) and answer.headers.get("Location"):
+        answer.close()
+        location = urljoin(url, answer.headers["Location"])  # one-time link: never stored or logged
+        try:
+            file_response = requests.get(location, stream=True, timeout=(5, 60))
+        except requests.RequestException as exc:
+            raise MangoApiError(f"файл записи недоступен: {type(exc).__name__}", retry=True) from None
+        if file_response.status_code != 200:
+            file_response.close()
+            raise MangoApiError(f"файл записи: HTTP {file_response.status_code}",
+                                retry=file_response.status_code in (404, 429) or file_response.status_code >= 500)
+        return file_response
+    detail = answer.text[:200].strip()
+    answer.close()
+    # 401: Mango locks the key for 2 minutes after bad requests; 429: rate limit; 404/3320/3340: the
+    # recording is not in the cloud yet (it lags after record/added under load).
+    retry = status in (401, 404, 408, 429) or status >= 500 or (status == 200 and detail.startswith("{"))
+    raise MangoApiError(f"Mango API: HTTP {status} {detail}", retry=retry)
+
+
+def _store(response) -> StoredRecording:
+    """Stream the body into the media layout (storage/recordings.py); a body that is not audio is
+    an error page or a JSON answer with status 200: the file is not there yet."""
+    try:
+        return store_recording(response.iter_content(DOWNLOAD_CHUNK), MAX_DOWNLOAD_BYTES)
+    except UploadTooLarge:
+        raise MangoApiError("запись больше допустимого размера", retry=False) from None
+    except NotAudio as exc:
+        raise MangoApiError("пустой файл записи" if exc.empty else "ответ не похож на аудиофайл", retry=True) from None
+    finally:
+        response.close()
+
+
+def save_recording(recording_id: str, entry_id: str | None, announced_at, stored: StoredRecording) -> str:
+    """Record a downloaded file once; a file that lost the race (or duplicates another) is removed."""
+    with unit_of_work():
+        call = telephony_rules.lock_call(entry_id) if entry_id else None
+        client, line = (call.client_phone, call.line_number) if call is not None else (None, None)
+        from_phone, to_phone = (line, client) if call is not None and call.direction == "out" else (client, line)
+        request_id = call.request_id if call is not None else None
+        inserted = Session.scalar(
+            pg_insert(Recording).values(
+                source="mango", sha256=stored.sha256, storage_path=stored.relative_path,
+                original_name=f"{recording_id[:240]}.{AUDIO_EXTENSIONS[stored.mime_type]}", size_bytes=stored.size,
+                mime_type=stored.mime_type, call_time=(call.started_at if call is not None else None) or announced_at,
+                from_phone=from_phone, to_phone=to_phone, mango_recording_id=recording_id,
+                call_id=call.id if call is not None else None, request_id=request_id,
+                match_status="matched" if request_id else "unmatched",
+                matched_at=func.now() if request_id else None,
+            ).on_conflict_do_nothing().returning(Recording.id)
+        )
+        if inserted is None:
+            # The same audio came by mail already: give that row the Mango id and the call.
+            Session.execute(
+                update(Recording).where(Recording.sha256 == stored.sha256, Recording.mango_recording_id.is_(None))
+                .values(mango_recording_id=recording_id,
+                        call_id=func.coalesce(Recording.call_id, call.id if call is not None else None))
+            )
+    if inserted is None:
+        with unit_of_work(read_only=True):
+            delete_unless_referenced(stored.relative_path, rules.path_referenced)
+        return "duplicate"
+    return "stored"
+
+
+@celery_app.task(name="recordings.download_mango", bind=True, max_retries=DOWNLOAD_MAX_RETRIES,
+                 soft_time_limit=240, time_limit=300)
+def download_mango(self, event_id: int) -> str:
+    with unit_of_work(read_only=True):  # nothing stays open while the file downloads
+        event = Session.get(MangoEvent, int(event_id))
+        payload = event.payload if event is not None else None
+        if not isinstance(payload, dict) or not telephony_rules.download_configured():
+            return "nothing to do"
+        recording_id = telephony_rules.as_text(payload.get("recording_id"), 255)
+        entry_id = telephony_rules.as_text(payload.get("entry_id"), 128)
+        if not recording_id:
+            return "nothing to do"
+        if Session.scalar(select(Recording.id).where(Recording.mango_recording_id == recording_id)) is not None:
+            return "already stored"
+    try:
+        stored = _store(_open_recording(recording_id))
+        return save_recording(recording_id, entry_id, telephony_rules.as_time(payload.get("timestamp")), stored)
+    except MangoApiError as exc:
+        if exc.retry and self.request.retries < self.max_retries:
+            log.warning("mango recording of event %s not downloaded yet, retrying: %s", event_id, exc)
+            raise self.retry(exc=TransientFailure(str(exc)), countdown=backoff(self.request.retries, base=60, cap=1800))
+        _mark_download_failed(int(event_id), f"запись не скачана: {exc}")
+        return "failed"
     except Exception as exc:
-        log.warning("could not queue the recordings retry: %s", type(exc).__name__)
-    return False
+        if is_transient(exc) and self.request.retries < self.max_retries:
+            countdown = backoff(self.request.retries, base=30, cap=900)
+            raise self.retry(exc=TransientFailure(describe(exc)), countdown=countdown)
+        log.error("mango recording of event %s failed: %s", event_id, type(exc).__name__)
+        _mark_download_failed(int(event_id), f"запись не скачана: {describe(exc)}")
+        return "failed"
+
+
+def _mark_download_failed(event_id: int, reason: str) -> None:
+    """The event shows up among the failed ones; replaying it asks for the download again."""
+    with unit_of_work():
+        Session.execute(
+            update(MangoEvent).where(MangoEvent.id == event_id)
+            .values(status="failed", last_error=reason[:2000], processed_at=func.clock_timestamp())
+        )

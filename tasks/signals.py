@@ -13,7 +13,7 @@ import time
 
 from celery.signals import before_task_publish, setup_logging, task_failure, task_postrun, task_prerun
 
-from api.logconfig import request_id_var
+from logconfig import request_id_var
 from models.kv import get_redis
 from models.probes import ENQUEUED_AT_HEADER, TASK_DURATION_BUCKETS, task_stats_keys
 
@@ -26,7 +26,7 @@ _started: dict[str, tuple[float, object]] = {}  # task id -> (monotonic start, c
 
 def stamp_headers(headers: dict) -> dict:
     """The enqueue time and the current request id, added to a task message's headers (also used
-    by api/telephony/inbox.py, which builds its messages without Celery)."""
+    by the fast path of tasks/queue.py, which builds its messages without Celery)."""
     headers[ENQUEUED_AT_HEADER] = round(time.time(), 3)
     request_id = request_id_var.get()
     if request_id and REQUEST_ID_HEADER not in headers:
@@ -44,7 +44,7 @@ def stamp_message(headers=None, **_kwargs) -> None:
 def use_project_logging(loglevel=None, **_kwargs) -> None:
     """Workers and beat log like the API (JSON in production, request id, masked personal data)
     instead of Celery's own setup; `--loglevel` on their command line still sets the level."""
-    from api.logconfig import configure_logging
+    from logconfig import configure_logging
 
     configure_logging()
     if loglevel:

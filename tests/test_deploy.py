@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 SERVICES = {"postgres", "redis", "migrate", "api", "worker-light", "worker-heavy", "beat", "flower", "nginx",
             "prometheus", "grafana"}
-NOT_PASSED_TO_CONTAINERS = {"API_HOST", "API_PORT", "FLOWER_PORT", "FILES_TEST_FAULT"}
+NOT_PASSED_TO_CONTAINERS = {"API_HOST", "API_PORT", "FLOWER_PORT"}
 
 
 def compose_config(env_extra: dict[str, str]) -> subprocess.CompletedProcess:

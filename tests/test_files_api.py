@@ -34,7 +34,7 @@ UPLOAD_PATHS = {"bso": "upload-bso", "expense": "upload-expense", "recording": "
 def queued(monkeypatch):
     """Validations the API queued, recorded instead of sent (the test runs them itself)."""
     calls: list[tuple[int, str]] = []
-    monkeypatch.setattr(file_tasks.validate, "delay", lambda file_id, job_id=None: calls.append((file_id, job_id)))
+    monkeypatch.setattr(file_tasks.validate, "apply_async", lambda args, **_options: calls.append(tuple(args)))
     return calls
 
 
@@ -506,7 +506,7 @@ def test_upload_still_accepted_when_the_broker_is_down(client, world, db, media,
     def broker_down(*_args, **_kwargs):
         raise ConnectionError("redis is down")
 
-    monkeypatch.setattr(file_tasks.validate, "delay", broker_down)
+    monkeypatch.setattr(file_tasks.validate, "apply_async", broker_down)
     login(client, create_user("admin"))
     response = upload(client, f"/api/requests/{world['request'].id}/upload-bso", "a.jpg", jpeg_bytes())
     assert response.status_code == 202

@@ -2,9 +2,9 @@
 with SIGKILL in the middle of a validation gets the task redelivered and the file ends in the right
 state exactly once.
 
-Crash points come from the test-only fault injection of tasks/files.py: FILES_TEST_FAULT
-"<point>:<seconds>" makes the first attempt of a validation wait at `point` (after_claim,
-after_promote, after_commit) and publish its pid, and the test SIGKILLs that process there.
+Crash points come from the tests' own worker app, tests/fault_worker.py: LEADLINE_FAULT_FILES
+"<point>:<seconds>" makes the first validation to reach `point` (after_claim, after_promote,
+after_commit) publish its pid and wait there, and the test SIGKILLs that process.
 """
 from __future__ import annotations
 
@@ -123,7 +123,8 @@ def test_fifty_parallel_uploads_all_end_ready_or_rejected(app, committed, media,
 # ---- crashes -----------------------------------------------------------------------------------------
 
 class Worker:
-    """A real `celery worker` process (prefork, one child) on a queue of its own."""
+    """A real `celery worker` process (prefork, one child) on a queue of its own, with the faults of
+    tests/fault_worker.py."""
 
     def __init__(self, queue: str, media: backend.LocalStorage, log_dir: Path, **env: str):
         self.log = open(log_dir / f"worker-{uuid.uuid4().hex[:6]}.log", "wb")
@@ -132,7 +133,7 @@ class Worker:
             "QUARANTINE_ROOT": str(media.quarantine_root), "LOG_LEVEL": "WARNING", **env,
         }
         self.process = subprocess.Popen(
-            [CELERY, "-A", "tasks", "worker", "-Q", queue, "-c", "1", "--pool", "prefork",
+            [CELERY, "-A", "tests.fault_worker", "worker", "-Q", queue, "-c", "1", "--pool", "prefork",
              "-n", f"crash-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle",
              "--without-heartbeat", "--loglevel", "WARNING"],
             cwd=REPO, env=environment, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -156,16 +157,17 @@ class Worker:
 
 
 def _pending_upload(app, committed, media, monkeypatch) -> tuple[dict, int]:
-    """An upload accepted by the API and committed, its validation not queued yet."""
-    monkeypatch.setattr(file_tasks.validate, "delay", lambda *args, **kwargs: None)
+    """An upload accepted by the API and committed, its validation not queued yet (the test queues it)."""
     city = make_city()
     admin = create_user("admin")
     request = make_request(city.id)
     with app.app_context():
         token = issue_token(admin)
     body, content_type = multipart("БСО.jpg", jpeg_bytes(120, 90, noise=True))
-    response = app.test_client().post(f"/api/requests/{request.id}/upload-bso", data=body,
-                                      content_type=content_type, headers=bearer(token))
+    with monkeypatch.context() as patched:
+        patched.setattr(file_tasks.validate, "apply_async", lambda *args, **kwargs: None)
+        response = app.test_client().post(f"/api/requests/{request.id}/upload-bso", data=body,
+                                          content_type=content_type, headers=bearer(token))
     assert response.status_code == 202
     return response.json, request.id
 
@@ -205,7 +207,7 @@ def test_pool_process_killed_mid_validation_is_redelivered(app, committed, media
     requeues the message (acks late, reject on worker lost) and the next child finishes the file."""
     accepted, request_id = _pending_upload(app, committed, media, monkeypatch)
     queue = f"files-crash-{uuid.uuid4().hex[:8]}"
-    worker = Worker(queue, media, tmp_path, FILES_TEST_FAULT=f"{point}:120")
+    worker = Worker(queue, media, tmp_path, LEADLINE_FAULT_FILES=f"{point}:120")
     try:
         file_tasks.validate.apply_async(args=[accepted["file_id"], accepted["job_id"]], queue=queue)
         child = _paused_pid(point)
@@ -238,7 +240,7 @@ def test_whole_worker_killed_mid_validation_is_redelivered_to_the_next_worker(ap
     file ends in the right state exactly once."""
     accepted, request_id = _pending_upload(app, committed, media, monkeypatch)
     queue = f"files-crash-{uuid.uuid4().hex[:8]}"
-    first = Worker(queue, media, tmp_path, FILES_TEST_FAULT=f"{point}:120")
+    first = Worker(queue, media, tmp_path, LEADLINE_FAULT_FILES=f"{point}:120")
     second = None
     try:
         file_tasks.validate.apply_async(args=[accepted["file_id"], accepted["job_id"]], queue=queue)
@@ -246,7 +248,7 @@ def test_whole_worker_killed_mid_validation_is_redelivered_to_the_next_worker(ap
         first.kill_all()
         assert _statuses([accepted["file_id"]])[accepted["file_id"]] == "pending"
         time.sleep(3)  # older than the next worker's visibility timeout
-        second = Worker(queue, media, tmp_path, FILES_TEST_FAULT=f"{point}:120", BROKER_VISIBILITY_TIMEOUT="2")
+        second = Worker(queue, media, tmp_path, LEADLINE_FAULT_FILES=f"{point}:120", BROKER_VISIBILITY_TIMEOUT="2")
         wait_for(lambda: _settled(accepted["job_id"], media), timeout=90, interval=0.2)
         _assert_settled_exactly_once(accepted, request_id, media, 2)
     finally:

@@ -4,8 +4,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from sqlalchemy import select
 
 from models import jobs
+from models.ops import Job
 from tests.factories import create_user
 from tests.support import SPA, login, wait_for
 
@@ -60,3 +62,19 @@ def test_job_is_visible_only_to_its_creator_and_managers(client, make_user, db):
 def test_unknown_job_id(client, make_user):
     login(client, make_user("admin"))
     assert client.get(f"/api/jobs/{uuid.uuid4()}").status_code == 404
+
+
+def test_a_job_the_broker_cannot_take_is_failed_and_answered_503(client, make_user, db, monkeypatch):
+    """tasks.queue.enqueue_job: the row is committed first, so when the broker refuses the message the
+    job is failed (never left queued) and the client is told to come back."""
+    from tasks.jobs import ping
+
+    def broker_down(*_args, **_kwargs):
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(ping, "apply_async", broker_down)
+    login(client, make_user("admin"))
+    response = client.post("/api/jobs/ping", headers=SPA)
+    assert (response.status_code, response.json["code"]) == (503, "broker_unavailable")
+    [job] = db.scalars(select(Job).where(Job.kind == "ping")).all()
+    assert (job.status, job.error) == ("failed", "очередь задач недоступна")

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from api.logconfig import build_handler, redact
+from logconfig import build_handler, redact
 from settings import settings
 from tests.factories import create_user
 from tests.support import SPA, login, wait_for

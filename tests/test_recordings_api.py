@@ -143,7 +143,7 @@ def test_a_recording_whose_request_comes_later_is_linked_by_the_retry(
 
 
 def test_download_refusals(app, mailbox, committed):
-    from tasks.recordings import import_lock
+    from models.mailbox import import_lock
     from tests.telephony_support import overridden
 
     admin = signed_in(app, "admin")

@@ -216,7 +216,7 @@ def test_uidvalidity_change_starts_over_without_duplicates(mailbox, committed, i
 
 
 def test_a_second_import_is_refused_while_one_holds_the_lock(mailbox, committed):
-    from tasks.recordings import import_lock
+    from models.mailbox import import_lock
 
     mailbox.append([mango_mail([(recording_name(local(datetime.now(timezone.utc)), "79163330001", LINE),
                                  mp3_bytes(8000, 300))])])

@@ -60,7 +60,7 @@ def test_names_decoded_from_raw_bodystructure_parameters():
 
 @pytest.mark.parametrize("encoding", ["base64", "quoted-printable", "8bit"])
 def test_transfer_encodings_are_undone_whatever_the_chunk_boundaries(encoding):
-    from tasks.recordings import Decoder
+    from models.mailbox import Decoder
 
     data = random.Random(5).randbytes(50_000)
     if encoding == "base64":
@@ -82,9 +82,9 @@ def test_transfer_encodings_are_undone_whatever_the_chunk_boundaries(encoding):
 
 def test_a_burst_of_new_requests_asks_for_one_retry():
     from models.kv import get_redis
-    from tasks.recordings import MATCH_DEBOUNCE_KEY, MATCH_DEBOUNCE_SECONDS, match_pending_soon
+    from tasks.queue import MATCH_DEBOUNCE_KEY, MATCH_DEBOUNCE_SECONDS, match_recordings_soon
 
-    asked = [match_pending_soon() for _ in range(20)]
+    asked = [match_recordings_soon() for _ in range(20)]
     assert asked.count(True) == 1 and asked[0] is True
     assert 0 < get_redis().ttl(MATCH_DEBOUNCE_KEY) <= MATCH_DEBOUNCE_SECONDS
 

@@ -153,7 +153,7 @@ def test_recording_is_downloaded_and_linked_to_call_and_request(app, committed, 
     assert statuses == {"processed"}
 
     # The same announcement again (a repeated or replayed delivery) downloads nothing.
-    from tasks.telephony import download_mango
+    from tasks.recordings import download_mango
 
     event_id = committed.scalar(select(MangoEvent.id).where(MangoEvent.event_type == "record/added"))
     assert download_mango.run(event_id) == "already stored"
@@ -196,7 +196,7 @@ def test_without_api_key_nothing_is_downloaded(app, committed, celery_worker_thr
 
 
 def test_mango_api_answers_are_classified(configured, mango_api):
-    from tasks.telephony import MangoApiError, _open_recording
+    from tasks.recordings import MangoApiError, _open_recording
 
     with pytest.raises(MangoApiError) as missing:
         _open_recording("not-there-yet")
@@ -213,7 +213,7 @@ def test_mango_api_answers_are_classified(configured, mango_api):
 def test_recording_refused_for_good_marks_its_event_failed(committed, configured, mango_api):
     """A permanent refusal is not retried: the announcement shows among the failed events, for replay."""
     from models import telephony_rules as rules
-    from tasks.telephony import download_mango
+    from tasks.recordings import download_mango
 
     _, payload = record_added("rec-refused", "deleted-in-the-cabinet")
     committed.execute(MangoEvent.__table__.insert().values(
@@ -230,7 +230,7 @@ def test_recording_refused_for_good_marks_its_event_failed(committed, configured
 
 def test_an_answer_that_is_not_audio_is_not_stored(committed, configured, mango_api):
     """A 200 with an error page instead of the file: nothing is kept, the download is tried again later."""
-    from tasks.telephony import MangoApiError, _open_recording, _store
+    from tasks.recordings import MangoApiError, _open_recording, _store
 
     mango_api.recordings["an-error-page"] = b"<html>Service unavailable</html>"
     with pytest.raises(MangoApiError) as refused:

@@ -58,13 +58,15 @@ class Stack:
 
         wait_for(answers, timeout=60, interval=0.2)
 
-    def start_worker(self, **extra_env) -> subprocess.Popen:
+    def start_worker(self, **fault_env) -> subprocess.Popen:
+        """A light worker; with `fault_env`, one of tests/fault_worker.py (the faults it names injected)."""
         log = open(self.tmp / "worker.log", "ab")
+        app = "tests.fault_worker" if fault_env else "tasks"
         worker = subprocess.Popen(
-            [str(BIN / "celery"), "-A", "tasks", "worker", "-Q", "light", "-c", "1", "--pool", "prefork",
+            [str(BIN / "celery"), "-A", app, "worker", "-Q", "light", "-c", "1", "--pool", "prefork",
              "-n", f"light-{os.getpid()}-{len(self.processes)}@%h", "--without-gossip", "--without-mingle",
              "--loglevel", "WARNING"],
-            cwd=REPO, env={**self.env, **extra_env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=REPO, env={**self.env, **fault_env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.processes.append(worker)
         return worker
 

@@ -26,10 +26,10 @@ def signed():
 def queued(monkeypatch) -> list[int]:
     """Nothing reaches the broker from these tests: their rows live in a rolled-back transaction, and a
     worker thread of the test session must not pick their messages up."""
-    from api.telephony import webhook
+    from tasks import queue
 
     ids: list[int] = []
-    monkeypatch.setattr(webhook.publisher, "publish", lambda event_id: ids.append(event_id) or True)
+    monkeypatch.setattr(queue.inbox, "publish", lambda event_id: ids.append(event_id) or True)
     return ids
 
 
@@ -232,23 +232,22 @@ def test_webhook_is_not_rate_limited_by_the_api_limits(db, signed):
 
 
 def test_stored_delivery_survives_the_broker_being_down(client, db, signed, delivery, monkeypatch):
-    from api.telephony import inbox, webhook
+    from tasks import queue
 
     def refuse(*_args, **_kwargs):
         raise ConnectionRefusedError("broker down")
 
-    monkeypatch.setattr(webhook.publisher, "publish", types.MethodType(inbox.InboxPublisher.publish,
-                                                                       webhook.publisher))
-    monkeypatch.setattr(webhook.publisher, "paused_until", 0.0)
-    monkeypatch.setattr(webhook.publisher, "_client", refuse)
+    monkeypatch.setattr(queue.inbox, "publish", types.MethodType(queue.DirectPublisher.publish, queue.inbox))
+    monkeypatch.setattr(queue.inbox, "paused_until", 0.0)
+    monkeypatch.setattr(queue.inbox, "_client", refuse)
     response = post(client, "call", delivery[1])
     assert response.status_code == 200
     assert response.json["queued"] is False
     assert [e.status for e in stored(db)] == ["pending"]
     # Paused after the failure: the next delivery does not even try.
     assert post(client, "call", {**delivery[1], "seq": 5}).json["queued"] is False
-    assert webhook.publisher.paused_until > 0
-    monkeypatch.setattr(webhook.publisher, "paused_until", 0.0)
+    assert queue.inbox.paused_until > 0
+    monkeypatch.setattr(queue.inbox, "paused_until", 0.0)
 
 
 def test_queued_message_is_the_one_celery_would_send(monkeypatch):
@@ -259,8 +258,8 @@ def test_queued_message_is_the_one_celery_would_send(monkeypatch):
     import redis
     from kombu import Queue
 
-    from api.telephony.inbox import InboxPublisher
     from tasks.celery_app import broker_url, celery_app
+    from tasks.queue import DirectPublisher
 
     scratch = "leadline-test-scratch-queue"
     client = redis.Redis.from_url(broker_url())
@@ -271,7 +270,7 @@ def test_queued_message_is_the_one_celery_would_send(monkeypatch):
         celery_app.amqp.send_task_message(celery_app.amqp.Producer(connection), "telephony.process_event",
                                           message, queue=Queue(scratch), retry=False)
     reference = json.loads(client.lpop(scratch))
-    ours = json.loads(InboxPublisher().message(42, scratch))
+    ours = json.loads(DirectPublisher("telephony.process_event", "light").message((42,), scratch))
     assert reference and client.llen(scratch) == 0
     for envelope in (reference, ours):
         assert isinstance(envelope["headers"].pop("enqueued_at"), float)  # stamped at publish (tasks/signals.py)

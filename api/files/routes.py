@@ -1,14 +1,10 @@
 """Uploaded documents: accepted at once (202), validated by a worker, served only to those allowed.
 
-Uploads are authorised like editing their owner, before a byte of the body is read: a request by
-admin, manager, callcentr, the director of its city (not in a final status) and its master; a
-transaction by admin, manager and the director of its city. The body is streamed into the
-quarantine under the kind's cap (storage/upload.py), a `pending` file and its job are committed,
-then `files.validate` is queued on the heavy queue.
-
-Files are read (state, view, download) by whoever may read the owner: a request's files by the
-roles that see the request, a transaction's by admin, manager and the director of its city. A file
-of something the user cannot see is simply not found. There is no public media route.
+Who may upload to what and who may read a file are the rules of models/file_rules.py, applied
+before a byte of the body is read. The body is streamed into the quarantine under the kind's cap
+(storage/upload.py), a `pending` file and its job are committed, then `files.validate` is queued on
+the heavy queue. A file of something the user cannot see is simply not found; there is no public
+media route.
 """
 from __future__ import annotations
 
@@ -25,14 +21,11 @@ from api.extensions import Blueprint
 from api.files.schemas import UPLOAD_BODY, FileOwnerQuery, FileSchema, UploadAcceptedSchema
 from api.listing import json_response
 from api.resources import commit_or_409, get_or_404
-from api.security import login_required, may_access_city
+from api.security import login_required
 from models import jobs
-from models.crm import Request, Transaction
 from models.db import Session
-from models.enums import ADMIN, CALLCENTR, DIRECTOR, FINAL_STATUSES, MANAGER, MASTER
+from models.file_rules import VALIDATION_JOB_KIND, may_read, request_for_upload, transaction_for_upload
 from models.files import File
-from models.scoping import may_see_request, requests_visible_to
-from models.users import User
 from storage import upload
 from storage.backend import get_storage
 from storage.kinds import KINDS, REQUEST, TRANSACTION, Kind, kinds_of
@@ -40,55 +33,14 @@ from storage.names import check_name
 from storage.paths import BadPath, PathNotFound, check_relative_path, strip_legacy_prefix
 from storage.rejections import Rejected
 from storage.serving import file_response
+from tasks import queue
 
 log = logging.getLogger(__name__)
 
 blp = Blueprint("files", __name__, url_prefix="/api", description="Uploaded documents: upload, state, secure files")
 
-JOB_KIND = "files.validate"
 MULTIPART_OVERHEAD = 64 * 1024  # headers and boundaries around the file in a multipart body
-REQUEST_NOT_FOUND = "Заявка не найдена"
-TRANSACTION_NOT_FOUND = "Операция не найдена"
 FILE_NOT_FOUND = "Файл не найден"
-REQUEST_UPLOADERS = frozenset({ADMIN, MANAGER, CALLCENTR, DIRECTOR, MASTER})
-TRANSACTION_UPLOADERS = frozenset({ADMIN, MANAGER, DIRECTOR})
-
-
-# ---- who may do what -----------------------------------------------------------------------------------
-
-def request_for_upload(user: User, request_id: int) -> Request:
-    """The request, if `user` may edit it (the rules of PUT /api/requests/<id>)."""
-    if user.role_name not in REQUEST_UPLOADERS:
-        raise ApiError(403, "Недостаточно прав для загрузки файлов", code="forbidden")
-    row = get_or_404(Request, request_id, REQUEST_NOT_FOUND)
-    if not Session.scalar(select(Request.id).where(Request.id == row.id, requests_visible_to(user))):
-        raise ApiError(404, REQUEST_NOT_FOUND, code="not_found")
-    if user.role_name == DIRECTOR and row.status in FINAL_STATUSES:
-        raise ApiError(403, f"Заявка в статусе «{row.status}»: директор не может её изменять", code="final_status")
-    return row
-
-
-def transaction_for_upload(user: User, transaction_id: int) -> Transaction:
-    if user.role_name not in TRANSACTION_UPLOADERS:
-        raise ApiError(403, "Недостаточно прав для работы с кассой", code="forbidden")
-    row = get_or_404(Transaction, transaction_id, TRANSACTION_NOT_FOUND)
-    if not may_access_city(user, row.city_id):
-        raise ApiError(404, TRANSACTION_NOT_FOUND, code="not_found")
-    return row
-
-
-def may_read(user: User, file: File) -> bool:
-    """Whether `user` may read the owner of `file` (and so the file)."""
-    role = user.role_name
-    if file.request_id is not None:
-        owner = Session.get(Request, file.request_id)
-        return owner is not None and may_see_request(user, owner)
-    if file.transaction_id is not None:
-        owner = Session.get(Transaction, file.transaction_id)
-        if owner is None:
-            return False
-        return role in (ADMIN, MANAGER) or (role == DIRECTOR and may_access_city(user, owner.city_id))
-    return role in (ADMIN, MANAGER)  # the owner was deleted: kept for the retention period
 
 
 # ---- accepting an upload -------------------------------------------------------------------------------
@@ -138,26 +90,17 @@ def _record(received: upload.ReceivedUpload, kind: Kind, *, request_id: int | No
     try:
         Session.add(file)
         Session.flush()
-        job = jobs.create_job(JOB_KIND, {"file_id": file.id}, created_by_id=user.id)
+        job = jobs.create_job(VALIDATION_JOB_KIND, {"file_id": file.id}, created_by_id=user.id)
         commit_or_409(invalid_reference="Владелец файла удалён")
     except BaseException:
         Session.rollback()
         storage.delete_quarantined(received.token)
         raise
-    _enqueue(file.id, str(job.id))
+    # The upload is durable (row and bytes committed): with the broker down, files.sweep queues it
+    # again once it is back, so the client still gets its 202.
+    queue.enqueue("files.validate", file.id, str(job.id), if_down=queue.LATER)
     return json_response({"file_id": file.id, "job_id": str(job.id), "status": "pending", "file_path": None},
                          status=202)
-
-
-def _enqueue(file_id: int, job_id: str) -> None:
-    from tasks.files import validate
-
-    try:
-        validate.delay(file_id, job_id)
-    except Exception as exc:
-        # The upload is durable (row and bytes committed): files.sweep queues it again once the
-        # broker is back, so the client still gets its 202.
-        log.warning("files.validate not queued for file %s: %s", file_id, type(exc).__name__)
 
 
 def upload_to_request(request_id: int, kind_name: str):

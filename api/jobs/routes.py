@@ -10,24 +10,12 @@ from api.errors import ApiError
 from api.extensions import Blueprint
 from api.jobs.schemas import JobAcceptedSchema, JobSchema
 from api.security import login_required, roles_required
-from models import jobs
 from models.db import Session
 from models.enums import ADMIN, MANAGER
 from models.ops import Job
+from tasks import queue
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/jobs", description="Background jobs")
-
-
-def enqueue_job(kind: str, task, params: dict | None = None) -> Job:
-    """Create the job row, commit, then enqueue: the worker always finds the row it is given."""
-    job = jobs.create_job(kind, params, created_by_id=g.current_user.id)
-    Session.commit()
-    try:
-        task.delay(str(job.id))
-    except Exception as exc:  # the broker is down: the job must not sit 'queued' forever
-        jobs.fail(job.id, "очередь задач недоступна")
-        raise ApiError(503, "Очередь задач недоступна, повторите позже", code="broker_unavailable") from exc
-    return job
 
 
 @blp.route("/<job_id>")
@@ -53,7 +41,5 @@ class JobPing(MethodView):
     @blp.response(202, JobAcceptedSchema)
     def post(self):
         """Enqueue a no-op job (admin): shows that a worker picks up and finishes work."""
-        from tasks.jobs import ping
-
-        job = enqueue_job("ping", ping)
+        job = queue.enqueue_job("ping", "jobs.ping", created_by_id=g.current_user.id)
         return {"job_id": job.id, "status": job.status}

@@ -14,7 +14,6 @@ from sqlalchemy import and_, select
 
 from api.errors import ApiError
 from api.extensions import Blueprint
-from api.jobs.routes import enqueue_job
 from api.jobs.schemas import JobAcceptedSchema
 from api.listing import json_response, list_response
 from api.recordings.schemas import (
@@ -26,26 +25,27 @@ from api.recordings.schemas import (
 )
 from api.resources import commit_or_409, get_or_404
 from api.security import login_required, roles_required
-from models import recording_rules
+from models import mailbox, recording_rules
 from models.base import MAX_INT8
 from models.crm import Request
 from models.db import Session
 from models.enums import MANAGER
 from models.ops import Job
 from models.phones import normalize_phone
-from models.recordings import MailboxState, Recording
+from models.recordings import Recording
 from models.scoping import requests_visible_to
 from models.timez import local_day_start
 from settings import settings
 from storage.backend import get_storage
 from storage.paths import BadPath, PathNotFound
 from storage.serving import file_response
+from tasks import queue
 
 blp = Blueprint("recordings", __name__, url_prefix="/api", description="Call recordings from the mailbox")
 
 NOT_FOUND = "Запись разговора не найдена"
 REQUEST_NOT_FOUND = "Заявка не найдена"
-JOB_KIND = "recordings.import"
+JOB_KIND = mailbox.IMPORT_JOB_KIND
 
 
 def _iso(value):
@@ -96,13 +96,8 @@ def _run(job: Job | None) -> dict | None:
 
 
 def import_status() -> dict:
-    from tasks.recordings import configured, import_running, mailbox_name
-
-    is_configured = configured()
-    state = None
-    if is_configured:
-        state = Session.scalar(select(MailboxState).where(MailboxState.mailbox == mailbox_name(),
-                                                          MailboxState.folder == settings.IMAP_FOLDER))
+    is_configured = mailbox.configured()
+    state = mailbox.current_state() if is_configured else None
     last = Session.scalar(select(Job).where(Job.kind == JOB_KIND, Job.started_at.is_not(None))
                           .order_by(Job.started_at.desc()).limit(1))
     last_beat = Session.scalar(select(Job.started_at).where(Job.kind == JOB_KIND, Job.started_at.is_not(None),
@@ -114,7 +109,7 @@ def import_status() -> dict:
         "mailbox": settings.IMAP_USER if is_configured else None,
         "folder": settings.IMAP_FOLDER,
         "security": settings.IMAP_SECURITY,
-        "running": import_running(),
+        "running": mailbox.import_running(),
         "interval_seconds": interval,
         "last_run": _run(last),
         "last_error": state.last_error if state is not None else None,
@@ -133,17 +128,16 @@ class RecordingsDownload(MethodView):
     @blp.response(202, JobAcceptedSchema)
     def post(self, data):
         """Import recordings from the mailbox now, looking back `days_back` days (admin, manager): 202 and a job."""
-        from tasks.recordings import configured, import_mailbox, import_running
-
-        if not configured():
+        if not mailbox.configured():
             raise ApiError(409, "Импорт записей не настроен: не заданы IMAP_HOST, IMAP_USER или IMAP_PASSWORD",
                            code="imap_not_configured")
-        running = import_running()
+        running = mailbox.import_running()
         if running is None:
             raise ApiError(503, "Очередь задач недоступна, повторите позже", code="broker_unavailable")
         if running:
             raise ApiError(409, "Импорт записей уже выполняется, повторите позже", code="import_running")
-        job = enqueue_job(JOB_KIND, import_mailbox, {"days_back": data["days_back"], "trigger": "manual"})
+        job = queue.enqueue_job(JOB_KIND, "recordings.import_mailbox",
+                                {"days_back": data["days_back"], "trigger": "manual"}, created_by_id=g.current_user.id)
         return json_response({"job_id": str(job.id), "status": job.status}, status=202)
 
 

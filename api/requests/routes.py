@@ -29,6 +29,7 @@ from models.base import MAX_INT4
 from models.crm import AdvertisingCampaign, Request, RequestEvent
 from models.db import Precompiled, Session, int_array
 from models.enums import AVITOLOG, CALLCENTR, DIRECTOR, MANAGER
+from models.file_rules import FILE_PATH_FIELDS
 from models.files import File
 from models.lookups import City, Direction, RequestType
 from models.phones import normalize_phone
@@ -183,9 +184,6 @@ def serialize_row(row) -> dict:
             "city_id": row.campaign_city_id,
         },
     }
-
-
-FILE_PATH_FIELDS = {"bso": "bso_file_path", "expense": "expense_file_path", "recording": "recording_file_path"}
 
 
 def _files_of_request():
@@ -346,9 +344,9 @@ class RequestCollection(MethodView):
         """Create a request. Status defaults to Новая; money is computed on the server."""
         request = request_rules.create_request(g.current_user, _payload(data))
         commit_or_409()
-        from tasks.recordings import match_pending_soon
+        from tasks.queue import match_recordings_soon
 
-        match_pending_soon()  # an unmatched call recording may belong to this request
+        match_recordings_soon()  # an unmatched call recording may belong to this request
         return json_response(detail(request.id), status=201)
 
 

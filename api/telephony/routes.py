@@ -35,6 +35,7 @@ from models.scoping import requests_visible_to
 from models.telephony import Call, CallLeg, MangoEvent
 from models.timez import local_day_start
 from models.users import User
+from tasks.queue import enqueue_inbox_event
 
 blp = Blueprint("calls", __name__, url_prefix="/api", description="Calls (Mango Office) and the webhook inbox")
 
@@ -222,13 +223,11 @@ class InboxReplay(MethodView):
     @blp.response(202, ReplaySchema)
     def post(self, event_id: int):
         """Process a failed delivery again (admin): back to pending, then queued."""
-        from api.telephony.inbox import publisher
-
         event = get_or_404(MangoEvent, event_id, "Событие не найдено")
         if event.status == "processed":
             raise ApiError(409, "Событие уже обработано", code="already_processed")
         Session.execute(update(MangoEvent).where(MangoEvent.id == event.id)
                         .values(status="pending", processed_at=None))
         Session.commit()
-        queued = publisher.publish(event.id)
+        queued = enqueue_inbox_event(event.id)
         return json_response({"id": event.id, "status": "pending", "queued": queued}, status=202)

@@ -36,10 +36,11 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from api.errors import ApiError
 from api.extensions import Blueprint
 from api.listing import json_response
-from api.telephony.inbox import publisher, writer
+from api.telephony.inbox import writer
 from models import telephony_rules as rules
 from models.db import Session
 from settings import settings
+from tasks.queue import enqueue_inbox_event
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ def receive(event_type: str | None):
     if error is not None:
         log.warning("mango event %s (%s) stored as failed: malformed json", event_id, event_type)
         return json_response({"ok": True, "event_id": event_id, "status": "failed"})
-    queued = publisher.publish(event_id)
+    queued = enqueue_inbox_event(event_id)
     return json_response({"ok": True, "event_id": event_id, "queued": queued})
 
 

@@ -1,0 +1,186 @@
+"""The one way work is queued, by API routes and by tasks alike.
+
+Work is queued only once the transaction that wrote what the task reads has committed: the worker
+must find its rows. Tasks are named, not imported, so a route needs no task module to queue work.
+Every call says what happens when the broker (Redis) cannot take the message:
+
+- `enqueue(task, *args)`: the error reaches the caller (a task then fails or retries); with
+  `if_down=LATER` it is logged and False returned instead, for work whose row is durable and that
+  a sweeper queues again from PostgreSQL (files.sweep, telephony.sweep_inbox, the periodic
+  recordings.match_pending).
+- `enqueue_job(kind, task, params)`: a job row committed, then its task queued with the job's id.
+  The broker down: the job is failed (it must not sit `queued` forever) and BrokerUnavailable raised.
+- `enqueue_debounced(task, key, seconds)`: queued `seconds` from now unless that was asked already
+  within them, so a burst asks once; it never fails its caller.
+- `enqueue_inbox_event(event_id)`: the Mango webhook's path, the hottest of the API. One LPUSH of a
+  Celery message (protocol 2, as kombu's Redis transport stores it) on a Redis client of its own; it
+  fails at once when Redis is down and then pauses for a moment (the row is committed already and
+  the inbox sweeper queues it later). tests/test_telephony_webhook.py compares the message with the
+  one Celery and kombu themselves build.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import threading
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from models import jobs
+from models.db import unit_of_work
+from models.kv import get_redis, key
+from models.ops import Job
+
+log = logging.getLogger(__name__)
+
+LIGHT, HEAVY = "light", "heavy"  # the two queues, by cost (tasks/celery_app.py routes tasks to them)
+RAISE, LATER = "raise", "later"
+BROKER_DOWN = "очередь задач недоступна"
+
+
+class BrokerUnavailable(Exception):
+    """The job could not be queued (and was failed): the caller may try again later."""
+
+
+def _task(name: str):
+    from tasks.celery_app import celery_app  # the app registers every task module when it is loaded
+
+    return celery_app.tasks[name]
+
+
+def enqueue(task: str, *args: Any, if_down: str = RAISE, **options: Any) -> bool:
+    """Queue `task(*args)`, with Celery's options (`countdown`, `queue`, `retry` ...). True when queued."""
+    try:
+        _task(task).apply_async(args, **options)
+        return True
+    except Exception as exc:
+        if if_down != LATER:
+            raise
+        log.warning("%s%r not queued (%s): its sweeper or periodic run queues it later", task, args, type(exc).__name__)
+        return False
+
+
+def enqueue_job(kind: str, task: str, params: dict[str, Any] | None = None, *,
+                created_by_id: int | None = None) -> Job:
+    """Create the job row, commit, then queue `task(job_id)`: the worker always finds the row it is given."""
+    with unit_of_work():
+        job = jobs.create_job(kind, params, created_by_id=created_by_id)
+    try:
+        enqueue(task, str(job.id))
+    except Exception as exc:
+        jobs.fail(job.id, BROKER_DOWN)
+        raise BrokerUnavailable(BROKER_DOWN) from exc
+    return job
+
+
+def enqueue_debounced(task: str, debounce_key: str, seconds: int, **options: Any) -> bool:
+    """Queue `task` `seconds` from now unless a call within the last `seconds` did; True when this one
+    queued it. Never fails its caller: the task's periodic run catches up with what a broken broker lost."""
+    try:
+        if get_redis().set(debounce_key, "1", nx=True, ex=seconds):
+            return enqueue(task, countdown=seconds, retry=False, if_down=LATER, **options)
+    except Exception as exc:
+        log.warning("%s not queued (%s)", task, type(exc).__name__)
+    return False
+
+
+# ---- requests that both the API and tasks make -----------------------------------------------------
+
+MATCH_RECORDINGS_TASK = "recordings.match_pending"
+MATCH_DEBOUNCE_KEY = key("recordings", "match-soon")
+MATCH_DEBOUNCE_SECONDS = 5
+
+
+def match_recordings_soon() -> bool:
+    """Retry the unmatched call recordings a few seconds from now (a request was created, a call
+    folded: it may be what one of them waits for); a burst asks once."""
+    return enqueue_debounced(MATCH_RECORDINGS_TASK, MATCH_DEBOUNCE_KEY, MATCH_DEBOUNCE_SECONDS, queue=HEAVY)
+
+
+# ---- the webhook inbox's fast path -------------------------------------------------------------------
+
+class DirectPublisher:
+    """Publishes one task's messages with a single LPUSH, building Celery's message itself."""
+
+    PAUSE_AFTER_FAILURE = 2.0
+    EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+    def __init__(self, task: str, queue: str) -> None:
+        self.task = task
+        self.queue = queue
+        self.paused_until = 0.0
+        self._redis: tuple[int, Any] | None = None
+        self._headers: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+
+    def _client(self):
+        held = self._redis
+        if held is None or held[0] != os.getpid():
+            import redis
+
+            from tasks.celery_app import broker_url
+
+            client = redis.Redis.from_url(broker_url(), socket_connect_timeout=0.5, socket_timeout=1.0)
+            held = self._redis = (os.getpid(), client)
+        return held[1]
+
+    def headers_template(self) -> dict[str, Any]:
+        """The task headers Celery writes (origin, language, time limits ...), built by Celery once."""
+        if self._headers is None:
+            with self._lock:
+                if self._headers is None:
+                    from tasks.celery_app import celery_app
+
+                    message = celery_app.amqp.create_task_message(str(uuid.uuid4()), self.task, (0,), {},
+                                                                  create_sent_event=False)
+                    self._headers = dict(message.headers)
+        return self._headers
+
+    def message(self, args: tuple, queue: str) -> bytes:
+        from tasks.signals import stamp_headers  # what Celery's publish adds (enqueue time, request id)
+
+        task_id = str(uuid.uuid4())
+        headers = stamp_headers(
+            {**self.headers_template(), "id": task_id, "root_id": task_id, "argsrepr": repr(args)}
+        )
+        body = base64.b64encode(orjson.dumps([list(args), {}, self.EMBED])).decode()
+        return orjson.dumps({
+            "body": body,
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": headers,
+            "properties": {
+                "correlation_id": task_id,
+                "reply_to": "",
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": queue},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        })
+
+    def publish(self, *args: Any) -> bool:
+        """True when queued; False when Redis refused (or did a moment ago): the sweeper queues it later."""
+        if time.monotonic() < self.paused_until:
+            return False
+        try:
+            self._client().lpush(self.queue, self.message(args, self.queue))
+            return True
+        except Exception as exc:
+            self.paused_until = time.monotonic() + self.PAUSE_AFTER_FAILURE
+            log.warning("%s%r not queued (%s): the sweeper will queue it", self.task, args, type(exc).__name__)
+            return False
+
+
+inbox = DirectPublisher("telephony.process_event", LIGHT)
+
+
+def enqueue_inbox_event(event_id: int) -> bool:
+    """Queue the processing of a stored Mango delivery; False when the broker is down (it stays pending
+    and telephony.sweep_inbox queues it later)."""
+    return inbox.publish(event_id)

@@ -1,0 +1,87 @@
+"""The Celery app with faults injected, for the crash tests' worker processes only:
+
+    celery -A tests.fault_worker worker ...
+
+The product carries no test hooks. This module, loaded only by workers the tests start, wraps the
+step after which a test wants a worker to stop, and reads what to do from the environment:
+
+- LEADLINE_FAULT_FILES="<point>:<seconds>": the first validation (files.validate) to reach `point`
+  publishes its process id in Redis under leadline:test:files-fault:<point> and sleeps there, so the
+  test can SIGKILL the process exactly at that point; later attempts go through. Points:
+  `after_claim` (the job claimed, the file not examined yet), `after_promote` (the bytes promoted
+  into the media folder, nothing decided yet), `after_commit` (ready, linked and the job's end
+  committed; the quarantined bytes not removed yet).
+- LEADLINE_FAULT_MANGO_SLEEP seconds and LEADLINE_FAULT_MANGO_MARKER: an inbox event of type
+  LEADLINE_FAULT_MANGO_TYPE (any when unset) stops once between its folding and its commit, after
+  creating the marker file with its process id.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import time
+
+import tasks.files
+from models import telephony_rules
+from models.kv import get_redis, key
+from storage import validation
+from tasks.celery_app import celery_app as app
+
+__all__ = ["app"]
+
+
+def _files_pause(point: str) -> None:
+    spec = os.environ.get("LEADLINE_FAULT_FILES", "")
+    name, _, seconds = spec.partition(":")
+    if name != point:
+        return
+    # Only the first run to get here: the key stays while the test looks at the stopped worker.
+    if get_redis().set(key("test", "files-fault", point), str(os.getpid()), nx=True, ex=300):
+        time.sleep(float(seconds or 30))
+
+
+def _validate_after_claim(original):
+    @functools.wraps(original)
+    def validate(*args, **kwargs):
+        _files_pause("after_claim")
+        return original(*args, **kwargs)
+    return validate
+
+
+def _mark_ready_around_the_commit(original):
+    @functools.wraps(original)
+    def mark_ready(*args, **kwargs):
+        _files_pause("after_promote")
+        decided = original(*args, **kwargs)
+        if decided:
+            _files_pause("after_commit")
+        return decided
+    return mark_ready
+
+
+def _mango_pause(event_type: str) -> None:
+    seconds, marker = os.environ.get("LEADLINE_FAULT_MANGO_SLEEP"), os.environ.get("LEADLINE_FAULT_MANGO_MARKER")
+    if not seconds or not marker or os.environ.get("LEADLINE_FAULT_MANGO_TYPE", event_type) != event_type:
+        return
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    time.sleep(float(seconds))
+
+
+def _apply_then_pause(original):
+    @functools.wraps(original)
+    def apply_event(event_type, payload):
+        follow_ups = original(event_type, payload)
+        _mango_pause(event_type)
+        return follow_ups
+    return apply_event
+
+
+# Installed at import, in the worker's main process: its pool processes inherit them.
+validation.validate = _validate_after_claim(validation.validate)
+tasks.files._mark_ready = _mark_ready_around_the_commit(tasks.files._mark_ready)
+telephony_rules.apply_event = _apply_then_pause(telephony_rules.apply_event)
