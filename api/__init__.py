@@ -99,7 +99,7 @@ def register_logging(app: Flask) -> None:
 
 
 def register_database(app: Flask) -> None:
-    from models.db import Session, autocommit_reads, get_engine, remove_session
+    from models.core.db import Session, autocommit_reads, get_engine, remove_session
 
     get_engine()  # bind the session (tests and the CLI may have configured it already)
 
@@ -107,7 +107,7 @@ def register_database(app: Flask) -> None:
 
     @app.before_request
     def reads_without_transaction() -> None:
-        """A GET only reads: its statements run outside a transaction block (models/db.py), so it
+        """A GET only reads: its statements run outside a transaction block (models/core/db.py), so it
         has no transaction to end, and no ROLLBACK drops the connection's prepared statements."""
         if request.method in ("GET", "HEAD"):
             autocommit_reads(Session())

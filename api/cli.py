@@ -27,7 +27,7 @@ def init_cli(app: Flask) -> None:
 @click.command("migrate")
 def migrate() -> None:
     """Apply database migrations up to the newest revision."""
-    from models import migrate as migrations
+    from models.core import migrate as migrations
 
     migrations.upgrade()
     click.echo("migrations: at head")
@@ -37,7 +37,7 @@ def migrate() -> None:
 @click.argument("revision", default="base")
 def downgrade(revision: str) -> None:
     """Revert database migrations (to `base` by default: drops every table)."""
-    from models import migrate as migrations
+    from models.core import migrate as migrations
 
     migrations.downgrade(revision=revision)
     click.echo(f"migrations: at {revision}")
@@ -45,10 +45,10 @@ def downgrade(revision: str) -> None:
 
 def ensure_admin(login: str, password: str | None, *, reset: bool = False) -> tuple[bool, str | None]:
     """Make sure an active admin `login` exists. Returns (created, generated_password)."""
-    from models.db import Session
-    from models.lookups import Role
-    from models.passwords import hash_password
-    from models.users import User
+    from models.core.db import Session
+    from models.directories.tables import Role
+    from models.people.passwords import hash_password
+    from models.people.tables import User
 
     user = Session.scalar(select(User).where(func.lower(User.login) == login.lower()))
     if user is not None and not reset:
@@ -88,8 +88,8 @@ def create_admin(login: str, password: str | None, reset: bool) -> None:
 def check_db() -> None:
     """Connectivity, migrations at head, row counts. Exits non-zero when something is wrong."""
     from models import Base
-    from models import migrate as migrations
-    from models.db import Session, get_engine
+    from models.core import migrate as migrations
+    from models.core.db import Session, get_engine
 
     engine = get_engine()
     try:
@@ -115,9 +115,9 @@ def check_db() -> None:
 def rebuild_rollups() -> None:
     """Recompute the reports' daily rollups from the tables (after a change of BUSINESS_TZ, or a load
     that skipped triggers); writes wait meanwhile."""
-    from models import rollups
-    from models.db import get_engine
-    from models.timez import business_tz
+    from models.core.business_time import business_tz
+    from models.core.db import get_engine
+    from models.reports import rollups
 
     with get_engine().begin() as connection:
         rollups.rebuild(connection)
@@ -131,7 +131,7 @@ def rebuild_rollups() -> None:
 @click.option("--seed", "random_seed", default=20261127, show_default=True)
 def seed_demo(request_count: int, random_seed: int) -> None:
     """Fill the database with realistic demo data (cities, campaigns, staff, requests, cash)."""
-    from models.demo import seed
+    from models.seed.demo import seed
 
     summary = seed(request_count=request_count, random_seed=random_seed)
     for name, count in summary.items():
@@ -293,7 +293,7 @@ def release_database() -> None:
     """The stack process holds no connection while its processes run: none stays idle (or idle in a
     transaction, keeping locks and old row versions) for hours, and none is left to roll back on a
     database that is stopped after the processes."""
-    from models.db import dispose_engine, remove_session
+    from models.core.db import dispose_engine, remove_session
 
     remove_session()
     dispose_engine()
@@ -330,8 +330,8 @@ def stack() -> None:
 
 
 def run_stack(stop: StackStop) -> int:
-    from models import migrate as migrations
-    from models.db import configure
+    from models.core import migrate as migrations
+    from models.core.db import configure
 
     env, started = stack_environment()
     configure(env["DATABASE_URL"])

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from models.errors import RuleViolation
+from models.core.errors import RuleViolation
 from tasks.queue import BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def init_error_handlers(app: Flask) -> None:
     @app.errorhandler(RuleViolation)
     def handle_rule(error: RuleViolation):
         """A domain rule refused the change: nothing of it may be committed."""
-        from models.db import Session
+        from models.core.db import Session
 
         Session.rollback()
         return error_response(error.status, error.detail, error.code, error.errors)
@@ -137,7 +137,7 @@ def init_error_handlers(app: Flask) -> None:
     def handle_unexpected(error: Exception):
         if isinstance(error, HTTPException):
             return http_error_response(error)
-        from models.db import Session, database_unreachable
+        from models.core.db import Session, database_unreachable
 
         try:
             Session.rollback()

@@ -8,10 +8,10 @@ from decimal import Decimal, InvalidOperation
 
 from marshmallow import ValidationError, fields
 
-from models.base import MAX_INT4
-from models.money import to_money
-from models.phones import normalize_phone
-from models.timez import as_aware, to_local
+from models.core.base import MAX_INT4
+from models.core.business_time import as_aware, to_local
+from models.core.phones import normalize_phone
+from models.requests.money import to_money
 
 MAX_AMOUNT = Decimal("9999999999.99")
 # NUL and lone surrogates cannot be stored in PostgreSQL text: refuse them as input errors.
@@ -186,7 +186,7 @@ class LocalDateTime(fields.Field):
 
 
 class Phone(fields.String):
-    """A phone number as typed; validated to have digits. Normalise with models.phones."""
+    """A phone number as typed; validated to have digits. Normalise with models.core.phones."""
 
     default_error_messages = {"phone": "Некорректный номер телефона"}
 

@@ -5,7 +5,7 @@ session's state in one Redis round trip.
   expiry, `sub` and the access type. Its claims serve both the per-user rate limit and the view's
   authentication (api/security.authenticate), which then costs no further decoding or round trip.
 - One Lua script counts the call against the client's and the user's fixed windows, says whether
-  the session was revoked and returns the user's cache generation (see models/users.py).
+  the session was revoked and returns the user's cache generation (see models/people/tables.py).
 - `RATELIMIT_ENABLED = False` in the app's config turns counting off (the session is still read).
 - Redis down: the limits are skipped (a call is not refused because the counters cannot be
   reached), but the session cannot be confirmed, so an authenticated view answers 503.
@@ -28,8 +28,8 @@ from jwt.exceptions import ExpiredSignatureError, PyJWTError
 from limits import parse as parse_limit
 
 from api.errors import ApiError
-from models.kv import get_redis, key
-from models.users import user_generation_key
+from models.core.redis import get_redis, key
+from models.people.tables import user_generation_key
 from settings import settings
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from marshmallow import Schema, fields, validate
 from redis.exceptions import RedisError
 from sqlalchemy import Select, func, select
 
-from models.db import Session, prepared_scalars, transaction_block
-from models.kv import get_redis, key
+from models.core.db import Session, prepared_scalars, transaction_block
+from models.core.redis import get_redis, key
 
 STREAM_BATCH = 2000
 MAX_PAGE_SIZE = 1000

@@ -34,7 +34,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_flask_exporter import PrometheusMetrics
 
-from models import probes
+from models.core import probes
 from settings import settings
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def _install_pool_events() -> None:
     event.listen(Pool, "checkout", lambda *_args: DB_POOL_CHECKED_OUT.inc())
     event.listen(Pool, "checkin", lambda *_args: DB_POOL_CHECKED_OUT.dec())
 
-    from models.db import get_engine
+    from models.core.db import get_engine
 
     pool = get_engine().pool
     size = getattr(pool, "size", lambda: 0)()
@@ -122,7 +122,7 @@ class HttpCounts:
             pending, self._pending = self._pending, {}
         if not pending:
             return
-        from models.kv import get_redis
+        from models.core.redis import get_redis
 
         try:
             with get_redis().pipeline(transaction=False) as pipe:
@@ -272,8 +272,8 @@ def _business_families() -> list:
     source, calls by direction, income booked. Gauges that restart at local midnight."""
     from sqlalchemy import text
 
-    from models.db import get_engine
-    from models.enums import TRANSACTION_TYPE_INCOME
+    from models.core.db import get_engine
+    from models.core.enums import TRANSACTION_TYPE_INCOME
 
     requests = GaugeMetricFamily("leadline_requests_today", "Requests created today, by source", labels=["source"])
     calls = GaugeMetricFamily("leadline_calls_today", "Calls started today, by direction", labels=["direction"])

@@ -7,8 +7,8 @@ from psycopg import errors as pg_errors
 from sqlalchemy.exc import IntegrityError
 
 from api.errors import ApiError
-from models.base import MAX_INT4
-from models.db import Session
+from models.core.base import MAX_INT4
+from models.core.db import Session
 
 T = TypeVar("T")
 

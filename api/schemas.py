@@ -12,7 +12,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from api.errors import ApiError
 from api.fields import BlankIsNone, OptionalId, Text
 from api.listing import MAX_PAGE_SIZE, PageArgs
-from models.base import MAX_INT4
+from models.core.base import MAX_INT4
 
 
 def _first_message(messages: Any) -> str:

@@ -23,11 +23,11 @@ from sqlalchemy.orm import make_transient_to_detached
 
 from api.errors import ApiError
 from api.gate import token_state
-from models.db import Session
-from models.enums import ADMIN, DIRECTOR, MASTER
-from models.kv import get_redis, key
-from models.lookups import City, Role
-from models.users import User
+from models.core.db import Session
+from models.core.enums import ADMIN, DIRECTOR, MASTER
+from models.core.redis import get_redis, key
+from models.directories.tables import City, Role
+from models.people.tables import User
 from settings import settings
 
 log = logging.getLogger(__name__)

@@ -151,10 +151,10 @@ def prepare_database(url: str) -> list[int]:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parsed.database,)).fetchone():
             conn.execute(f'CREATE DATABASE "{parsed.database}"')
-    from models import migrate
+    from models.core import migrate
 
     migrate.upgrade(url)
-    from models.passwords import hash_password
+    from models.people.passwords import hash_password
 
     plain = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(plain, autocommit=True) as conn:

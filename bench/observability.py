@@ -39,7 +39,7 @@ def main() -> None:
     with psycopg.connect(admin, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (url.database,)).fetchone():
             conn.execute(f'CREATE DATABASE "{url.database}"')
-    from models import migrate
+    from models.core import migrate
 
     migrate.upgrade(args.database_url)
 

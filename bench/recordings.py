@@ -61,7 +61,7 @@ def seed(url: str, calls: list[tuple[datetime, str]], share: float, rng: random.
 
 
 def build_mailbox(server, count: int, size: int, rng: random.Random) -> tuple[list[tuple[datetime, str]], float]:
-    from models.timez import business_tz
+    from models.core.business_time import business_tz
     from tests.imap_server import mango_mail, mp3_bytes, recording_name
 
     now = datetime.now(timezone.utc).replace(microsecond=0)
@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         requests = seed(args.database_url, calls, args.matched_share, rng)
         mailbox_bytes = sum(p.stat().st_size for p in (work / "dovecot" / "mail").rglob("*") if p.is_file())
 
-        from models.kv import get_redis
-        from models.mailbox import IMPORT_LOCK
+        from models.core.redis import get_redis
+        from models.recordings.mailbox import IMPORT_LOCK
         from tasks.recordings import run_import
 
         get_redis().delete(IMPORT_LOCK)

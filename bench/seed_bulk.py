@@ -452,8 +452,8 @@ def load_cash(conn: psycopg.Connection, n: int, ref: dict, tz: str) -> None:
 
 def seed(database_url: str, requests: int, cities: int, masters: int, random_seed: int,
          timings: dict[str, float]) -> dict[str, int]:
-    from models import rollups
-    from models.passwords import hash_password
+    from models.people.passwords import hash_password
+    from models.reports import rollups
     from settings import settings
 
     with step("password hash", timings):
@@ -517,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     with step("create database" + (" (reset)" if args.reset else ""), timings):
         ensure_database(maintenance_url, name, args.reset)
     with step("migrations", timings):
-        from models import migrate
+        from models.core import migrate
 
         migrate.upgrade(database_url)
     with psycopg.connect(database_url) as conn:

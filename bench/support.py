@@ -27,7 +27,7 @@ def prepare_database(url: str) -> None:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             conn.execute(f'CREATE DATABASE "{name}"')
     migrate = subprocess.run(
-        [sys.executable, "-c", "from models import migrate; migrate.upgrade()"], cwd=REPO_ROOT,
+        [sys.executable, "-c", "from models.core import migrate; migrate.upgrade()"], cwd=REPO_ROOT,
         env={**os.environ, "DATABASE_URL": url, "APP_ENV": "development", "PYTHONPATH": str(REPO_ROOT)},
         capture_output=True, text=True, timeout=300)
     if migrate.returncode != 0:

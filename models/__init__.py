@@ -1,14 +1,15 @@
 """Data model: every table, the session, and the pure data rules shared by API and workers."""
-from models.base import Base
-from models.crm import AdvertisingCampaign, Request, RequestEvent, Transaction
-from models.db import Session, configure, get_engine
-from models.files import File
-from models.lookups import City, Direction, RequestType, Role, TransactionType
-from models.ops import Alert, AlertSilence, Job
-from models.recordings import MailboxState, Recording
-from models.rollups import ReportRollups, RequestDayStats, TransactionDayStats
-from models.telephony import Call, CallLeg, MangoEvent
-from models.users import User
+from models.cash.tables import Transaction
+from models.core.base import Base
+from models.core.db import Session, configure, get_engine
+from models.directories.tables import AdvertisingCampaign, City, Direction, RequestType, Role, TransactionType
+from models.files.tables import File
+from models.ops.tables import Alert, AlertSilence, Job
+from models.people.tables import User
+from models.recordings.tables import MailboxState, Recording
+from models.reports.rollups import ReportRollups, RequestDayStats, TransactionDayStats
+from models.requests.tables import Request, RequestEvent
+from models.telephony.tables import Call, CallLeg, MangoEvent
 
 __all__ = [
     "AdvertisingCampaign",

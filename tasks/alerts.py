@@ -1,5 +1,5 @@
 """Alerts: every minute beat enqueues `alerts.evaluate` on the light queue. It reads the probes,
-applies the rules (models/alert_rules.py), stores firing and resolved alerts in PostgreSQL and sends
+applies the rules (models/ops/alerts.py), stores firing and resolved alerts in PostgreSQL and sends
 Telegram messages: once when an alert fires, again only after the cooldown while it still fires,
 and once when it clears. Silenced rules are stored but not sent.
 
@@ -26,12 +26,13 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
-from models import alert_rules, probes
-from models.alert_rules import QUEUES, RULES, Current, Finding
-from models.db import Session, unit_of_work
-from models.kv import SingleFlight, get_redis, key
-from models.mailbox import IMPORT_JOB_KIND
-from models.ops import Alert, AlertSilence
+from models.core import probes
+from models.core.db import Session, unit_of_work
+from models.core.redis import SingleFlight, get_redis, key
+from models.ops import alerts as alert_rules
+from models.ops.alerts import QUEUES, RULES, Current, Finding
+from models.ops.tables import Alert, AlertSilence
+from models.recordings.mailbox import IMPORT_JOB_KIND
 from settings import settings
 from tasks.celery_app import celery_app
 
@@ -185,7 +186,7 @@ def database_disk_path(s: Any) -> str | None:
     answer when the server is local and the directory is visible from here."""
     if s.ALERT_DB_DISK_PATH:
         return s.ALERT_DB_DISK_PATH
-    from models.db import get_engine
+    from models.core.db import get_engine
 
     host = get_engine().url.host
     if host not in (None, "", "localhost", "127.0.0.1", "::1"):

@@ -91,7 +91,7 @@ import tasks.telephony  # noqa: E402,F401
 @worker_init.connect
 def _bind_database(**_kwargs) -> None:
     """The worker's session is bound to the engine before the first task (whatever the pool)."""
-    from models.db import get_engine
+    from models.core.db import get_engine
 
     get_engine()
 
@@ -99,8 +99,8 @@ def _bind_database(**_kwargs) -> None:
 @worker_process_init.connect
 def _reset_connections_after_fork(**_kwargs) -> None:
     """A forked child must not share the parent's database or Redis sockets."""
-    from models import kv
-    from models.db import dispose_after_fork, get_engine
+    from models.core import redis as kv
+    from models.core.db import dispose_after_fork, get_engine
 
     dispose_after_fork()
     kv.reset()
@@ -122,6 +122,6 @@ def _leave_the_workers_process_group(**_kwargs) -> None:
 
 @task_postrun.connect
 def _remove_session(**_kwargs) -> None:
-    from models.db import remove_session
+    from models.core.db import remove_session
 
     remove_session()

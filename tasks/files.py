@@ -16,13 +16,13 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import case, delete, func, select, update
 
-from models import jobs
-from models.crm import RequestEvent
-from models.db import Session, unit_of_work
-from models.file_rules import FILE_PATH_FIELDS, VALIDATION_JOB_KIND
-from models.files import File
-from models.kv import SingleFlight, get_redis, key
-from models.ops import Job
+from models.core.db import Session, unit_of_work
+from models.core.redis import SingleFlight, get_redis, key
+from models.files.rules import FILE_PATH_FIELDS, VALIDATION_JOB_KIND
+from models.files.tables import File
+from models.ops import jobs
+from models.ops.tables import Job
+from models.requests.tables import RequestEvent
 from settings import settings
 from storage import validation
 from storage.backend import get_storage
@@ -104,7 +104,7 @@ def run_validation(file_id: int, job_id: str | None = None) -> str:
     return "ready"
 
 
-# The job's transitions (models/jobs.py) are folded into the file's own units of work: one commit to
+# The job's transitions (models/ops/jobs.py) are folded into the file's own units of work: one commit to
 # claim, one to decide (file and job together), whatever the outcome.
 
 def _load(file_id: int, job_id: str | None) -> tuple[File | None, Job | None]:

@@ -5,7 +5,7 @@ import logging
 import os
 import socket
 
-from models import jobs
+from models.ops import jobs
 from tasks.celery_app import celery_app
 
 log = logging.getLogger(__name__)

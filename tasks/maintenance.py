@@ -10,9 +10,10 @@ from typing import Any, Callable, Iterator
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
-from models import jobs, probes
-from models.db import Session, get_engine, unit_of_work
-from models.kv import SingleFlight, get_redis, key
+from models.core import probes
+from models.core.db import Session, get_engine, unit_of_work
+from models.core.redis import SingleFlight, get_redis, key
+from models.ops import jobs
 from settings import settings
 from tasks.celery_app import celery_app
 

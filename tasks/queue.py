@@ -30,10 +30,10 @@ from typing import Any
 
 import orjson
 
-from models import jobs
-from models.db import unit_of_work
-from models.kv import get_redis, key
-from models.ops import Job
+from models.core.db import unit_of_work
+from models.core.redis import get_redis, key
+from models.ops import jobs
+from models.ops.tables import Job
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Call recordings: the mailbox import, downloads through the Mango API, and matching.
 
 `recordings.import_mailbox` (queue heavy; beat every RECORDINGS_CHECK_INTERVAL, or a manual 202 job)
-reads IMAP_FOLDER of the IMAP_USER mailbox (the client is models/mailbox.py). It is incremental by
+reads IMAP_FOLDER of the IMAP_USER mailbox (the client is models/recordings/mailbox.py). It is incremental by
 UID: `mailbox_states` keeps UIDVALIDITY and the last UID examined per mailbox and folder. A first
 run, a run after the folder's UIDVALIDITY changed and a manual run look back `days_back` days (IMAP
 SEARCH SINCE); otherwise only UIDs above the last one are read. One import runs at a time (a Redis
@@ -13,7 +13,7 @@ decoded as they arrive and streamed into the quarantine while their sha256 is co
 into `zayvka/zapis` under a random name. A recording is stored once (sha256 is unique): the same mail
 delivered twice, or a UIDVALIDITY reset, adds nothing. A part above MAX_RECORDING_UPLOAD_MB, a name
 that cannot be read or bytes that are not audio are skipped with their reason, without stopping the
-run. Each new recording is matched at once (models/recording_rules.py). With IMAP_PROCESSED_FOLDER
+run. Each new recording is matched at once (models/recordings/rules.py). With IMAP_PROCESSED_FOLDER
 set, messages that held recordings are moved there; with IMAP_MARK_SEEN, flagged \\Seen.
 
 Every run is a row of `jobs` (kind `recordings.import`): start, end, counts, error. That and
@@ -48,16 +48,16 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 
-from models import jobs, mailbox
-from models import recording_rules as rules
-from models import telephony_rules
-from models.db import Session, get_engine, unit_of_work
-from models.kv import SingleFlight, key
-from models.mailbox import IMPORT_HARD_LIMIT, IMPORT_SOFT_LIMIT, ImportFailure, Part
-from models.ops import Job
-from models.recordings import Recording
-from models.telephony import MangoEvent
-from models.timez import today_local
+from models.core.business_time import today_local
+from models.core.db import Session, get_engine, unit_of_work
+from models.core.redis import SingleFlight, key
+from models.ops import jobs
+from models.ops.tables import Job
+from models.recordings import mailbox, rules
+from models.recordings.mailbox import IMPORT_HARD_LIMIT, IMPORT_SOFT_LIMIT, ImportFailure, Part
+from models.recordings.tables import Recording
+from models.telephony import rules as telephony_rules
+from models.telephony.tables import MangoEvent
 from settings import settings
 from storage.backend import UploadTooLarge
 from storage.kinds import KINDS

@@ -14,8 +14,8 @@ import time
 from celery.signals import before_task_publish, setup_logging, task_failure, task_postrun, task_prerun
 
 from logconfig import request_id_var
-from models.kv import get_redis
-from models.probes import ENQUEUED_AT_HEADER, TASK_DURATION_BUCKETS, task_stats_keys
+from models.core.probes import ENQUEUED_AT_HEADER, TASK_DURATION_BUCKETS, task_stats_keys
+from models.core.redis import get_redis
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, text, update
 
-from models import telephony_rules as rules
-from models.db import Session, unit_of_work
-from models.kv import get_redis, key
-from models.telephony import Call, MangoEvent
+from models.core.db import Session, unit_of_work
+from models.core.redis import get_redis, key
+from models.telephony import rules
+from models.telephony.tables import Call, MangoEvent
 from settings import settings
 from tasks.celery_app import broker_url, celery_app
 from tasks.queue import LIGHT, enqueue, match_recordings_soon

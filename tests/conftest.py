@@ -69,9 +69,9 @@ os.environ["REDIS_URL"] = os.environ.get("REDIS_URL") or _embedded(
 from sqlalchemy import text  # noqa: E402
 
 from models import Session  # noqa: E402
-from models import migrate as migrations  # noqa: E402
-from models.db import configure, get_engine  # noqa: E402
-from models.kv import get_redis  # noqa: E402
+from models.core import migrate as migrations  # noqa: E402
+from models.core.db import configure, get_engine  # noqa: E402
+from models.core.redis import get_redis  # noqa: E402
 from tests import factories  # noqa: E402
 from tests.support import login, truncate_committed_data  # noqa: E402
 

@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import select
 
 from models import AdvertisingCampaign, City, Request, Role, Session, Transaction, User
-from models.lookups import RequestType, TransactionType
-from models.passwords import hash_password
+from models.directories.tables import RequestType, TransactionType
+from models.people.passwords import hash_password
 
 TEST_PASSWORD = "correct-horse-42"
 _PASSWORD_HASH = hash_password(TEST_PASSWORD)
@@ -73,7 +73,7 @@ def make_request(city_id: int | None = None, **columns: Any) -> Request:
 def record_request(fields: dict[str, Any], *, created_by_id: int | None = None) -> Request:
     """A request created through the domain rule, as a route or an import creates one: the phone
     normalised (kept as typed too), the money computed, the history and the income written."""
-    from models.request_rules import apply_changes
+    from models.requests.rules import apply_changes
 
     request = Request(created_by_id=created_by_id)
     apply_changes(request, dict(fields), user_id=None)

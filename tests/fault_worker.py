@@ -22,8 +22,8 @@ import os
 import time
 
 import tasks.files
-from models import telephony_rules
-from models.kv import get_redis, key
+from models.core.redis import get_redis, key
+from models.telephony import rules as telephony_rules
 from storage import validation
 from tasks.celery_app import celery_app as app
 

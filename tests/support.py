@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from models import Base, Session
-from models.db import get_engine
+from models.core.db import get_engine
 from tests.factories import TEST_PASSWORD
 
 # Lookups seeded by the migration survive the per-test cleanup of committed data.

@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import select, text
 
 import tasks.alerts as alerts_task
-from models.alert_rules import RULES
-from models.db import Session
-from models.kv import get_redis
-from models.ops import Alert, Job
-from models.probes import queue_depths
+from models.core.db import Session
+from models.core.probes import queue_depths
+from models.core.redis import get_redis
+from models.ops.alerts import RULES
+from models.ops.tables import Alert, Job
 from settings import settings
 from tasks.celery_app import celery_app
 from tests import telegram_server

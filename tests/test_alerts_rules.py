@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from models.alert_rules import RULES, Current, Decision, decide, evaluate, format_message, is_disabled
+from models.ops.alerts import RULES, Current, Decision, decide, evaluate, format_message, is_disabled
 from settings import settings
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)

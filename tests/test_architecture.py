@@ -3,8 +3,9 @@
 - Workers know no HTTP: nothing under tasks/ or beat/ imports api.
 - The domain and the media storage know neither the HTTP API nor the queue: nothing under models/ or
   storage/ imports api or tasks.
-- No cycle between the top-level packages and modules.
-- Tasks commit only through the unit of work (models/db.py): no `.commit(` or `.rollback(` in tasks/.
+- No cycle between the top-level packages and modules, nor between the domains of models/ (its
+  subpackages and modules: a domain builds on core and on the domains below it, never the reverse).
+- Tasks commit only through the unit of work (models/core/db.py): no `.commit(` or `.rollback(` in tasks/.
 - One way to queue work: no `apply_async`, `send_task` or `delay` (nor Celery's message building,
   `amqp`) in api/ or tasks/ outside tasks/queue.py. A task's `self.retry(...)` is Celery redelivering
   the task that runs, not new work, and stays. beat/schedule.py sends its start-up heartbeat through
@@ -43,13 +44,29 @@ def _modules() -> dict[str, tuple[Path, ast.Module]]:
 MODULES = _modules()
 
 
+def _type_checking_only(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (
+        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
+        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"))
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node of the tree but those under `if TYPE_CHECKING:` (read by type checkers only)."""
+    pending = [tree]
+    while pending:
+        node = pending.pop()
+        yield node
+        pending.extend(child for child in ast.iter_child_nodes(node) if not _type_checking_only(child))
+
+
 def imports_of(name: str) -> set[str]:
-    """Every module `name` imports, anywhere in it (resolved when relative); `from x import y` counts
-    as x and as x.y (y may be a module)."""
+    """Every module `name` imports at run time, anywhere in it (resolved when relative); `from x
+    import y` counts as x and as x.y (y may be a module)."""
     path, tree = MODULES[name]
     package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _runtime_nodes(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -70,10 +87,10 @@ def project_imports(name: str) -> set[str]:
 
 
 def test_every_module_is_seen_with_the_imports_inside_its_functions():
-    assert {"tasks.queue", "tasks.celery_app", "models.db", "api", "beat.schedule", "storage.backend", "settings",
+    assert {"tasks.queue", "tasks.celery_app", "models.core.db", "api", "beat.schedule", "storage.backend", "settings",
             "embedded", "logconfig"} <= set(MODULES)
     assert "tasks.queue" in imports_of("api.requests.routes")  # imported inside a view only
-    assert "models.db" in imports_of("tasks.celery_app")  # inside signal handlers only
+    assert "models.core.db" in imports_of("tasks.celery_app")  # inside signal handlers only
 
 
 @pytest.mark.parametrize(("importer", "forbidden"), [
@@ -129,6 +146,32 @@ def package_graph() -> dict[str, set[str]]:
 
 def test_no_cycle_between_top_level_packages():
     assert _cycles(package_graph()) == []
+
+
+def domain_of(name: str) -> str | None:
+    """models.requests.rules -> requests; models.access -> access; the models package itself -> None
+    (it re-exports the tables for callers outside the domain)."""
+    parts = name.split(".")
+    return parts[1] if parts[0] == "models" and len(parts) > 1 and parts[1] != "migrations" else None
+
+
+def domain_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = defaultdict(set)
+    for name in MODULES:
+        domain = domain_of(name)
+        if domain is None:
+            continue
+        graph[domain].update(other for imported in project_imports(name)
+                             if (other := domain_of(imported)) not in (None, domain))
+    return graph
+
+
+def test_no_cycle_between_the_domains_of_models():
+    graph = domain_graph()
+    assert {"core", "requests", "cash", "telephony", "recordings", "files", "reports", "ops", "people",
+            "directories"} <= set(graph)
+    assert _cycles(graph) == []
+    assert graph["core"] == set()  # the infrastructure knows no domain
 
 
 def test_the_cycle_check_finds_cycles():

@@ -17,8 +17,8 @@ from sqlalchemy import select
 
 from api.security import issue_token
 from models import AdvertisingCampaign, Call, City, Direction, MangoEvent, Recording, Request, Transaction, User
-from models.lookups import RequestType, Role, TransactionType
-from models.ops import Alert, AlertSilence, Job
+from models.directories.tables import RequestType, Role, TransactionType
+from models.ops.tables import Alert, AlertSilence, Job
 from tests.factories import create_user
 
 ROLES = ("admin", "manager", "director", "callcentr", "avitolog", "master")

@@ -7,7 +7,7 @@ import psycopg
 import pytest
 
 import embedded
-from models.db import get_engine
+from models.core.db import get_engine
 from tests.support import bearer, login, wait_for
 
 
@@ -18,7 +18,7 @@ def _token(client, user) -> str:
 def test_a_pooled_connection_the_server_ended_is_replaced_before_use(database):
     from sqlalchemy import create_engine
 
-    from models.db import check_liveness_at_checkout
+    from models.core.db import check_liveness_at_checkout
 
     engine = create_engine(get_engine().url, pool_size=1, max_overflow=0)
     check_liveness_at_checkout(engine)
@@ -43,7 +43,7 @@ def test_a_pooled_connection_the_server_ended_is_replaced_before_use(database):
 def test_reads_keep_the_connections_prepared_statements(client, committed):
     """A GET never ends with ROLLBACK, which would make psycopg drop every prepared statement of the
     connection, and each read would be planned by PostgreSQL again."""
-    from models.db import configure
+    from models.core.db import configure
     from tests.factories import create_user
 
     url = get_engine().url.render_as_string(hide_password=False)
@@ -70,7 +70,7 @@ def test_a_get_reads_outside_a_transaction_block_and_other_calls_inside_one(app,
     from psycopg.pq import TransactionStatus
     from sqlalchemy import text
 
-    from models.db import Session, configure, transaction_block
+    from models.core.db import Session, configure, transaction_block
 
     url = get_engine().url.render_as_string(hide_password=False)
     configure(url, pool_size=1, max_overflow=0)  # one connection: the same one every time below
@@ -101,8 +101,8 @@ def test_a_precompiled_read_gives_the_rows_the_session_gives(db, make_city):
     that needs SQLAlchemy's processing (a float from numeric here) sends it through the session."""
     from sqlalchemy import Float, bindparam, cast, select
 
-    from models.db import Precompiled, Session
-    from models.lookups import City
+    from models.core.db import Precompiled, Session
+    from models.directories.tables import City
 
     city = make_city()
     plain = select(City.id, City.name).where(City.id == bindparam("city_id"))
@@ -119,8 +119,8 @@ def test_prepared_scalars_give_the_sessions_ids_for_every_value_of_a_shape(db, m
     an IN list (expanded when it runs) goes through the session."""
     from sqlalchemy import select
 
-    from models.db import Session, _shapes, prepared_scalars
-    from models.lookups import City
+    from models.core.db import Session, _shapes, prepared_scalars
+    from models.directories.tables import City
 
     cities = [make_city(f"Город {letter}") for letter in "АБВГД"]
 
@@ -143,8 +143,8 @@ def test_prepared_scalars_give_the_sessions_ids_for_every_value_of_a_shape(db, m
 def test_with_the_database_unreachable_calls_get_503_and_nothing_is_written(client, committed):
     """The database gone (here: nothing listens where it should be) is a 503 the client may retry,
     not a 500; once it is back, the API answers again and nothing half-done is left behind."""
-    from models.db import configure
-    from models.lookups import City
+    from models.core.db import configure
+    from models.directories.tables import City
     from tests.factories import create_user
 
     city = City(name="Тверь")
@@ -174,9 +174,9 @@ def test_a_connection_that_dies_mid_call_is_a_503_and_the_next_call_works(commit
     from sqlalchemy import select
 
     from api import create_app
-    from models.crm import Request
-    from models.db import Session, configure
-    from models.lookups import City, RequestType
+    from models.core.db import Session, configure
+    from models.directories.tables import City, RequestType
+    from models.requests.tables import Request
     from tests.factories import create_user
 
     city = City(name="Кострома")
@@ -227,7 +227,7 @@ def test_the_end_of_a_call_whose_connection_the_database_ended_is_a_warning(app,
     the next session gets a live connection."""
     from sqlalchemy import text
 
-    from models.db import Session, configure
+    from models.core.db import Session, configure
 
     url = get_engine().url.render_as_string(hide_password=False)
     admin_url = get_engine().url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -250,7 +250,7 @@ def test_the_end_of_a_call_whose_connection_the_database_ended_is_a_warning(app,
 def test_the_end_of_a_session_raises_any_other_failure(database):
     """Only a connection the database ended is forgiven: a session that fails to close for any
     other reason still raises."""
-    from models.db import Session, remove_session
+    from models.core.db import Session, remove_session
 
     class Unclosable:
         def close(self) -> None:

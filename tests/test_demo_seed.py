@@ -11,10 +11,9 @@ from decimal import ROUND_HALF_UP, Decimal
 import pytest
 from sqlalchemy import func, select
 
-from models.crm import AdvertisingCampaign, Request, Transaction
-from models.db import Session
-from models.demo import DEMO_PASSWORD, seed
-from models.enums import (
+from models.cash.tables import Transaction
+from models.core.db import Session
+from models.core.enums import (
     DIRECTOR,
     MASTER,
     REQUEST_STATUSES,
@@ -25,10 +24,12 @@ from models.enums import (
     TRANSACTION_TYPE_EXPENSE,
     TRANSACTION_TYPE_INCOME,
 )
-from models.lookups import City, Direction, RequestType, Role, TransactionType
-from models.passwords import verify_password
-from models.phones import normalize_phone
-from models.users import User
+from models.core.phones import normalize_phone
+from models.directories.tables import AdvertisingCampaign, City, Direction, RequestType, Role, TransactionType
+from models.people.passwords import verify_password
+from models.people.tables import User
+from models.requests.tables import Request
+from models.seed.demo import DEMO_PASSWORD, seed
 from settings import settings
 from tests.support import truncate_committed_data
 

@@ -211,7 +211,7 @@ def accel_media(tmp_path):
 
 def stored_scan(session, media_root: Path) -> tuple[str, bytes]:
     """A validated scan attached to a request, as the files worker leaves it."""
-    from models.files import File
+    from models.files.tables import File
     from tests.factories import make_request
     from tests.file_samples import jpeg_bytes
 

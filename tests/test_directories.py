@@ -6,16 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from models import (
-    AdvertisingCampaign,
-    Call,
-    Direction,
-    RequestType,
-    Role,
-    Session,
-    Transaction,
-    TransactionType,
-)
+from models import AdvertisingCampaign, Call, Direction, RequestType, Role, Session, Transaction, TransactionType
 from tests.factories import create_user, make_request, seeded_id
 from tests.support import SPA
 

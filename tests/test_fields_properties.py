@@ -11,8 +11,8 @@ from marshmallow import ValidationError
 
 from api.fields import LenientDate, LocalDateTime, Money, OptionalId, Phone, Text
 from api.requests.schemas import RequestCreateSchema, RequestQuerySchema, RequestUpdateSchema
-from models.money import request_money
-from models.phones import normalize_phone
+from models.core.phones import normalize_phone
+from models.requests.money import request_money
 
 anything = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.text(),

@@ -13,9 +13,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from models.crm import RequestEvent
-from models.files import File
-from models.ops import Job
+from models.files.tables import File
+from models.ops.tables import Job
+from models.requests.tables import RequestEvent
 from storage.rejections import REASONS
 from tasks import files as file_tasks
 from tests.factories import create_user, make_city, make_request, make_transaction

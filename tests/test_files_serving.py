@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import update
 
 from api.security import issue_token
-from models.files import File
-from models.users import User
+from models.files.tables import File
+from models.people.tables import User
 from tests.factories import create_user, make_city, make_request, make_transaction
 from tests.file_samples import jpeg_bytes, mp3_bytes, pdf_bytes
 from tests.support import bearer, login

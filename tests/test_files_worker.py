@@ -25,10 +25,10 @@ from sqlalchemy import func, select
 import embedded
 from api.security import issue_token
 from models import Session
-from models.crm import RequestEvent
-from models.files import File
-from models.kv import get_redis, key
-from models.ops import Job
+from models.core.redis import get_redis, key
+from models.files.tables import File
+from models.ops.tables import Job
+from models.requests.tables import RequestEvent
 from storage import backend
 from tasks import files as file_tasks
 from tests.factories import create_user, make_city, make_request, make_transaction

@@ -7,7 +7,7 @@ import os
 import pytest
 
 import embedded
-from models import kv
+from models.core import redis as kv
 from tests.support import bearer, login
 from tests.telephony_support import overridden
 

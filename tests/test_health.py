@@ -6,7 +6,7 @@ import os
 import pytest
 
 import embedded
-from models import kv
+from models.core import redis as kv
 from tests.support import wait_for
 
 
@@ -25,7 +25,7 @@ def own_redis(tmp_path, monkeypatch):
 
 
 def _heartbeat_from_worker():
-    from models.probes import beat_heartbeat_age as heartbeat_age
+    from models.core.probes import beat_heartbeat_age as heartbeat_age
     from tasks.maintenance import heartbeat
 
     heartbeat.delay()
@@ -53,7 +53,7 @@ def test_not_ready_without_heartbeat(client):
 def test_stale_heartbeat_is_not_ready(client):
     import time
 
-    from models.probes import HEARTBEAT_KEY
+    from models.core.probes import HEARTBEAT_KEY
     from settings import settings
 
     kv.get_redis().set(HEARTBEAT_KEY, str(time.time() - settings.BEAT_HEARTBEAT_MAX_AGE - 5))

@@ -6,8 +6,8 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from models import jobs
-from models.ops import Job
+from models.ops import jobs
+from models.ops.tables import Job
 from tests.factories import create_user
 from tests.support import SPA, login, wait_for
 

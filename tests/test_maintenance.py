@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import func, select, text
 
 import tasks.maintenance as maintenance
-from models import jobs
-from models.db import Session
-from models.kv import get_redis
-from models.ops import Alert, AlertSilence, Job
-from models.telephony import MangoEvent
+from models.core.db import Session
+from models.core.redis import get_redis
+from models.ops import jobs
+from models.ops.tables import Alert, AlertSilence, Job
+from models.telephony.tables import MangoEvent
 from settings import settings
 from tests.factories import create_user
 from tests.support import bearer, wait_for
@@ -63,7 +63,7 @@ def test_analyze_and_vacuum_cover_the_hot_tables_and_report_through_the_api(admi
 
 def test_a_table_locked_by_someone_else_is_skipped_and_the_rest_vacuumed(admin, monkeypatch):
     monkeypatch.setattr(maintenance, "LOCK_TIMEOUT", "200ms")
-    from models.db import get_engine
+    from models.core.db import get_engine
 
     with get_engine().connect() as other:
         other.execute(text("LOCK TABLE recordings IN ACCESS EXCLUSIVE MODE"))  # e.g. a long migration

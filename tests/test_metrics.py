@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 import embedded
-from models import probes
-from models.db import get_engine
+from models.core import probes
+from models.core.db import get_engine
 from tests.factories import create_user
 from tests.support import SPA, login, stop_process_group, wait_for
 
@@ -203,7 +203,7 @@ def gunicorn_api(tmp_path):
 
 def test_two_gunicorn_workers_report_the_sum_of_their_counts(gunicorn_api):
     from api.metrics import http_counts
-    from models.kv import get_redis
+    from models.core.redis import get_redis
 
     base, multiproc = gunicorn_api
     assert not (multiproc / "counter_999999.db").exists()

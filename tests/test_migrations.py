@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import ast
 import os
-from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -12,8 +11,8 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from models import Base
-from models import migrate as migrations
-from models.db import sqlalchemy_url
+from models.core import migrate as migrations
+from models.core.db import sqlalchemy_url
 
 
 @pytest.fixture()
@@ -94,7 +93,7 @@ def test_login_unique_case_insensitively(db, make_user):
     db.rollback()
 
 
-VERSIONS = Path(migrations.__file__).parent / "migrations" / "versions"
+VERSIONS = migrations.MIGRATIONS_DIR / "versions"
 # What a revision may import of the project: the settings it is run with (BUSINESS_TZ), nothing else.
 PROJECT_PACKAGES = {"api", "tasks", "models", "beat", "storage", "embedded"}
 

@@ -21,10 +21,10 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from models import City, Request, RequestEvent, Transaction
-from models.errors import Invalid
-from models.lookups import RequestType, TransactionType
-from models.money import entered_amount
-from models.request_rules import apply_changes
+from models.core.errors import Invalid
+from models.directories.tables import RequestType, TransactionType
+from models.requests.money import entered_amount
+from models.requests.rules import apply_changes
 from settings import settings as app_settings
 from tests.factories import create_user, record_request
 from tests.support import SPA, login

@@ -1,4 +1,4 @@
-"""Live-state probes (models/probes.py) against the real PostgreSQL, Redis and Celery broker."""
+"""Live-state probes (models/core/probes.py) against the real PostgreSQL, Redis and Celery broker."""
 from __future__ import annotations
 
 import json
@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
-from models import probes
-from models.db import get_engine
-from models.kv import get_redis
+from models.core import probes
+from models.core.db import get_engine
+from models.core.redis import get_redis
 
 
 @pytest.fixture()

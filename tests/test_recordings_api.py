@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from models import Recording, Request
-from models.lookups import RequestType
-from models.timez import business_tz
+from models.core.business_time import business_tz
+from models.directories.tables import RequestType
 from tests.factories import create_user, make_campaign
 from tests.imap_server import imap_server_fixture, mailbox_settings, mango_mail, mp3_bytes, recording_name
 from tests.support import bearer, login, wait_for
@@ -143,7 +143,7 @@ def test_a_recording_whose_request_comes_later_is_linked_by_the_retry(
 
 
 def test_download_refusals(app, mailbox, committed):
-    from models.mailbox import import_lock
+    from models.recordings.mailbox import import_lock
     from tests.telephony_support import overridden
 
     admin = signed_in(app, "admin")

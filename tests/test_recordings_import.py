@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import select
 
 from models import Call, Recording, Request
-from models.recordings import MailboxState
-from models.timez import business_tz
+from models.core.business_time import business_tz
+from models.recordings.tables import MailboxState
 from tests.factories import create_user, make_campaign, make_request
 from tests.imap_server import (
     imap_server_fixture,
@@ -216,7 +216,7 @@ def test_uidvalidity_change_starts_over_without_duplicates(mailbox, committed, i
 
 
 def test_a_second_import_is_refused_while_one_holds_the_lock(mailbox, committed):
-    from models.mailbox import import_lock
+    from models.recordings.mailbox import import_lock
 
     mailbox.append([mango_mail([(recording_name(local(datetime.now(timezone.utc)), "79163330001", LINE),
                                  mp3_bytes(8000, 300))])])
@@ -325,7 +325,7 @@ def test_a_recording_forwarded_inside_another_mail_is_found(mailbox, committed):
 
 
 def test_recordings_of_a_deleted_request_go_back_to_the_inbox_and_keep_their_bytes(mailbox, committed):
-    from models.files import File
+    from models.files.tables import File
     from tasks.recordings import retry_unmatched
 
     city = make_campaign(LINE).city_id

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from models.recording_rules import BadName, attachment_filename, is_recording_name, parse_name
+from models.recordings.rules import BadName, attachment_filename, is_recording_name, parse_name
 
 NAME = "2025.07.15__11-03-07__79173250913__79923298774.mp3"
 
@@ -60,7 +60,7 @@ def test_names_decoded_from_raw_bodystructure_parameters():
 
 @pytest.mark.parametrize("encoding", ["base64", "quoted-printable", "8bit"])
 def test_transfer_encodings_are_undone_whatever_the_chunk_boundaries(encoding):
-    from models.mailbox import Decoder
+    from models.recordings.mailbox import Decoder
 
     data = random.Random(5).randbytes(50_000)
     if encoding == "base64":
@@ -81,7 +81,7 @@ def test_transfer_encodings_are_undone_whatever_the_chunk_boundaries(encoding):
 
 
 def test_a_burst_of_new_requests_asks_for_one_retry():
-    from models.kv import get_redis
+    from models.core.redis import get_redis
     from tasks.queue import MATCH_DEBOUNCE_KEY, MATCH_DEBOUNCE_SECONDS, match_recordings_soon
 
     asked = [match_recordings_soon() for _ in range(20)]

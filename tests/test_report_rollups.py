@@ -1,4 +1,4 @@
-"""The daily rollups behind the reports (models/rollups.py): exact after every kind of write, and every
+"""The daily rollups behind the reports (models/reports/rollups.py): exact after every kind of write, and every
 report the same whether it reads them or the tables."""
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import delete, select, text, update
 
-from models import AdvertisingCampaign, Request, RequestType, Transaction, TransactionType, User, reports, rollups
-from models.enums import REQUEST_STATUSES
-from models.timez import business_tz
+from models import AdvertisingCampaign, Request, RequestType, Transaction, TransactionType, User
+from models.core.business_time import business_tz
+from models.core.enums import REQUEST_STATUSES
+from models.reports import queries as reports
+from models.reports import rollups
 from tests.support import wait_for
 from tests.telephony_support import overridden
 

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from models import AdvertisingCampaign, Request, RequestType, Transaction, TransactionType
-from models.enums import REQUEST_STATUSES
-from models.timez import business_tz
+from models.core.business_time import business_tz
+from models.core.enums import REQUEST_STATUSES
 from tests.support import login
 
 RANGE = {"date_from": "2025-03-01", "date_to": "2025-03-31"}

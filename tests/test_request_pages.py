@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from models import AdvertisingCampaign, Direction, RequestEvent
-from models.lookups import RequestType
+from models.directories.tables import RequestType
 from tests.factories import create_user, record_request
 from tests.support import SPA, login
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from models import Request, RequestEvent, Transaction
-from models.lookups import RequestType
+from models.directories.tables import RequestType
 from tests.factories import create_user
 from tests.support import SPA, login
 

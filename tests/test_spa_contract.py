@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from models.lookups import RequestType, Role, TransactionType
+from models.directories.tables import RequestType, Role, TransactionType
 from tests.factories import TEST_PASSWORD
 from tests.support import SPA
 

@@ -212,7 +212,7 @@ def test_mango_api_answers_are_classified(configured, mango_api):
 
 def test_recording_refused_for_good_marks_its_event_failed(committed, configured, mango_api):
     """A permanent refusal is not retried: the announcement shows among the failed events, for replay."""
-    from models import telephony_rules as rules
+    from models.telephony import rules
     from tasks.recordings import download_mango
 
     _, payload = record_added("rec-refused", "deleted-in-the-cabinet")

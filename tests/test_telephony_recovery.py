@@ -71,7 +71,7 @@ class Stack:
         return worker
 
     def sweep(self) -> str:
-        done = subprocess.run([sys.executable, "-c", "from models.db import get_engine; get_engine(); "
+        done = subprocess.run([sys.executable, "-c", "from models.core.db import get_engine; get_engine(); "
                                "from tasks.telephony import sweep_once; print(sweep_once())"],
                               cwd=REPO, env=self.env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr[-2000:]

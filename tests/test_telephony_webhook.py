@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from api.telephony.webhook import allowed_networks
 from models import MangoEvent
-from models import telephony_rules as rules
+from models.telephony import rules
 from tests.factories import create_user
 from tests.support import SPA, login
 from tests.telephony_support import KEY, compact, form, incoming_answered, overridden, path_of, sign, signing
@@ -285,7 +285,7 @@ def test_queued_message_is_the_one_celery_would_send(monkeypatch):
 def test_database_down_is_a_503_not_a_500(client, db, signed, delivery, monkeypatch):
     from sqlalchemy.exc import OperationalError
 
-    from models.db import Session
+    from models.core.db import Session
 
     def down(*_args, **_kwargs):
         raise OperationalError("INSERT", {}, ConnectionError("server closed the connection"))

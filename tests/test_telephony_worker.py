@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import func, select, update
 
 from models import AdvertisingCampaign, Call, CallLeg, City, MangoEvent, Request, RequestEvent
-from models.lookups import RequestType
-from models.timez import now_utc
+from models.core.business_time import now_utc
+from models.directories.tables import RequestType
 from tests.factories import create_user, make_campaign
 from tests.support import SPA, login, wait_for
 from tests.telephony_support import (
@@ -307,7 +307,7 @@ def test_in_order_and_shuffled_twice_give_the_same_result(app, committed, celery
 
 def test_two_calls_of_one_phone_ending_at_once_make_one_request(committed, signed, campaign):
     """Two workers fold the summaries of two calls of the same phone at the same moment."""
-    from models import telephony_rules as rules
+    from models.telephony import rules
     from tasks.telephony import process_inbox_row
 
     t0 = recent()
@@ -323,7 +323,7 @@ def test_two_calls_of_one_phone_ending_at_once_make_one_request(committed, signe
     for event_id in ids:
         assert process_inbox_row(event_id) == "processed"
     summaries = committed.scalars(select(MangoEvent.id).where(MangoEvent.event_type == "summary")).all()
-    from models.db import Session
+    from models.core.db import Session
 
     barrier = threading.Barrier(2)
     results = []

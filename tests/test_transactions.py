@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from models import Request, RequestType, Session, Transaction, TransactionType
-from models.timez import today_local
+from models.core.business_time import today_local
 from tests.factories import make_transaction, seeded_id
 from tests.support import SPA
 

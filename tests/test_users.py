@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import select
 
 from models import Session
-from models.crm import Request
-from models.lookups import Role
-from models.users import User
+from models.directories.tables import Role
+from models.people.tables import User
+from models.requests.tables import Request
 from tests.factories import TEST_PASSWORD, make_request
 from tests.support import SPA, login
 

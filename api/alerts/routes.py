@@ -20,9 +20,9 @@ from api.extensions import Blueprint
 from api.listing import json_response, list_response
 from api.resources import deleted
 from api.security import roles_required
-from models.alert_rules import RULES, is_disabled
-from models.db import Session
-from models.ops import Alert, AlertSilence
+from models.core.db import Session
+from models.ops.alerts import RULES, is_disabled
+from models.ops.tables import Alert, AlertSilence
 from settings import settings
 
 blp = Blueprint("alerts", __name__, url_prefix="/api/alerts", description="Alerts, acknowledgements, silences")

@@ -5,8 +5,8 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from api.fields import Text
 from api.schemas import ListArgs, QuerySchema, RussianSchema, text_length
-from models.alert_rules import RULES
-from models.enums import ALERT_STATUSES
+from models.core.enums import ALERT_STATUSES
+from models.ops.alerts import RULES
 
 MAX_SILENCE_MINUTES = 7 * 24 * 60
 

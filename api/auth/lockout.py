@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 
-from models.kv import get_redis, key
+from models.core.redis import get_redis, key
 from settings import settings
 
 

@@ -14,10 +14,10 @@ from api.errors import ApiError
 from api.extensions import Blueprint
 from api.gate import limited
 from api.security import authenticate, client_ip, issue_token, login_required, revoke_session
-from models.db import Session
-from models.enums import ADMIN, MASTER
-from models.passwords import hash_password, needs_rehash, verify_password
-from models.users import User
+from models.core.db import Session
+from models.core.enums import ADMIN, MASTER
+from models.people.passwords import hash_password, needs_rehash, verify_password
+from models.people.tables import User
 from settings import settings
 
 blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Sign in and sessions")

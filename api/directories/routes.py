@@ -28,9 +28,9 @@ from api.listing import json_response, list_response
 from api.resources import commit_or_409, deleted, get_or_404
 from api.schemas import ListArgs
 from api.security import login_required, roles_required
-from models.crm import AdvertisingCampaign, Request, Transaction
-from models.db import Session
-from models.enums import (
+from models.cash.tables import Transaction
+from models.core.db import Session
+from models.core.enums import (
     MANAGER,
     REQUEST_TYPE_FIRST,
     REQUEST_TYPE_REPEAT,
@@ -38,10 +38,11 @@ from models.enums import (
     TRANSACTION_TYPE_EXPENSE,
     TRANSACTION_TYPE_INCOME,
 )
-from models.lookups import City, Direction, RequestType, Role, TransactionType
-from models.phones import normalize_phone
-from models.telephony import Call
-from models.users import User
+from models.core.phones import normalize_phone
+from models.directories.tables import AdvertisingCampaign, City, Direction, RequestType, Role, TransactionType
+from models.people.tables import User
+from models.requests.tables import Request
+from models.telephony.tables import Call
 
 blp = Blueprint("directories", __name__, url_prefix="/api",
                 description="Directories (cities, roles, types, directions) and advertising campaigns")

@@ -1,6 +1,6 @@
 """Uploaded documents: accepted at once (202), validated by a worker, served only to those allowed.
 
-Who may upload to what and who may read a file are the rules of models/file_rules.py, applied
+Who may upload to what and who may read a file are the rules of models/files/rules.py, applied
 before a byte of the body is read. The body is streamed into the quarantine under the kind's cap
 (storage/upload.py), a `pending` file and its job are committed, then `files.validate` is queued on
 the heavy queue. A file of something the user cannot see is simply not found; there is no public
@@ -22,10 +22,10 @@ from api.files.schemas import UPLOAD_BODY, FileOwnerQuery, FileSchema, UploadAcc
 from api.listing import json_response
 from api.resources import commit_or_409, get_or_404
 from api.security import login_required
-from models import jobs
-from models.db import Session
-from models.file_rules import VALIDATION_JOB_KIND, may_read, request_for_upload, transaction_for_upload
-from models.files import File
+from models.core.db import Session
+from models.files.rules import VALIDATION_JOB_KIND, may_read, request_for_upload, transaction_for_upload
+from models.files.tables import File
+from models.ops import jobs
 from storage import upload
 from storage.backend import get_storage
 from storage.kinds import KINDS, REQUEST, TRANSACTION, Kind, kinds_of

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema, fields, validate
 
-from models.base import MAX_INT4
+from models.core.base import MAX_INT4
 from storage.kinds import KINDS, OWNER_TYPES
 
 # OpenAPI request body of every upload (parsed by storage/upload.py, not by webargs: it streams).

@@ -9,8 +9,8 @@ from flask.views import MethodView
 from sqlalchemy import text
 
 from api.extensions import Blueprint
-from models.db import Session
-from models.kv import get_redis
+from models.core.db import Session
+from models.core.redis import get_redis
 from settings import settings
 
 blp = Blueprint("health", __name__, url_prefix="/api/health", description="Liveness and readiness")
@@ -48,7 +48,7 @@ def check_worker() -> str:
 
 
 def check_beat() -> str:
-    from models.probes import beat_heartbeat_age as heartbeat_age
+    from models.core.probes import beat_heartbeat_age as heartbeat_age
 
     age = heartbeat_age()
     if age is None:

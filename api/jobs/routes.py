@@ -10,9 +10,9 @@ from api.errors import ApiError
 from api.extensions import Blueprint
 from api.jobs.schemas import JobAcceptedSchema, JobSchema
 from api.security import login_required, roles_required
-from models.db import Session
-from models.enums import ADMIN, MANAGER
-from models.ops import Job
+from models.core.db import Session
+from models.core.enums import ADMIN, MANAGER
+from models.ops.tables import Job
 from tasks import queue
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/jobs", description="Background jobs")

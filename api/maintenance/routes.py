@@ -15,8 +15,8 @@ from api.extensions import Blueprint
 from api.jobs.schemas import JobAcceptedSchema
 from api.maintenance.schemas import MaintenanceReportSchema
 from api.security import roles_required
-from models.db import Session
-from models.ops import Job
+from models.core.db import Session
+from models.ops.tables import Job
 from tasks import queue
 
 blp = Blueprint("maintenance", __name__, url_prefix="/api/maintenance", description="Database maintenance")

@@ -25,16 +25,17 @@ from api.recordings.schemas import (
 )
 from api.resources import commit_or_409, get_or_404
 from api.security import login_required, roles_required
-from models import mailbox, recording_rules
-from models.base import MAX_INT8
-from models.crm import Request
-from models.db import Session
-from models.enums import MANAGER
-from models.ops import Job
-from models.phones import normalize_phone
-from models.recordings import Recording
-from models.scoping import requests_visible_to
-from models.timez import local_day_start
+from models.access import requests_visible_to
+from models.core.base import MAX_INT8
+from models.core.business_time import local_day_start
+from models.core.db import Session
+from models.core.enums import MANAGER
+from models.core.phones import normalize_phone
+from models.ops.tables import Job
+from models.recordings import mailbox
+from models.recordings import rules as recording_rules
+from models.recordings.tables import Recording
+from models.requests.tables import Request
 from settings import settings
 from storage.backend import get_storage
 from storage.paths import BadPath, PathNotFound

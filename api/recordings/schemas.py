@@ -5,7 +5,7 @@ from marshmallow import Schema, fields, validate
 
 from api.fields import LenientDate
 from api.schemas import Id, ListArgs, RussianSchema
-from models.enums import MATCH_STATUSES
+from models.core.enums import MATCH_STATUSES
 
 MAX_DAYS_BACK = 365
 

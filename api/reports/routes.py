@@ -17,9 +17,9 @@ from flask.views import MethodView
 from api.extensions import Blueprint
 from api.reports import schemas
 from api.security import require_city, roles_required
-from models import reports
-from models.enums import CALLCENTR, DIRECTOR, MANAGER
-from models.timez import to_local
+from models.core.business_time import to_local
+from models.core.enums import CALLCENTR, DIRECTOR, MANAGER
+from models.reports import queries as reports
 
 blp = Blueprint("reports", __name__, url_prefix="/api/reports",
                 description="Reports computed on the server (JSON, or CSV with format=csv)")

@@ -4,8 +4,8 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from api.fields import LenientDate, LocalDateTime, Money, OptionalId, Text
-from models.base import MAX_INT4
-from models.enums import REQUEST_STATUSES
+from models.core.base import MAX_INT4
+from models.core.enums import REQUEST_STATUSES
 
 DATE_ERROR = "Дата должна быть в формате ГГГГ-ММ-ДД"
 FORMATS = ("json", "csv")

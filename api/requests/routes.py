@@ -24,18 +24,18 @@ from api.requests.schemas import (
 from api.resources import commit_or_409, deleted, get_or_404
 from api.security import login_required, roles_required
 from api.sqljson import iso_local, iso_utc, json_object, json_record, nullable_object
-from models import request_rules
-from models.base import MAX_INT4
-from models.crm import AdvertisingCampaign, Request, RequestEvent
-from models.db import Precompiled, Session, int_array
-from models.enums import AVITOLOG, CALLCENTR, DIRECTOR, MANAGER
-from models.file_rules import FILE_PATH_FIELDS
-from models.files import File
-from models.lookups import City, Direction, RequestType
-from models.phones import normalize_phone
-from models.scoping import may_see_request, request_scope, request_scope_condition, requests_visible_to
-from models.timez import local_day_start, to_local
-from models.users import User
+from models.access import may_see_request, request_scope, request_scope_condition, requests_visible_to
+from models.core.base import MAX_INT4
+from models.core.business_time import local_day_start, to_local
+from models.core.db import Precompiled, Session, int_array
+from models.core.enums import AVITOLOG, CALLCENTR, DIRECTOR, MANAGER
+from models.core.phones import normalize_phone
+from models.directories.tables import AdvertisingCampaign, City, Direction, RequestType
+from models.files.rules import FILE_PATH_FIELDS
+from models.files.tables import File
+from models.people.tables import User
+from models.requests import rules as request_rules
+from models.requests.tables import Request, RequestEvent
 
 blp = Blueprint("requests", __name__, url_prefix="/api/requests", description="Requests (заявки)")
 

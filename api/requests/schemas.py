@@ -4,7 +4,7 @@ from __future__ import annotations
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from api.fields import LenientDate, LocalDateTime, Money, OptionalId, Phone, Text
-from models.enums import REQUEST_STATUSES
+from models.core.enums import REQUEST_STATUSES
 
 # The incoming-request pages send these English keys instead of the Russian statuses.
 LEGACY_STATUS_KEYS = {
@@ -42,7 +42,7 @@ class RequestWriteSchema(Schema):
     meeting_date = LocalDateTime()
     status = StatusField()
     master_notes = Text(validate=validate.Length(max=5000), allow_none=True)
-    # Entered amounts: 0 to MAX_REQUEST_AMOUNT, kopecks at most (models.money.entered_amount).
+    # Entered amounts: 0 to MAX_REQUEST_AMOUNT, kopecks at most (models.requests.money.entered_amount).
     result = Money(allow_none=True)
     expenses = Money(allow_none=True)
     net_amount = fields.Raw(load_only=True, allow_none=True, metadata={"description": "ignored: always computed"})

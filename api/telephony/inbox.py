@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine
 
-from models.db import Session, get_engine
+from models.core.db import Session, get_engine
 
 INSERT_EVENT = """
     INSERT INTO mango_events (dedupe_key, event_type, entry_id, payload, status, raw_body, last_error)

@@ -26,15 +26,16 @@ from api.telephony.schemas import (
     InboxQuerySchema,
     ReplaySchema,
 )
-from models.crm import AdvertisingCampaign, Request
-from models.db import Session
-from models.enums import ADMIN, CALLCENTR, DIRECTOR, MANAGER
-from models.phones import normalize_phone
-from models.recordings import Recording
-from models.scoping import requests_visible_to
-from models.telephony import Call, CallLeg, MangoEvent
-from models.timez import local_day_start
-from models.users import User
+from models.access import requests_visible_to
+from models.core.business_time import local_day_start
+from models.core.db import Session
+from models.core.enums import ADMIN, CALLCENTR, DIRECTOR, MANAGER
+from models.core.phones import normalize_phone
+from models.directories.tables import AdvertisingCampaign
+from models.people.tables import User
+from models.recordings.tables import Recording
+from models.requests.tables import Request
+from models.telephony.tables import Call, CallLeg, MangoEvent
 from tasks.queue import enqueue_inbox_event
 
 blp = Blueprint("calls", __name__, url_prefix="/api", description="Calls (Mango Office) and the webhook inbox")

@@ -5,7 +5,7 @@ from marshmallow import Schema, fields, validate
 
 from api.fields import LenientDate, OptionalId
 from api.schemas import FilterBool, ListArgs
-from models.enums import CALL_DIRECTIONS, INBOX_STATUSES
+from models.core.enums import CALL_DIRECTIONS, INBOX_STATUSES
 
 
 class CallQuerySchema(ListArgs):

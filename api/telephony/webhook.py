@@ -37,8 +37,8 @@ from api.errors import ApiError
 from api.extensions import Blueprint
 from api.listing import json_response
 from api.telephony.inbox import writer
-from models import telephony_rules as rules
-from models.db import Session
+from models.core.db import Session
+from models.telephony import rules
 from settings import settings
 from tasks.queue import enqueue_inbox_event
 

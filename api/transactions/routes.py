@@ -3,7 +3,7 @@
 Admins and managers work with every city; a director with their own (every city when their
 city_id is null); a master reads, and only reads, the rows of their own requests (the automatic
 incomes); nobody else touches the cash. The automatic income of a completed request is owned by
-the request and cannot be changed here. An amount's sign follows its type (models/cash_rules.py).
+the request and cannot be changed here. An amount's sign follows its type (models/cash/rules.py).
 """
 from __future__ import annotations
 
@@ -28,14 +28,14 @@ from api.transactions.schemas import (
     TransactionSchema,
     TransactionUpdateSchema,
 )
-from models import cash_rules
-from models.crm import Transaction
-from models.db import Precompiled, Session, int_array
-from models.enums import DIRECTOR, MANAGER, MASTER
-from models.files import File
-from models.lookups import City, TransactionType
-from models.scoping import city_condition, may_see_transaction, transactions_visible_to
-from models.timez import today_local
+from models.access import city_condition, may_see_transaction, transactions_visible_to
+from models.cash import rules as cash_rules
+from models.cash.tables import Transaction
+from models.core.business_time import today_local
+from models.core.db import Precompiled, Session, int_array
+from models.core.enums import DIRECTOR, MANAGER, MASTER
+from models.directories.tables import City, TransactionType
+from models.files.tables import File
 
 blp = Blueprint("transactions", __name__, url_prefix="/api/transactions", description="City cash book")
 

@@ -33,9 +33,8 @@ from api.users.schemas import (
     MasterWriteSchema,
     UserListArgs,
 )
-from models.crm import Request
-from models.db import Session
-from models.enums import (
+from models.core.db import Session
+from models.core.enums import (
     ADMIN,
     AVITOLOG,
     CALLCENTR,
@@ -45,10 +44,11 @@ from models.enums import (
     MASTER,
     STATUSES_ALLOWED_TO_SIGN_IN,
 )
-from models.lookups import City, Role
-from models.passwords import hash_password
-from models.phones import normalize_phone
-from models.users import User
+from models.core.phones import normalize_phone
+from models.directories.tables import City, Role
+from models.people.passwords import hash_password
+from models.people.tables import User
+from models.requests.tables import Request
 
 blp = Blueprint(
     "users", __name__, url_prefix="/api", description="People: masters, employees and administrators"

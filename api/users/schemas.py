@@ -8,8 +8,8 @@ from marshmallow import Schema, ValidationError, fields, pre_load, validate, val
 
 from api.fields import LenientDate, OptionalId, Phone, Text
 from api.listing import PageArgs
-from models.base import MAX_INT4
-from models.enums import ADMIN, AVITOLOG, CALLCENTR, DIRECTOR, MANAGER, USER_STATUSES
+from models.core.base import MAX_INT4
+from models.core.enums import ADMIN, AVITOLOG, CALLCENTR, DIRECTOR, MANAGER, USER_STATUSES
 
 EMPLOYEE_ROLES = (DIRECTOR, MANAGER, CALLCENTR, AVITOLOG)
 # `busy` is a master at work; `pending` is a new employee who may not sign in yet.

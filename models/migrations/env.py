@@ -5,7 +5,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 from models import Base
-from models.db import database_url, sqlalchemy_url
+from models.core.db import database_url, sqlalchemy_url
 
 config = context.config
 target_metadata = Base.metadata

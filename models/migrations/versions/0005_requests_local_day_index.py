@@ -24,7 +24,7 @@ depends_on = None
 
 
 def local_day_sql(column: str = "created_at") -> str:
-    """`column` as a BUSINESS_TZ date, the zone a literal: models.timez.local_day_sql as of this
+    """`column` as a BUSINESS_TZ date, the zone a literal: models.core.business_time.local_day_sql as of this
     revision, frozen here so that editing that module does not change this migration."""
     zone = ZoneInfo(settings.BUSINESS_TZ).key
     if not all(ch.isalnum() or ch in "/_+-" for ch in zone):

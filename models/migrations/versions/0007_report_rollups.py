@@ -1,4 +1,4 @@
-"""Daily rollups of requests and of the cash book, kept by triggers (models/rollups.py), and an index
+"""Daily rollups of requests and of the cash book, kept by triggers (models/reports/rollups.py), and an index
 for a master's last activity.
 
 Reports over long ranges read the rollups instead of every request: at 1,000,000 requests a 365-day
@@ -7,7 +7,7 @@ filled from the tables here, with the request days in BUSINESS_TZ as configured 
 `flask --app api rebuild-rollups` recomputes them (after a change of BUSINESS_TZ, reports read the
 requests table until then).
 
-The SQL below is the one models/rollups.py generated when this revision was written, frozen: this
+The SQL below is the one models/reports/rollups.py generated when this revision was written, frozen: this
 revision installs the same functions and triggers whatever that module becomes (a change of the
 rollups' SQL is a new migration).
 

@@ -20,12 +20,12 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from models.crm import RequestEvent
-from models.db import Session
-from models.files import File
-from models.phones import normalize_phone
-from models.recordings import Recording
-from models.timez import business_tz
+from models.core.business_time import business_tz
+from models.core.db import Session
+from models.core.phones import normalize_phone
+from models.files.tables import File
+from models.recordings.tables import Recording
+from models.requests.tables import RequestEvent
 from settings import settings
 from storage.kinds import AUDIO
 

@@ -6,8 +6,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, created_ts
-from models.enums import FILE_KINDS, FILE_STATUSES, sql_in
+from models.core.base import Base, created_ts
+from models.core.enums import FILE_KINDS, FILE_STATUSES, sql_in
 
 
 class File(Base):

@@ -12,7 +12,7 @@ import time
 import redis
 from sqlalchemy import text
 
-from models.kv import get_redis, key
+from models.core.redis import get_redis, key
 from settings import settings
 
 QUEUES = ("light", "heavy")
@@ -57,7 +57,7 @@ def broker_redis() -> redis.Redis:
     """The broker's Redis: the shared client when the broker is the application Redis."""
     global _broker
     import embedded
-    from models.kv import redis_url
+    from models.core.redis import redis_url
 
     url = embedded.resolve_redis_url(settings.broker_url)
     if url == redis_url():
@@ -106,7 +106,7 @@ def oldest_queued_age_seconds(queues: tuple[str, ...] = QUEUES) -> dict[str, flo
 
 
 def _scalar(sql: str):
-    from models.db import get_engine
+    from models.core.db import get_engine
 
     with get_engine().connect() as conn:
         return conn.execute(text(sql)).scalar()
@@ -156,7 +156,7 @@ def http_error_ratio(window_seconds: int = 300) -> tuple[int, int]:
 
 def db_connections() -> tuple[int, int]:
     """(client connections open on the server, max_connections). Idle connections hold a slot too."""
-    from models.db import get_engine
+    from models.core.db import get_engine
 
     with get_engine().connect() as conn:
         used = conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"))

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from sqlalchemy import ColumnElement, false, select, true
 
-from models.crm import Request, Transaction
-from models.enums import ADMIN, AVITOLOG, CALLCENTR, DIRECTOR, MANAGER, MASTER
-from models.users import User
+from models.cash.tables import Transaction
+from models.core.enums import ADMIN, AVITOLOG, CALLCENTR, DIRECTOR, MANAGER, MASTER
+from models.people.tables import User
+from models.requests.tables import Request
 
 
 def city_of(user: User) -> int | None:

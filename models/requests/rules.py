@@ -12,9 +12,10 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 
-from models.crm import AdvertisingCampaign, Request, RequestEvent, Transaction
-from models.db import Session
-from models.enums import (
+from models.cash.tables import Transaction
+from models.core.business_time import now_utc, to_local
+from models.core.db import Session
+from models.core.enums import (
     ADMIN,
     CALLCENTR,
     DIRECTOR,
@@ -26,12 +27,12 @@ from models.enums import (
     STATUS_DONE,
     TRANSACTION_TYPE_INCOME,
 )
-from models.errors import Forbidden, Invalid
-from models.lookups import City, Direction, RequestType, TransactionType
-from models.money import AMOUNT_LABELS, entered_amount, request_money, to_money
-from models.phones import normalize_phone
-from models.timez import now_utc, to_local
-from models.users import User
+from models.core.errors import Forbidden, Invalid
+from models.core.phones import normalize_phone
+from models.directories.tables import AdvertisingCampaign, City, Direction, RequestType, TransactionType
+from models.people.tables import User
+from models.requests.money import AMOUNT_LABELS, entered_amount, request_money, to_money
+from models.requests.tables import Request, RequestEvent
 
 # Fields recorded in the history, in the order they are compared.
 TRACKED_FIELDS = (

@@ -24,8 +24,8 @@ from decimal import Decimal
 from sqlalchemy import CheckConstraint, Date, Index, Integer, Numeric, SmallInteger, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base
-from models.timez import business_tz
+from models.core.base import Base
+from models.core.business_time import business_tz
 
 TOTAL, BY_MASTER, BY_CAMPAIGN, BY_OPERATOR = 0, 1, 2, 3
 ROLLUP_NUMERIC = Numeric(16, 2)

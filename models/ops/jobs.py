@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import update
 
-from models.db import Session, unit_of_work
-from models.ops import Job
+from models.core.db import Session, unit_of_work
+from models.ops.tables import Job
 
 UNFINISHED = ("queued", "running")
 

@@ -22,9 +22,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, or_, select
 
-from models.crm import AdvertisingCampaign, Request, Transaction
-from models.db import Session
-from models.enums import (
+from models.cash.tables import Transaction
+from models.core.db import Session
+from models.core.enums import (
     ADMIN,
     AVITOLOG,
     CALLCENTR,
@@ -40,11 +40,12 @@ from models.enums import (
     TRANSACTION_TYPE_EXPENSE,
     TRANSACTION_TYPE_INCOME,
 )
-from models.lookups import City, Direction, RequestType, Role, TransactionType
-from models.money import CENT, request_money
-from models.passwords import hash_password
-from models.phones import normalize_phone
-from models.users import User
+from models.core.phones import normalize_phone
+from models.directories.tables import AdvertisingCampaign, City, Direction, RequestType, Role, TransactionType
+from models.people.passwords import hash_password
+from models.people.tables import User
+from models.requests.money import CENT, request_money
+from models.requests.tables import Request
 from settings import settings
 
 DEMO_PASSWORD = "demo12345"  # nosec B105 # the demo accounts' documented password (development data)

@@ -28,14 +28,15 @@ from typing import Any, Iterable
 import orjson
 from sqlalchemy import select, text
 
-from models.crm import AdvertisingCampaign, Request
-from models.db import Session
-from models.enums import FINAL_STATUSES, REQUEST_TYPE_FIRST, REQUEST_TYPE_REPEAT, STATUS_NEW
-from models.phones import normalize_phone
-from models.recordings import Recording
-from models.request_rules import apply_changes
-from models.telephony import Call, CallLeg
-from models.timez import now_utc
+from models.core.business_time import now_utc
+from models.core.db import Session
+from models.core.enums import FINAL_STATUSES, REQUEST_TYPE_FIRST, REQUEST_TYPE_REPEAT, STATUS_NEW
+from models.core.phones import normalize_phone
+from models.directories.tables import AdvertisingCampaign
+from models.recordings.tables import Recording
+from models.requests.rules import apply_changes
+from models.requests.tables import Request
+from models.telephony.tables import Call, CallLeg
 from settings import settings
 
 CALL, SUMMARY, RECORDING, RECORD_ADDED, RECORD_TAGGED, DTMF, SMS = (

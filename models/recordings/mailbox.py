@@ -27,10 +27,10 @@ from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from models import recording_rules as rules
-from models.db import Session
-from models.kv import SingleFlight, get_redis, key
-from models.recordings import MailboxState
+from models.core.db import Session
+from models.core.redis import SingleFlight, get_redis, key
+from models.recordings import rules
+from models.recordings.tables import MailboxState
 from settings import settings
 
 IMPORT_JOB_KIND = "recordings.import"

@@ -1,48 +1,18 @@
-"""Campaigns, requests (заявки), their history, and the city cash book."""
+"""Requests (заявки) and their history."""
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    CheckConstraint,
-    Date,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    text,
-)
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
-from models.base import Base, created_ts, intpk, money, updated_ts
-from models.enums import REQUEST_STATUSES, STATUS_NEW, sql_in
-from models.lookups import City, Direction, RequestType, TransactionType
-from models.money import entered_amount
-from models.timez import local_day_sql
-from models.users import User
-
-
-class AdvertisingCampaign(Base):
-    __tablename__ = "advertising_campaigns"
-    __table_args__ = (
-        # A tracking line belongs to one active campaign, or calls could not be attributed.
-        Index("uq_advertising_campaigns_active_phone", "phone", unique=True, postgresql_where=text("is_active")),
-    )
-
-    id: Mapped[intpk]
-    city_id: Mapped[int] = mapped_column(ForeignKey("cities.id", ondelete="RESTRICT"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
-    phone_number: Mapped[str] = mapped_column(String(40))  # as typed, for display
-    phone: Mapped[str | None] = mapped_column(String(20), index=True)  # normalised, for matching
-    is_active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"), default=True)
-    created_at: Mapped[created_ts]
-    updated_at: Mapped[updated_ts]
-
-    city: Mapped[City] = relationship(lazy="joined")
+from models.core.base import Base, created_ts, intpk, money, updated_ts
+from models.core.business_time import local_day_sql
+from models.core.enums import REQUEST_STATUSES, STATUS_NEW, sql_in
+from models.directories.tables import AdvertisingCampaign, City, Direction, RequestType
+from models.people.tables import User
+from models.requests.money import entered_amount
 
 
 class Request(Base):
@@ -142,44 +112,3 @@ class RequestEvent(Base):
     new_value: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(20), server_default="api", default="api")  # api, mango, system
     created_at: Mapped[created_ts]
-
-
-class Transaction(Base):
-    """City cash book: income positive, expense negative; balance = Σ amount.
-
-    The sign follows the type's direction (`transaction_types.is_income`) whatever sign was written:
-    a trigger of the database sets it on every insert and update (models/cash_rules.py), so no path
-    can book an expense as income. A zero amount is refused."""
-
-    __tablename__ = "transactions"
-    __table_args__ = (
-        CheckConstraint("amount <> 0", name="amount_not_zero"),
-        Index("ix_transactions_city_id_specified_date", "city_id", text("specified_date DESC"), text("id DESC")),
-        Index("ix_transactions_specified_date", text("specified_date DESC"), text("id DESC")),
-        Index("ix_transactions_created_at", text("created_at DESC")),
-        # The cash report reads the amounts of a date range from here (an index-only scan).
-        Index("ix_transactions_specified_date_report", "specified_date",
-              postgresql_include=["city_id", "transaction_type_id", "amount"]),
-        # The income of a completed request exists at most once.
-        Index("uq_transactions_request_id", "request_id", unique=True,
-              postgresql_where=text("request_id IS NOT NULL")),
-    )
-
-    id: Mapped[intpk]
-    city_id: Mapped[int] = mapped_column(ForeignKey("cities.id", ondelete="RESTRICT"))
-    transaction_type_id: Mapped[int] = mapped_column(
-        ForeignKey("transaction_types.id", ondelete="RESTRICT"), index=True
-    )
-    amount: Mapped[money]
-    notes: Mapped[str | None] = mapped_column(Text)
-    specified_date: Mapped[date] = mapped_column(Date)
-    payment_reason: Mapped[str | None] = mapped_column(Text)
-    # Deleting the request removes its income row with it.
-    request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"))
-    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
-    created_at: Mapped[created_ts]
-    updated_at: Mapped[updated_ts]
-
-    city: Mapped[City] = relationship(lazy="joined")
-    transaction_type: Mapped[TransactionType] = relationship(lazy="joined")
-    request: Mapped[Request | None] = relationship()

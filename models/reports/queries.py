@@ -4,7 +4,7 @@ Each report is a few GROUP BY statements over indexed columns, with conditional 
 (`count(*) FILTER (WHERE status IN ...)`) or counts per (key, status), so its cost is a pass or
 three over the rows of the date range; Python only shapes the aggregate rows that come back.
 
-Every function takes the `Filters` and the reader's `Scope` (row visibility from models.scoping)
+Every function takes the `Filters` and the reader's `Scope` (row visibility from models.access)
 and returns plain dicts: counts as int, money as Decimal (kopecks), rates as float percentages
 with one decimal, days as dates.
 
@@ -13,7 +13,7 @@ Conventions shared by all reports:
   `specified_date`;
 - income = Σ positive amounts, expense = Σ of the negative amounts as a positive number,
   balance = income − expense;
-- status groups are models.enums.STATUS_GROUPS (completed = Готово).
+- status groups are models.core.enums.STATUS_GROUPS (completed = Готово).
 """
 from __future__ import annotations
 
@@ -25,13 +25,15 @@ from typing import Any, Iterable
 
 from sqlalchemy import ColumnElement, Date, and_, case, cast, func, literal_column, or_, select, tuple_
 
-from models.crm import AdvertisingCampaign, Request, Transaction
-from models.db import Session
-from models.enums import MASTER, REQUEST_STATUSES, STATUS_GROUPS, STATUS_NEW
-from models.lookups import City, Role, TransactionType
-from models.money import to_money
-from models.phones import normalize_phone
-from models.rollups import (
+from models.access import city_of, city_scope_condition, request_scope, request_scope_condition, transaction_scope
+from models.cash.tables import Transaction
+from models.core.business_time import business_tz, local_day_start, today_local
+from models.core.db import Session
+from models.core.enums import MASTER, REQUEST_STATUSES, STATUS_GROUPS, STATUS_NEW
+from models.core.phones import normalize_phone
+from models.directories.tables import AdvertisingCampaign, City, Role, TransactionType
+from models.people.tables import User
+from models.reports.rollups import (
     BY_CAMPAIGN,
     BY_MASTER,
     BY_OPERATOR,
@@ -40,12 +42,11 @@ from models.rollups import (
     TransactionDayStats,
     rollup_zone_matches,
 )
-from models.scoping import city_of, city_scope_condition, request_scope, request_scope_condition, transaction_scope
-from models.timez import business_tz, local_day_start, today_local
-from models.users import User
+from models.requests.money import to_money
+from models.requests.tables import Request
 
 GROUPS = tuple(STATUS_GROUPS)  # completed, in_progress, waiting, cancelled
-# Reports read the daily rollups where they can answer (models/rollups.py); off, every report reads
+# Reports read the daily rollups where they can answer (models/reports/rollups.py); off, every report reads
 # the tables (the reference the rollups are compared with in the tests).
 USE_ROLLUPS = True
 ZERO = Decimal("0.00")
@@ -63,7 +64,7 @@ class Filters:
 
 @dataclass(frozen=True)
 class Scope:
-    """What the reader may see, as models.scoping's shapes: which requests (`request_scope`: all,
+    """What the reader may see, as models.access's shapes: which requests (`request_scope`: all,
     a city, a master's own or none), which cash-book rows (`transaction_scope`: all, a city or none),
     and the one city they are held to (None for every city) for cities, masters and campaigns. The
     conditions on the tables and on the daily rollups are both derived from the shapes; the rollups
@@ -194,7 +195,7 @@ def _local_day(column):
 
 class Requests:
     """The requests a report counts: the requests table, or the daily rollup of one dimension
-    (models/rollups.py) when it can answer the same (a reader held to a city or to nothing, no text
+    (models/reports/rollups.py) when it can answer the same (a reader held to a city or to nothing, no text
     search, the rollup's days in BUSINESS_TZ). Either way the same labelled aggregates come out."""
 
     def __init__(self, filters: Filters, scope: Scope, dimension: int = TOTAL, *, narrowed: bool = False,

@@ -9,8 +9,8 @@ from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, created_ts
-from models.enums import ALERT_STATUSES, JOB_STATUSES, sql_in
+from models.core.base import Base, created_ts
+from models.core.enums import ALERT_STATUSES, JOB_STATUSES, sql_in
 
 
 class Job(Base):

@@ -6,8 +6,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, created_ts, updated_ts
-from models.enums import MATCH_STATUSES, sql_in
+from models.core.base import Base, created_ts, updated_ts
+from models.core.enums import MATCH_STATUSES, sql_in
 
 
 class Recording(Base):

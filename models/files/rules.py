@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from models.base import MAX_INT4
-from models.crm import Request, Transaction
-from models.db import Session
-from models.enums import ADMIN, CALLCENTR, DIRECTOR, FINAL_STATUSES, MANAGER, MASTER
-from models.errors import Forbidden, NotFound
-from models.files import File
-from models.scoping import city_of, may_see_request, requests_visible_to
-from models.users import User
+from models.access import city_of, may_see_request, requests_visible_to
+from models.cash.tables import Transaction
+from models.core.base import MAX_INT4
+from models.core.db import Session
+from models.core.enums import ADMIN, CALLCENTR, DIRECTOR, FINAL_STATUSES, MANAGER, MASTER
+from models.core.errors import Forbidden, NotFound
+from models.files.tables import File
+from models.people.tables import User
+from models.requests.tables import Request
 
 VALIDATION_JOB_KIND = "files.validate"  # the job of an upload, done by the heavy worker's files.validate
 # The request's columns that name its current file of a kind (the newest ready one).

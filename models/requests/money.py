@@ -4,7 +4,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from models.errors import Invalid
+from models.core.errors import Invalid
 from settings import settings
 
 CENT = Decimal("0.01")

@@ -10,9 +10,9 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
-from models.db import Session
-from models.errors import Invalid
-from models.lookups import TransactionType
+from models.core.db import Session
+from models.core.errors import Invalid
+from models.directories.tables import TransactionType
 
 
 def is_income_type(type_id: int) -> bool | None:

@@ -8,9 +8,9 @@ from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import mapped_column, relationship
 
-from models.base import Base, created_ts, intpk, updated_ts
-from models.enums import MASTER, STATUSES_ALLOWED_TO_SIGN_IN, USER_STATUSES, sql_in
-from models.lookups import City, Role
+from models.core.base import Base, created_ts, intpk, updated_ts
+from models.core.enums import MASTER, STATUSES_ALLOWED_TO_SIGN_IN, USER_STATUSES, sql_in
+from models.directories.tables import City, Role
 
 
 class User(Base):
@@ -68,7 +68,7 @@ Index("uq_users_login_lower", func.lower(User.login), unique=True)
 # deactivated user or a new role takes effect on the very next request.
 
 def user_generation_key(user_id: int) -> str:
-    from models.kv import key
+    from models.core.redis import key
 
     return key("user", "generation", str(user_id))
 
@@ -84,7 +84,7 @@ def _note_changed_users(session: OrmSession, _context) -> None:
 def _bump_user_generations(session: OrmSession) -> None:
     changed = session.info.pop("changed_users", None)
     if changed:
-        from models.kv import get_redis
+        from models.core.redis import get_redis
 
         pipe = get_redis().pipeline(transaction=False)
         for user_id in changed:

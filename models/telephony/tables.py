@@ -8,8 +8,8 @@ from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Index, 
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import Base, created_ts, updated_ts
-from models.enums import CALL_DIRECTIONS, INBOX_STATUSES, sql_in
+from models.core.base import Base, created_ts, updated_ts
+from models.core.enums import CALL_DIRECTIONS, INBOX_STATUSES, sql_in
 
 
 class MangoEvent(Base):

@@ -1,0 +1,1 @@
+"""The city cash book: its table and the rule that an amount's sign follows its type."""

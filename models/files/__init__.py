@@ -1,0 +1,1 @@
+"""Uploaded documents: their table and who may upload or read them."""

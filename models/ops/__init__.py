@@ -1,0 +1,1 @@
+"""Operations: jobs, alerts and their rules."""

@@ -1,0 +1,1 @@
+"""The reports' queries and the daily rollups they read."""

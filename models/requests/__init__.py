@@ -1,0 +1,1 @@
+"""Requests (заявки): their tables, the money of a request, and the rules every change goes through."""

@@ -1,0 +1,1 @@
+"""Demo data for a new installation (not domain rules)."""
