@@ -58,6 +58,26 @@ def stop_process_group(process, timeout: float = 30.0) -> None:
         process.wait(timeout=10)
 
 
+def at_once(*calls: Callable[[], object], timeout: float = 30.0) -> list:
+    """Run the calls at the same moment, each on a thread of its own (a barrier releases them
+    together), and return their results in the order given."""
+    import threading
+
+    barrier = threading.Barrier(len(calls))
+    results: list = [None] * len(calls)
+
+    def run(index: int, call: Callable[[], object]) -> None:
+        barrier.wait()
+        results[index] = call()
+
+    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    return results
+
+
 def still_running(processes, timeout: float = 10.0) -> list:
     """Those of `processes` (psutil.Process) still running after up to `timeout` seconds. A zombie
     has ended: whoever adopted it (init) collects its exit status in its own time."""

@@ -11,7 +11,6 @@ writes through, and the database itself.
 """
 from __future__ import annotations
 
-import threading
 from decimal import Decimal
 
 import pytest
@@ -27,7 +26,7 @@ from models.requests.money import entered_amount
 from models.requests.rules import apply_changes
 from settings import settings as app_settings
 from tests.factories import create_user, record_request
-from tests.support import SPA, login
+from tests.support import SPA, at_once, login
 
 MAX = app_settings.MAX_REQUEST_AMOUNT
 
@@ -252,19 +251,9 @@ def test_two_masters_racing_to_finish_a_request_book_one_income(app, committed):
     clients = [app.test_client(), app.test_client()]
     for c in clients:
         login(c, master)
-    barrier = threading.Barrier(2)
-    statuses = []
-
-    def finish(c):
-        barrier.wait()
-        statuses.append(put(c, rid, {"status": "Готово", "result": "3000", "expenses": "0"}).status_code)
-
-    threads = [threading.Thread(target=finish, args=(c,)) for c in clients]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert statuses == [200, 200]
+    body = {"status": "Готово", "result": "3000", "expenses": "0"}
+    responses = at_once(*(lambda c=c: put(c, rid, body) for c in clients))  # c bound now, not at the call
+    assert [response.status_code for response in responses] == [200, 200]
     committed.remove()
     rows = committed.scalars(select(Transaction.amount).where(Transaction.request_id == rid)).all()
     assert rows == [Decimal("1500.00")]

@@ -1,7 +1,6 @@
 """Requests: the SPA's bodies, filters, server-side money, income on Готово, history, locking, roles."""
 from __future__ import annotations
 
-import threading
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -11,7 +10,7 @@ from sqlalchemy import func, select
 from models import Request, RequestEvent, Transaction
 from models.directories.tables import RequestType
 from tests.factories import create_user
-from tests.support import SPA, login
+from tests.support import SPA, at_once, login
 
 
 @pytest.fixture()
@@ -161,20 +160,12 @@ def test_concurrent_saves_leave_exactly_one_income(app, committed):
     for c in clients:
         login(c, operator)
     rid = create(clients[0], city_id=city.id)["id"]
-    barrier = threading.Barrier(2)
-    statuses = []
 
-    def save(c, amount):
-        barrier.wait()
-        statuses.append(c.put(f"/api/requests/{rid}", json={"status": "Готово", "result": amount},
-                              headers=SPA).status_code)
+    def saving(c, amount):
+        return lambda: c.put(f"/api/requests/{rid}", json={"status": "Готово", "result": amount}, headers=SPA)
 
-    threads = [threading.Thread(target=save, args=(c, amount)) for c, amount in zip(clients, (1000, 3000))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert statuses == [200, 200]
+    responses = at_once(*(saving(c, amount) for c, amount in zip(clients, (1000, 3000))))
+    assert [response.status_code for response in responses] == [200, 200]
     committed.remove()
     count, amount = committed.execute(
         select(func.count(), func.max(Transaction.amount)).where(Transaction.request_id == rid)).one()
