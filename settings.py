@@ -229,10 +229,6 @@ class Settings:
         return self.APP_ENV == "production"
 
     @property
-    def is_test(self) -> bool:
-        return self.APP_ENV == "test"
-
-    @property
     def broker_url(self) -> str | None:
         return self.CELERY_BROKER_URL or self.REDIS_URL
 
