@@ -135,6 +135,7 @@ class Settings:
     RATE_LIMIT_PER_USER: str = setting("600 per minute", group="web", doc="API calls per signed-in user")
     RATE_LIMIT_LOGIN: str = setting("30 per minute", group="web", doc="login attempts per client IP")
     MAX_REQUEST_MB: int = setting(60, group="web", doc="largest request body the API reads")
+    MAX_JSON_MB: int = setting(1, group="web", doc="largest JSON body the API parses (uploads: MAX_UPLOAD_MB)")
 
     # money
     MASTER_SHARE: Decimal = setting(Decimal("0.5"), group="money")

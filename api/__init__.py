@@ -9,11 +9,18 @@ from typing import Any
 from flask import Flask
 from flask.sessions import SessionInterface
 
+from api.guards import JSONProvider
 from settings import settings
 
 
+class App(Flask):
+    """Flask, whose JSON provider answers JSON nested too deeply as a malformed body (400)."""
+
+    json_provider_class = JSONProvider
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    app = Flask(__name__)
+    app = App(__name__)
     register_config(app, config)
     register_logging(app)
     register_database(app)
@@ -165,6 +172,7 @@ def register_errors(app: Flask) -> None:
 def register_middleware(app: Flask) -> None:
     from werkzeug.middleware.proxy_fix import ProxyFix
 
+    from api.guards import init_guards
     from api.middleware import PathNormalizer, RequestContext, init_request_logging
 
     if settings.TRUSTED_PROXIES:
@@ -173,6 +181,7 @@ def register_middleware(app: Flask) -> None:
     app.wsgi_app = PathNormalizer(app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = RequestContext(app.wsgi_app)  # type: ignore[method-assign]
     init_request_logging(app)
+    init_guards(app)
 
 
 def register_metrics(app: Flask) -> None:

@@ -1,11 +1,14 @@
 """Flask extensions, created unbound here and initialised by the app factory."""
 from __future__ import annotations
 
+import json
+
 import flask_smorest
 from flask import Flask
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
 from flask_smorest import Api
+from webargs.flaskparser import FlaskParser
 
 from settings import settings
 
@@ -19,9 +22,22 @@ class LeadlineApi(Api):
         return http_error_response(error)
 
 
+class ArgumentsParser(FlaskParser):
+    """webargs' parser, with JSON nested deeper than Python's parser can follow answered as the
+    malformed body it is (400) instead of a RecursionError (500)."""
+
+    def _raw_load_json(self, req):
+        try:
+            return super()._raw_load_json(req)
+        except RecursionError:
+            self._handle_invalid_json_error(json.JSONDecodeError("nested too deeply", "", 0), req)
+
+
 class Blueprint(flask_smorest.Blueprint):
     """The blueprint every API module uses: a schema class given to `arguments` is instantiated once,
     here. Given the class, webargs would build a new schema (and deep-copy its fields) on every call."""
+
+    ARGUMENTS_PARSER = ArgumentsParser()
 
     def arguments(self, schema, *args, **kwargs):
         if isinstance(schema, type):
