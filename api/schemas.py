@@ -13,6 +13,7 @@ from api.errors import ApiError
 from api.fields import BlankIsNone, OptionalId, Text
 from api.listing import MAX_PAGE_SIZE, PageArgs
 from models.core.base import MAX_INT4
+from models.people.passwords import password_problem
 
 
 def _first_message(messages: Any) -> str:
@@ -75,6 +76,18 @@ def text_length(max_length: int, *, min_length: int = 0, error: str | None = Non
             raise ValidationError(message)
 
     return check
+
+
+def good_password(value: str) -> None:
+    """The password policy (models/people/passwords.py), its reason in Russian."""
+    problem = password_problem(value)
+    if problem:
+        raise ValidationError(problem)
+
+
+def password_field(**kwargs) -> fields.String:
+    """A new password: write-only, held to the policy."""
+    return fields.String(load_only=True, validate=good_password, **kwargs)
 
 
 class NonBlankText(Text):

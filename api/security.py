@@ -2,8 +2,12 @@
 
 Sessions are JWTs carried in an httpOnly cookie (the SPA) or an `Authorization: Bearer` header.
 Each token carries a session id (`sid`); logout revokes the session in Redis, so every token of
-that session (including silently extended ones) stops working at once. A token is re-issued while
-it is used, up to SESSION_MAX_HOURS after sign-in, so nobody is logged out in the middle of a shift.
+that session (including silently extended ones) stops working at once. Each token also carries the
+user's session epoch (`ep`, models/people/tables.py): a new password, role or city, or losing the right
+to sign in moves the epoch and so ends every session of the user; the epoch is read from the user row
+the gate's round trip already keeps fresh (its generation), so the check costs no further round trip.
+A token is re-issued while it is used, up to SESSION_MAX_HOURS after sign-in, so nobody is logged out
+in the middle of a shift.
 """
 from __future__ import annotations
 
@@ -64,6 +68,7 @@ def issue_token(user: User, *, sid: str | None = None, started_at: int | None = 
             "sid": sid or secrets.token_urlsafe(16),
             "sst": started_at,
             "role": user.role_name,
+            "ep": user.session_epoch or 0,
         },
         expires_delta=timedelta(seconds=max(lifetime, 1)),
     )
@@ -130,10 +135,17 @@ def _token_user(claims: dict, generation: str | None) -> User | None:
     return user
 
 
+def renew_current_session() -> None:
+    """Re-issue this call's token under the user's current epoch when the call succeeds: the user
+    changed their own password, which ends their other sessions but not the one they are using."""
+    g.renew_session = True
+
+
 def init_session_extension(app: Flask) -> None:
     @app.after_request
     def extend_session(response: Response) -> Response:
-        """Re-issue a token that has used half its idle lifetime, while the user keeps working."""
+        """Re-issue a token that has used half its idle lifetime, while the user keeps working (or
+        at once, under the new epoch, when renew_current_session() asked for it)."""
         user = g.get("current_user")
         if user is None or response.status_code >= 400 or g.get("session_ended"):
             return response
@@ -142,10 +154,12 @@ def init_session_extension(app: Flask) -> None:
         except RuntimeError:
             return response
         remaining = claims["exp"] - time.time()
-        if remaining > settings.SESSION_IDLE_MINUTES * 60 / 2:
+        if g.get("renew_session"):
+            Session.refresh(user)  # the epoch the call committed
+        elif remaining > settings.SESSION_IDLE_MINUTES * 60 / 2:
             return response
         hard_end = claims.get("sst", 0) + settings.SESSION_MAX_HOURS * 3600
-        if hard_end - time.time() <= remaining:
+        if hard_end - time.time() <= remaining and not g.get("renew_session"):
             return response  # the session cannot be extended past its hard end
         token = issue_token(user, sid=claims["sid"], started_at=claims["sst"])
         if get_jwt_request_location() == "cookies":
@@ -208,6 +222,8 @@ def authenticate() -> User:
     user = _token_user(state.claims, state.generation)
     if user is None:
         raise ApiError(401, "Пользователь не найден или отключён", code="user_inactive")
+    if state.claims.get("ep", 0) != (user.session_epoch or 0):
+        raise ApiError(401, "Сессия завершена, войдите снова", code="token_revoked")
     # What flask-jwt-extended's helpers read (get_jwt, get_jwt_request_location).
     g._jwt_extended_jwt_user = {"loaded_user": user}
     g._jwt_extended_jwt_header = state.header

@@ -96,7 +96,7 @@ def test_16_15_campaign_create_and_list(spa):
 def _master(spa, **extra):
     c, city = spa["client"], spa["city"]
     body = {"city_id": city.id, "full_name": "Петров Пётр", "phone_number": "+7 912 000-00-01", "login": "petrov",
-            "password": "secret1", "birth_date": "", "passport": "", "chat_id": "", "notes": "", "status": "active"}
+            "password": "Sekret-Pine-71", "birth_date": "", "passport": "", "chat_id": "", "notes": "", "status": "active"}
     body.update(extra)
     response = c.post("/api/users/masters/", json=body, headers=SPA)
     assert response.status_code in (200, 201), response.json
@@ -133,7 +133,7 @@ def test_34_36_41_employees_and_deletes_from_users_page(spa, db):
     role_id = db.scalar(select(Role.id).where(Role.name == "callcentr"))
     created = c.post("/api/users/employees/", headers=SPA, json={
         "city_id": city.id, "role_id": role_id, "name": "Оператор", "status": "pending", "login": "op1",
-        "password": "secret1", "notes": ""})
+        "password": "Sekret-Pine-71", "notes": ""})
     assert created.status_code in (200, 201), created.json
     refused = c.delete(f"/api/users/administrators/{spa['admin'].id}", headers=SPA)
     assert refused.status_code == 409 and isinstance(refused.json["detail"], str)  # yourself: shown in a toast

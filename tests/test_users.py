@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from models import Session
 from models.directories.tables import Role
+from models.people.passwords import hash_password
 from models.people.tables import User
 from models.requests.tables import Request
 from tests.factories import TEST_PASSWORD, make_request
@@ -85,7 +86,7 @@ def master_body(city_id, login="master_new", **overrides):
         "full_name": "Иван Мастеров",
         "phone_number": "+7 (912) 345-67-89",
         "login": login,
-        "password": "secret1",
+        "password": "Sekret-Pine-71",
         "birth_date": "",
         "passport": "",
         "chat_id": "",
@@ -153,7 +154,7 @@ def test_create_master_full_body_and_default_status(as_user, make_user, make_cit
 def test_new_master_can_sign_in(app, as_user, admin, make_city):
     city = make_city()
     assert as_user(admin).post("/api/users/masters", json=master_body(city.id, login="Novikov")).status_code == 201
-    response = app.test_client().post("/api/auth/login", json={"login": "novikov", "password": "secret1"})
+    response = app.test_client().post("/api/auth/login", json={"login": "novikov", "password": "Sekret-Pine-71"})
     assert response.status_code == 200
     assert response.json["role"] == "master" and response.json["city_id"] == city.id
 
@@ -359,7 +360,7 @@ def test_login_is_unique_across_all_roles_whatever_the_case(as_user, admin, make
     body = assert_error(caller.post("/api/users/masters", json=master_body(city.id, login="petrov")), 409,
                         "login_taken")
     assert body["detail"] == "Логин уже занят"
-    employee = {"role_id": role_id("manager"), "name": "Петров 2", "login": "PETROV", "password": "secret1"}
+    employee = {"role_id": role_id("manager"), "name": "Петров 2", "login": "PETROV", "password": "Sekret-Pine-71"}
     assert_error(caller.post("/api/users/employees", json=employee), 409, "login_taken")
     administrator = {"name": "Петров 3", "login": "pEtRoV", "password": "long-secret"}
     assert_error(caller.post("/api/users/administrators", json=administrator), 409, "login_taken")
@@ -434,7 +435,7 @@ def employee_body(role, city_id=None, login="employee_new", **overrides):
         "name": "Анна Офисная",
         "status": "pending",
         "login": login,
-        "password": "secret1",
+        "password": "Sekret-Pine-71",
         "notes": "",
     }
     body.update(overrides)
@@ -464,7 +465,7 @@ def test_director_without_city_sees_every_city(as_user, admin, make_city, make_u
     response = as_user(admin).post("/api/users/employees", json=body)
     assert response.status_code == 201 and response.json["city_id"] is None and response.json["city"] is None
     director = Session.get(User, response.json["id"])
-    listed = as_user(director, "secret1").get("/api/users/masters")
+    listed = as_user(director, "Sekret-Pine-71").get("/api/users/masters")
     assert {master_a.id, master_b.id} <= set(ids(listed))
 
 
@@ -503,12 +504,12 @@ def test_update_employee(app, as_user, make_user, make_city):
     response = caller.put(
         f"/api/users/employees/{employee.id}",
         json={"full_name": "Новое", "role_id": role_id("director"), "city_id": city.id, "status": "active",
-              "password": "changed1"},
+              "password": "Changed-Fern-38"},
     )
     assert response.status_code == 200, response.json
     assert response.json["name"] == response.json["full_name"] == "Новое"
     assert response.json["role"]["name"] == "director" and response.json["city_id"] == city.id
-    signed_in = app.test_client().post("/api/auth/login", json={"login": employee.login, "password": "changed1"})
+    signed_in = app.test_client().post("/api/auth/login", json={"login": employee.login, "password": "Changed-Fern-38"})
     assert signed_in.status_code == 200 and signed_in.json["role"] == "director"
 
     partial = caller.put(f"/api/users/employees/{employee.id}", json={"notes": "ночные смены"})
@@ -576,7 +577,7 @@ def test_administrator_validation(as_user, admin):
     caller = as_user(admin)
     short = caller.post("/api/users/administrators", json={"name": "А", "login": "a1", "password": "1234567"})
     assert "password" in assert_error(short, 422, "validation_error")["errors"]
-    wrong_role = {"name": "А", "login": "a1", "password": "12345678", "role_id": role_id("director")}
+    wrong_role = {"name": "А", "login": "a1", "password": "Sekret-Pine-71", "role_id": role_id("director")}
     assert_error(caller.post("/api/users/administrators", json=wrong_role), 422, "invalid_role")
     missing = assert_error(caller.post("/api/users/administrators", json={}), 422, "validation_error")
     assert {"name", "login", "password"} <= set(missing["errors"])
@@ -635,6 +636,32 @@ def test_administrator_password_change(app, as_user, admin, make_user):
                  "validation_error")
     assert caller.put(f"/api/users/administrators/{other.id}", json={"password": "brand-new-pass"}).status_code == 200
     response = app.test_client().post("/api/auth/login", json={"login": other.login, "password": "brand-new-pass"})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("password, reason", [
+    ("Kx9!mv2L", "не менее 10 символов"),  # 8: accepted before the policy
+    ("password2026", "распространён"),
+    ("Qwerty123456", "распространён"),
+    ("iloveyou1234", "распространён"),
+    ("1234567890", "слишком простой"),
+    ("zzzzzzzzzzzz", "слишком простой"),
+])
+@pytest.mark.parametrize("path", ["masters", "employees", "administrators"])
+def test_weak_passwords_refused_with_the_reason(as_user, admin, make_user, make_city, path, password, reason):
+    target = make_user({"masters": "master", "employees": "manager", "administrators": "admin"}[path],
+                       city_id=make_city().id if path == "masters" else None)
+    response = as_user(admin).put(f"/api/users/{path}/{target.id}", json={"password": password})
+    body = assert_error(response, 422, "validation_error")
+    assert reason in body["errors"]["password"][0] and reason in body["detail"]
+
+
+def test_a_password_set_before_the_policy_keeps_working(app, db, make_user):
+    """Existing shorter passwords sign in until they are changed."""
+    user = make_user("callcentr")
+    user.password_hash = hash_password("abc123")
+    db.commit()
+    response = app.test_client().post("/api/auth/login", json={"login": user.login, "password": "abc123"})
     assert response.status_code == 200
 
 
@@ -755,6 +782,6 @@ def test_no_endpoint_returns_secrets(as_user, admin, make_user, make_city):
     ]
     for path in paths:
         assert caller.get(path).status_code == 200
-    assert caller.put(f"/api/users/masters/{master.id}", json={"password": "another1"}).status_code == 200
-    assert caller.put(f"/api/users/employees/{employee.id}", json={"password": "another1"}).status_code == 200
+    assert caller.put(f"/api/users/masters/{master.id}", json={"password": "Another-Fern-39"}).status_code == 200
+    assert caller.put(f"/api/users/employees/{employee.id}", json={"password": "Another-Fern-39"}).status_code == 200
     assert caller.put(f"/api/users/administrators/{admin.id}", json={"notes": "n"}).status_code == 200

@@ -9,11 +9,11 @@ from flask_jwt_extended import get_jwt, set_access_cookies, unset_jwt_cookies
 from sqlalchemy import func, select
 
 from api.auth import lockout
-from api.auth.schemas import LoginResultSchema, LoginSchema, MeSchema, MessageSchema
+from api.auth.schemas import LoginResultSchema, LoginSchema, MeSchema, MessageSchema, PasswordChangeSchema
 from api.errors import ApiError
 from api.extensions import Blueprint
 from api.gate import limited
-from api.security import authenticate, client_ip, issue_token, login_required, revoke_session
+from api.security import authenticate, client_ip, issue_token, login_required, renew_current_session, revoke_session
 from models.core.db import Session
 from models.core.enums import ADMIN, MASTER
 from models.people.passwords import hash_password, needs_rehash, verify_password
@@ -123,3 +123,26 @@ class Me(MethodView):
             "role": user.role_name,
             "city_id": user.city_id,
         }
+
+
+@blp.route("/password")
+class PasswordChange(MethodView):
+    decorators = [limited("password", lambda: settings.RATE_LIMIT_LOGIN)]
+
+    @login_required
+    @blp.arguments(PasswordChangeSchema)
+    @blp.response(200, MessageSchema)
+    @blp.alt_response(403, description="The current password is wrong")
+    def post(self, body):
+        """Change your own password: every other session of yours ends, this one goes on (re-issued)."""
+        user = g.current_user
+        if not verify_password(user.password_hash, body["current_password"]):
+            raise ApiError(403, "Неверный текущий пароль", code="invalid_credentials",
+                           errors={"current_password": ["Неверный текущий пароль"]})
+        if verify_password(user.password_hash, body["new_password"]):
+            raise ApiError(422, "Новый пароль совпадает с текущим", code="validation_error",
+                           errors={"new_password": ["Новый пароль совпадает с текущим"]})
+        user.set_password(body["new_password"])
+        Session.commit()
+        renew_current_session()
+        return {"message": "Пароль изменён"}

@@ -18,7 +18,7 @@ from api.errors import ApiError
 from api.extensions import Blueprint
 from api.listing import json_response, list_response
 from api.resources import commit_or_409, deleted, get_or_404
-from api.security import city_scope, current_user, login_required, require_city, roles_required
+from api.security import city_scope, current_user, login_required, renew_current_session, require_city, roles_required
 from api.users.schemas import (
     EMPLOYEE_ROLES,
     AdministratorCreateSchema,
@@ -46,7 +46,6 @@ from models.core.enums import (
 )
 from models.core.phones import normalize_phone
 from models.directories.tables import City, Role
-from models.people.passwords import hash_password
 from models.people.tables import User
 from models.requests.tables import Request
 
@@ -297,7 +296,9 @@ def apply_fields(user: User, body: dict) -> None:
         user.phone_number = body["phone_number"]
         user.phone = normalize_phone(body["phone_number"])
     if "password" in body:
-        user.password_hash = hash_password(body["password"])
+        user.set_password(body["password"])
+        if user.id is not None and user.id == current_user().id:
+            renew_current_session()  # their other sessions end, the one in use goes on
 
 
 def save() -> None:

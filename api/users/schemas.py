@@ -8,6 +8,7 @@ from marshmallow import Schema, ValidationError, fields, pre_load, validate, val
 
 from api.fields import LenientDate, OptionalId, Phone, Text
 from api.listing import PageArgs
+from api.schemas import password_field
 from models.core.base import MAX_INT4
 from models.core.enums import ADMIN, AVITOLOG, CALLCENTR, DIRECTOR, MANAGER, USER_STATUSES
 
@@ -17,9 +18,6 @@ MASTER_STATUSES = ("active", "inactive", "busy", "suspended")
 EMPLOYEE_STATUSES = ("active", "inactive", "pending", "suspended")
 ADMIN_STATUSES = EMPLOYEE_STATUSES
 
-MIN_PASSWORD = 6
-MIN_ADMIN_PASSWORD = 8
-MAX_PASSWORD = 256
 MAX_NOTES = 5000
 # PostgreSQL text cannot hold NUL, and lone surrogates cannot be encoded: refuse them up front.
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -66,16 +64,6 @@ class Login(fields.String):
         return text
 
 
-def password_field(minimum: int, **kwargs) -> fields.String:
-    return fields.String(
-        load_only=True,
-        validate=validate.Length(
-            min=minimum, max=MAX_PASSWORD, error=f"Пароль: от {minimum} до {MAX_PASSWORD} символов"
-        ),
-        **kwargs,
-    )
-
-
 class RussianSchema(Schema):
     """Field messages in Russian: the SPA shows them as they are."""
 
@@ -120,7 +108,7 @@ class MasterWriteSchema(RussianSchema):
     full_name = NonEmptyText(validate=too_long(200))
     phone_number = Phone(validate=too_long(40))
     login = Login(validate=too_long(100))
-    password = password_field(MIN_PASSWORD)
+    password = password_field()
     birth_date = LenientDate()
     passport = Text(allow_none=True, validate=too_long(40))
     chat_id = Text(allow_none=True, validate=too_long(100))
@@ -140,7 +128,7 @@ class MasterCreateSchema(MasterWriteSchema):
     full_name = NonEmptyText(required=True, validate=too_long(200))
     phone_number = Phone(required=True, validate=too_long(40))
     login = Login(required=True, validate=too_long(100))
-    password = password_field(MIN_PASSWORD, required=True)
+    password = password_field(required=True)
     status = fields.String(load_default="active", validate=one_of(MASTER_STATUSES))
 
 
@@ -153,7 +141,7 @@ class StaffWriteSchema(RussianSchema):
     full_name = NonEmptyText(validate=too_long(200))
     role_id = OptionalId(validate=valid_id)
     login = Login(validate=too_long(100))
-    password = password_field(MIN_PASSWORD)
+    password = password_field()
     notes = Text(allow_none=True, validate=too_long(MAX_NOTES))
 
     @validates_schema
@@ -178,7 +166,7 @@ class EmployeeCreateSchema(EmployeeWriteSchema):
 
     role_id = OptionalId(required=True, validate=valid_id)
     login = Login(required=True, validate=too_long(100))
-    password = password_field(MIN_PASSWORD, required=True)
+    password = password_field(required=True)
     status = fields.String(load_default="active", validate=one_of(EMPLOYEE_STATUSES))
 
     @validates_schema(skip_on_field_errors=False)
@@ -188,13 +176,13 @@ class EmployeeCreateSchema(EmployeeWriteSchema):
 
 
 class AdministratorWriteSchema(StaffWriteSchema):
-    password = password_field(MIN_ADMIN_PASSWORD)
+    password = password_field()
     status = fields.String(validate=one_of(ADMIN_STATUSES))
 
 
 class AdministratorCreateSchema(AdministratorWriteSchema):
     login = Login(required=True, validate=too_long(100))
-    password = password_field(MIN_ADMIN_PASSWORD, required=True)
+    password = password_field(required=True)
     status = fields.String(load_default="active", validate=one_of(ADMIN_STATUSES))
 
     @validates_schema(skip_on_field_errors=False)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, String, Text, event, func
+from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, String, Text, event, func, inspect
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import mapped_column, relationship
@@ -36,6 +36,8 @@ class User(Base):
     chat_id: Mapped[str | None] = mapped_column(String(100))
     notes: Mapped[str | None] = mapped_column(Text)
     last_login_at: Mapped[datetime | None]
+    # Sessions carry the epoch they were signed in under; moving it ends all of them (see below).
+    session_epoch: Mapped[int] = mapped_column(server_default="0", default=0)
     created_at: Mapped[created_ts]
     updated_at: Mapped[updated_ts]
 
@@ -54,12 +56,48 @@ class User(Base):
     def may_sign_in(self) -> bool:
         return self.status in STATUSES_ALLOWED_TO_SIGN_IN
 
+    def set_password(self, password: str) -> None:
+        """A new password: hashed, and every session signed in with the old one ends."""
+        from models.people.passwords import hash_password
+
+        self.password_hash = hash_password(password)
+        if self.id is not None:
+            self.session_epoch = (self.session_epoch or 0) + 1
+
     def __repr__(self) -> str:
         return f"<User {self.id} {self.role.name if self.role else '?'}>"
 
 
 # Logins are unique across everyone, whatever the case.
 Index("uq_users_login_lower", func.lower(User.login), unique=True)
+
+
+# ---- sessions follow the account ----------------------------------------------------------------------
+# A new password (changed or reset: User.set_password; a rehash of the same password on sign-in is not
+# one), a new role or city, and losing the right to sign in each end every
+# session of the user: the epoch moves, and a token signed in under an older epoch is refused (see
+# api/security.authenticate). Regaining the right to sign in does not move it back, so a deactivated
+# user's old tokens stay dead; a deleted user has no row to match. Whoever changes their own password
+# gets their current session re-issued under the new epoch (api/security.renew_current_session).
+
+SESSION_ENDING_FIELDS = ("role", "role_id", "city", "city_id")
+
+
+def ends_sessions(user: User) -> bool:
+    """Whether the pending change to `user` ends its sessions."""
+    state = inspect(user)
+    if any(state.attrs[name].history.has_changes() for name in SESSION_ENDING_FIELDS):
+        return True
+    if not state.attrs.status.history.has_changes():
+        return False
+    return user.status not in STATUSES_ALLOWED_TO_SIGN_IN
+
+
+@event.listens_for(OrmSession, "before_flush")
+def _end_sessions_of_changed_users(session: OrmSession, _context, _instances) -> None:
+    for obj in session.dirty:
+        if isinstance(obj, User) and obj.id is not None and ends_sessions(obj):
+            obj.session_epoch = (obj.session_epoch or 0) + 1
 
 
 # ---- who changed: signed-in users are cached by the API per process ----------------------------------
