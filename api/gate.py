@@ -7,6 +7,8 @@ session's state in one Redis round trip.
 - One Lua script counts the call against the client's and the user's fixed windows, says whether
   the session was revoked and returns the user's cache generation (see models/people/tables.py).
 - `RATELIMIT_ENABLED = False` in the app's config turns counting off (the session is still read).
+- An answer that is our fault (5xx: a 503 while PostgreSQL restarts, a 500) is taken off the counters
+  again, so a client that retries through an outage is not refused with 429 once it is over.
 - Redis down: the limits are skipped (a call is not refused because the counters cannot be
   reached), but the session cannot be confirmed, so an authenticated view answers 503.
 
@@ -59,6 +61,15 @@ if KEYS[4] ~= '' then generation = redis.call('GET', KEYS[4]) end
 return {over_client, over_user, revoked, generation}
 """
 
+# KEYS: the counters a call was counted on. Each is decremented while its window lives (a window that
+# ended meanwhile is not brought back as a key without expiry).
+UNCOUNT_SCRIPT = """
+for _, name in ipairs(KEYS) do
+  if redis.call('EXISTS', name) == 1 then redis.call('DECR', name) end
+end
+return 0
+"""
+
 
 # Tokens this process has verified, with their claims: a client sends the same token with every
 # call, and checking its signature again would only repeat the answer. Only the expiry is checked
@@ -77,6 +88,7 @@ class TokenState:
     error: str | None = None  # "expired" | "invalid"
     revoked: bool | None = None  # None: the session store could not be asked
     generation: str | None = None
+    counted: list[str] = field(default_factory=list)  # the rate counters this call was counted on
 
 
 def read_token() -> TokenState:
@@ -146,12 +158,12 @@ def _window_key(kind: str, who: str, item) -> str:
     return key("gate", kind, who, f"{item.amount}-{item.get_expiry()}")
 
 
-def _script():
+def _script(name: str = "_leadline_gate", source: str = GATE_SCRIPT):
     client = get_redis()
-    script = getattr(client, "_leadline_gate", None)
+    script = getattr(client, name, None)
     if script is None:
-        script = client.register_script(GATE_SCRIPT)
-        client._leadline_gate = script  # noqa: SLF001 - one registration per client
+        script = client.register_script(source)
+        setattr(client, name, script)  # one registration per client
     return script
 
 
@@ -177,6 +189,7 @@ def check(state: TokenState, *, count: bool) -> None:
     state.revoked = bool(revoked) if sid else True  # a token without a session id is not a session
     state.generation = generation or "0"
     if count:
+        state.counted = [name for name in keys[:2] if name]
         _refuse_if_over(max(int(over_client or 0), int(over_user or 0)))
 
 
@@ -232,3 +245,14 @@ def init_gate(app: Flask) -> None:
             return
         state = g.gate = read_token()
         check(state, count=app.config.get("RATELIMIT_ENABLED", True))
+
+    @app.after_request
+    def uncount_our_errors(response):
+        """A 5xx is ours, not the client's: it does not use up the client's or the user's limit."""
+        state = g.get("gate")
+        if response.status_code >= 500 and state is not None and state.counted:
+            try:
+                _script("_leadline_uncount", UNCOUNT_SCRIPT)(keys=state.counted)
+            except Exception as exc:  # noqa: BLE001 - the store is down: nothing was counted either way
+                log.warning("gate: limit store unavailable: %s", type(exc).__name__)
+        return response

@@ -99,3 +99,31 @@ def test_a_token_verified_once_is_still_refused_when_it_expires(client, make_use
     assert response.json["code"] == "token_expired"
     forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")  # another signature: verified afresh
     assert client.get("/api/auth/me", headers=bearer(forged)).json["code"] == "token_invalid"
+
+
+def test_answers_that_are_our_fault_do_not_use_up_the_limits(make_user):
+    """A client retrying through an outage (503) or a fault of ours (500) is not refused with 429 after it."""
+    from api import create_app
+    from api.errors import ApiError
+    from api.security import login_required
+
+    app = create_app({"TESTING": True, "RATELIMIT_ENABLED": True, "PROPAGATE_EXCEPTIONS": False})
+
+    @login_required
+    def outage():
+        raise ApiError(503, "Сервис временно недоступен", code="unavailable")
+
+    @login_required
+    def fault():
+        raise RuntimeError("a bug")
+
+    app.add_url_rule("/api/test-outage", "test_outage", outage)
+    app.add_url_rule("/api/test-fault", "test_fault", fault)
+    client = app.test_client()
+    token = _token(client, make_user("admin"))
+    with overridden(RATE_LIMIT_PER_USER="3 per minute", RATE_LIMIT_PER_CLIENT="3 per minute"):
+        failures = [client.get(path, headers=bearer(token)).status_code
+                    for path in ("/api/test-outage", "/api/test-fault") * 5]
+        after = [client.get("/api/auth/me", headers=bearer(token)).status_code for _ in range(4)]
+    assert failures == [503, 500] * 5
+    assert after == [200, 200, 200, 429]  # the three calls of the window are all still there
