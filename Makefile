@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint secrets-baseline check-db clean-var
+.PHONY: install run test lint audit secrets-baseline check-db clean-var
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ lint: install
 	$(BIN)/isort --check-only --diff .
 	$(BIN)/bandit -q -c .bandit.yaml -r .
 	$(BIN)/python .ci/check_secrets.py
+
+# Known-vulnerable dependencies: everything requirements*.txt resolve to, against PyPI's advisory
+# service (needs the network; --strict fails when a package could not be checked).
+audit: install
+	$(BIN)/pip-audit --strict -r requirements.txt -r requirements-dev.txt
 
 # After reviewing a detect-secrets finding that is not a secret: record it in the baseline.
 secrets-baseline: install

@@ -136,6 +136,9 @@ class Settings:
     RATE_LIMIT_LOGIN: str = setting("30 per minute", group="web", doc="login attempts per client IP")
     MAX_REQUEST_MB: int = setting(60, group="web", doc="largest request body the API reads")
     MAX_JSON_MB: int = setting(1, group="web", doc="largest JSON body the API parses (uploads: MAX_UPLOAD_MB)")
+    API_DOCS_ENABLED: bool = setting(
+        None, group="web", doc="Swagger UI at /api/docs, the document at /api/openapi.json (default: off in production)"
+    )
 
     # money
     MASTER_SHARE: Decimal = setting(Decimal("0.5"), group="money")
@@ -236,6 +239,10 @@ class Settings:
     @property
     def cookie_secure(self) -> bool:
         return self.is_production if self.COOKIE_SECURE is None else self.COOKIE_SECURE
+
+    @property
+    def api_docs_enabled(self) -> bool:
+        return not self.is_production if self.API_DOCS_ENABLED is None else self.API_DOCS_ENABLED
 
     @property
     def metrics_allowed_networks(self) -> list[str]:

@@ -36,6 +36,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 def register_config(app: Flask, config: dict[str, Any] | None) -> None:
     from datetime import timedelta
 
+    from api.docs import docs_config
+
     app.config.update(
         SECRET_KEY=settings.SECRET_KEY or _development_secret(),
         MAX_CONTENT_LENGTH=settings.MAX_REQUEST_MB * 1024 * 1024,
@@ -44,10 +46,8 @@ def register_config(app: Flask, config: dict[str, Any] | None) -> None:
         API_TITLE="leadline",
         API_VERSION="1",
         OPENAPI_VERSION="3.0.3",
-        OPENAPI_URL_PREFIX="/api",
-        OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # Swagger UI and the OpenAPI document (api/docs.py): set below, after the overrides.
+        API_DOCS_ENABLED=settings.api_docs_enabled,
         API_SPEC_OPTIONS={
             "servers": [{"url": "/"}],
             "info": {"description": "leadline back office API. Also mounted at /api/v1."},
@@ -78,6 +78,7 @@ def register_config(app: Flask, config: dict[str, Any] | None) -> None:
     app.json.ensure_ascii = False  # Russian text as text, not \\u escapes
     if config:
         app.config.update(config)
+    app.config.update(docs_config(app.config["API_DOCS_ENABLED"]))
 
 
 class NoFlaskSession(SessionInterface):
@@ -161,6 +162,9 @@ def register_blueprints(app: Flask) -> None:
 
     for blp in (alerts_blp, maintenance_blp):
         api.register_blueprint(blp)
+    from api.docs import init_docs
+
+    init_docs(app)
 
 
 def register_errors(app: Flask) -> None:

@@ -7,6 +7,10 @@
   their own caps); JSON nested deeper than the parser can follow is a 400, not a RecursionError.
 - Every answer says `X-Content-Type-Options: nosniff` and `Referrer-Policy: no-referrer`, and is
   not stored by caches (`Cache-Control: no-store`) unless it set its own policy (served files do).
+  A JSON answer also says `Content-Security-Policy: default-src 'none'; frame-ancestors 'none'`: a
+  browser that opens one loads nothing for it and frames it nowhere. Served files (images, PDFs
+  viewed in the browser) get no policy that could stop the browser from showing them; the docs page
+  sets its own (api/docs.py).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from settings import settings
 
 CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+JSON_ANSWER_POLICY = "default-src 'none'; frame-ancestors 'none'"
 
 
 class JSONProvider(DefaultJSONProvider):
@@ -52,6 +57,8 @@ def add_security_headers(response: Response) -> Response:
         response.headers.setdefault(name, value)
     if "Cache-Control" not in response.headers:
         response.headers["Cache-Control"] = "no-store"
+    if response.is_json:
+        response.headers.setdefault("Content-Security-Policy", JSON_ANSWER_POLICY)
     return response
 
 

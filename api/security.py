@@ -171,11 +171,32 @@ def init_session_extension(app: Flask) -> None:
 
 # ---- origin check -------------------------------------------------------------------------------
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_key(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) origin or URL, the port spelt out (80, 443 by default);
+    None for anything else (`null`, another scheme, a malformed port)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower(), port or DEFAULT_PORTS[scheme]
+
+
 def _origin_allowed(origin: str) -> bool:
-    if origin in settings.cors_origins:
-        return True
-    parts = urlsplit(origin)
-    return bool(parts.netloc) and parts.netloc == request.host
+    """The origin is one of CORS_ORIGINS or the API's own (as the client reached it: behind
+    TRUSTED_PROXIES, ProxyFix has set the scheme and host): scheme, host and port all match, so
+    `http://api.host` is not `https://api.host`."""
+    caller = origin_key(origin)
+    if caller is None:
+        return False
+    own = origin_key(f"{request.scheme}://{request.host}")
+    return caller == own or any(caller == origin_key(allowed) for allowed in settings.cors_origins)
 
 
 def check_origin() -> None:

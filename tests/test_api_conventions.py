@@ -1,6 +1,12 @@
 """Mounting, trailing slashes, CORS, OpenAPI and the error body for every kind of failure."""
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
+from html.parser import HTMLParser
+from urllib.parse import urljoin, urlsplit
+
 import pytest
 
 from tests.support import login
@@ -136,6 +142,76 @@ def test_openapi_and_swagger_ui(client):
     docs = client.get("/api/docs")
     assert docs.status_code == 200
     assert "swagger-ui" in docs.get_data(as_text=True)
+
+
+class PageReferences(HTMLParser):
+    """What a browser would fetch for a page: scripts, stylesheets, images, icons; and inline scripts."""
+
+    def __init__(self):
+        super().__init__()
+        self.urls: list[str] = []
+        self.inline_scripts: list[str] = []
+        self._in_inline_script = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        for name in ("src", "href"):
+            if attrs.get(name):
+                self.urls.append(attrs[name])
+        self._in_inline_script = tag == "script" and not attrs.get("src")
+
+    def handle_endtag(self, tag):
+        self._in_inline_script = False
+
+    def handle_data(self, data):
+        if self._in_inline_script:
+            self.inline_scripts.append(data)
+
+
+def test_docs_page_loads_only_its_own_assets_under_a_strict_policy(client):
+    page = client.get("/api/docs")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert not re.findall(r"(?:https?:)?//(?!localhost[:/])[\w.-]+", html)  # no other host, no CDN
+    references = PageReferences()
+    references.feed(html)
+    assert any(url.endswith("swagger-ui-bundle.js") for url in references.urls)
+    for url in references.urls:
+        assert urlsplit(url).netloc in ("", "localhost"), url
+        asset = client.get(urljoin("http://localhost/api/docs", url))
+        assert asset.status_code == 200, url
+        expected = "text/css" if url.endswith(".css") else "text/javascript"
+        assert asset.mimetype == expected, url
+        assert len(asset.get_data()) > 10_000, url  # Swagger UI itself, not an error page
+    bundle = client.get(urljoin("http://localhost/api/docs", references.urls[-1])).get_data(as_text=True)
+    assert "SwaggerUIBundle" in bundle
+
+    policy = {directive.split()[0]: directive.split()[1:]
+              for directive in page.headers["Content-Security-Policy"].split(";")}
+    inline = [base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+              for script in references.inline_scripts]
+    assert inline and sorted(policy["script-src"]) == sorted(["'self'", *(f"'sha256-{h}'" for h in inline)])
+    assert policy["style-src"] == ["'self'"]
+    assert policy["img-src"] == ["'self'", "data:"]
+    assert policy["connect-src"] == ["'self'"]
+    assert policy["default-src"] == policy["frame-ancestors"] == policy["base-uri"] == policy["object-src"] == [
+        "'none'"]
+
+
+def test_docs_assets_are_only_swagger_uis(client):
+    assert client.get("/api/docs/assets/swagger-ui.css").status_code == 200
+    for name in ("index.html", "oauth2-redirect.html", "..%2F..%2Fsettings.py", "LICENSE"):
+        assert_error_body(client.get(f"/api/docs/assets/{name}"), 404, "not_found")
+
+
+def test_docs_switched_off_are_not_there():
+    from api import create_app
+
+    off = create_app({"TESTING": True, "RATELIMIT_ENABLED": False, "API_DOCS_ENABLED": False}).test_client()
+    for path in ("/api/docs", "/api/openapi.json", "/api/v1/openapi.json", "/api/docs/assets/swagger-ui-bundle.js"):
+        body = assert_error_body(off.get(path), 404, "not_found")
+        assert body["detail"] == "Не найдено"
+    assert off.get("/api/health").status_code == 200
 
 
 def test_rate_limit_gives_429_with_error_body(make_user):

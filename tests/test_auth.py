@@ -237,6 +237,41 @@ def test_cookie_unsafe_method_needs_allowed_origin(client, make_user):
     assert evil_referer.status_code == 403
 
 
+def test_cookie_origin_must_match_scheme_host_and_port(client, make_user):
+    """The API's own origin passes only with its scheme, host and port (default ports spelt or not);
+    CORS_ORIGINS (http://spa.test in the tests) likewise."""
+    login(client, make_user("admin"))  # the test client's API is http://localhost
+
+    def ping(**headers):
+        return client.post("/api/jobs/ping", headers=headers).status_code
+
+    assert ping(Origin="http://localhost") == 202
+    assert ping(Origin="http://localhost:80") == 202
+    assert ping(Origin="http://spa.test:80") == 202
+    for origin in ("https://localhost", "http://localhost:8080", "https://spa.test", "http://spa.test:3000",
+                   "ftp://localhost", "null", "http://localhost:bad"):
+        assert ping(Origin=origin) == 403, origin
+    assert ping(Referer="https://localhost/docs") == 403
+    assert ping(Referer="http://localhost/docs") == 202
+
+
+def test_an_api_served_over_https_refuses_its_http_twin(app, make_user):
+    """At https://api.host, a page of http://api.host (a network attacker's, say) is another origin."""
+    client = app.test_client()
+    user = make_user("admin")
+    response = client.post("/api/auth/login", json={"login": user.login, "password": TEST_PASSWORD},
+                           base_url="https://api.host")
+    assert response.status_code == 200
+
+    def ping(origin):
+        return client.post("/api/jobs/ping", headers={"Origin": origin}, base_url="https://api.host")
+
+    refused = ping("http://api.host")
+    assert refused.status_code == 403 and refused.json["code"] == "origin_forbidden"
+    assert ping("https://api.host").status_code == 202
+    assert ping("https://api.host:443").status_code == 202
+
+
 def test_bearer_unsafe_method_needs_no_origin(app, client, make_user):
     """A bearer token is never sent by a browser on its own: no origin check applies."""
     token = login(app.test_client(), make_user("manager")).json["access_token"]

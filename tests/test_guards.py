@@ -53,3 +53,11 @@ def test_every_answer_says_nosniff_no_referrer_and_no_store(client, admin):
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert response.headers["Referrer-Policy"] == "no-referrer"
         assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_json_answers_forbid_loading_and_framing(client, admin):
+    """A JSON answer opened in a browser loads nothing and cannot be framed."""
+    for response in (client.get("/api/requests"), client.get("/api/requests?page=1"), client.get("/api/health"),
+                     client.get("/api/requests/999999"), client.get("/api/requests?search=%00")):
+        assert response.is_json
+        assert response.headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"

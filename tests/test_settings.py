@@ -98,6 +98,14 @@ def test_production_defaults_are_safe():
     assert s.cors_origins == []
 
 
+def test_api_docs_are_off_in_production_unless_switched_on():
+    assert load({}).api_docs_enabled is True
+    assert load({"APP_ENV": "test"}).api_docs_enabled is True
+    assert load(PRODUCTION).api_docs_enabled is False
+    assert load({**PRODUCTION, "API_DOCS_ENABLED": "true"}).api_docs_enabled is True
+    assert load({"API_DOCS_ENABLED": "off"}).api_docs_enabled is False
+
+
 def test_secrets_are_masked():
     public = load(PRODUCTION).public()
     assert public["SECRET_KEY"] == "***" and public["DATABASE_URL"] == "***"
