@@ -2,8 +2,9 @@
 
 Every record carries `request_id`: the id of the HTTP request being served (api/middleware.py) or
 of the request that enqueued the running task (tasks/signals.py), "-" outside both. The handler's
-`RedactingFilter` masks phone-like digit runs and token-like strings in the final message, as a
-safety net behind the rule that log calls pass ids, not personal data.
+`RedactingFilter` masks phone-like digit runs, token-like strings, the password of any URL and every
+configured secret (`settings.mask`) in the final message, as a safety net behind the rule that log
+calls pass ids, not personal data.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ MASK = "***"
 
 def redact(text: str) -> str:
     """Mask phone numbers and secrets in one line of log text."""
+    text = settings.mask(text)
     text = BEARER_RE.sub(lambda m: f"{m.group(1)} {MASK}", text)
     text = JWT_RE.sub(MASK, text)
     text = SECRET_PAIR_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)

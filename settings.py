@@ -7,10 +7,12 @@ aliases. Development and test get safe defaults; production refuses to start wit
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any, Callable
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from embedded import BASE_DIR, VAR_DIR  # noqa: F401 - the project folders, defined once there
 
@@ -22,6 +24,33 @@ SECRETS_REQUIRED_IN_PRODUCTION = (
     "FLOWER_PASSWORD",
 )
 WEAK_SECRET_KEYS = {"", "change-me", "your-secret-key-here", "your-very-secure-secret-key-here-min-32-chars"}
+
+
+MASK = "***"
+# The password of a URL (after the user and a colon, before "@" and the host). It runs to the last
+# "@", so a password pasted with an unencoded "@", "/" or "#" is masked whole; user and host stay.
+URL_PASSWORD_RE = re.compile(
+    r"(?i)(\b[a-z][a-z0-9+.\-]*://[^\s:/?#@'\"]*:)([^\s'\"]+)(@[^\s/?#@'\"]*(?=[\s/?#'\"]|$))"
+)
+# A configured secret is masked wherever it shows, and so is each piece of a URL's password that a
+# parser may have quoted after splitting it at a URL delimiter; shorter pieces would mask ordinary words.
+MIN_MASKED_SECRET = 8
+
+
+def mask_url(text: str) -> str:
+    """`text` with the password of every URL in it masked: `redis://:***@host:6379/0`."""
+    return URL_PASSWORD_RE.sub(lambda m: m.group(1) + MASK + m.group(3), text)
+
+
+def _url_secrets(url: str) -> set[str]:
+    """A URL's password, decoded and as written, and the pieces a parser may quote of it."""
+    found = set()
+    for match in URL_PASSWORD_RE.finditer(url):
+        password = match.group(2)
+        for candidate in (password, unquote(password)):
+            found.add(candidate)
+            found.update(re.split(r"[@/?#:]", candidate))
+    return found
 
 
 class SettingsError(RuntimeError):
@@ -87,8 +116,8 @@ class Settings:
     APP_ENV: str = setting("development", group="core", aliases=("ENVIRONMENT",), doc="development / test / production")
     SECRET_KEY: str = setting(None, group="core", aliases=("JWT_SECRET_KEY",), secret=True, doc="signs sessions")
     DATABASE_URL: str = setting(None, group="core", secret=True, doc="PostgreSQL; unset outside production = embedded")
-    REDIS_URL: str = setting(None, group="core", doc="Redis; unset outside production = embedded")
-    CELERY_BROKER_URL: str = setting(None, group="core", doc="Celery broker (defaults to REDIS_URL)")
+    REDIS_URL: str = setting(None, group="core", secret=True, doc="Redis; unset outside production = embedded")
+    CELERY_BROKER_URL: str = setting(None, group="core", secret=True, doc="Celery broker (defaults to REDIS_URL)")
     BUSINESS_TZ: str = setting("Europe/Moscow", group="core", doc="time zone for local times (file names, report days)")
     LOG_LEVEL: str = setting("INFO", group="core")
     LOG_JSON: bool = setting(None, group="core", doc="JSON logs (default: on in production)")
@@ -263,12 +292,40 @@ class Settings:
         return ["http://localhost:3000", "http://127.0.0.1:3000"]
 
     def public(self) -> dict[str, Any]:
-        """Settings as a dict with secrets masked, for diagnostics."""
+        """Settings as a dict with secrets masked, for diagnostics: a URL shows with its password masked."""
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            out[f.name] = "***" if f.metadata["secret"] and value else value
+            if f.metadata["secret"] and value:
+                value = mask_url(value) if "://" in str(value) else MASK
+            out[f.name] = value
         return out
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every configured secret and URL password (longest first), as `mask()` hides them."""
+        return _secret_values(tuple(getattr(self, name) for name in SECRET_FIELDS))
+
+    def mask(self, text: str) -> str:
+        """`text` (a log line, an error from a driver, a Celery setting) with every URL's password and
+        every configured secret masked. The one masking of secrets: logs, health answers, API errors,
+        job errors, `check-db` and the configuration workers report to Flower all go through it."""
+        text = mask_url(text)
+        for secret in self.secret_values():
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
+
+SECRET_FIELDS = tuple(f.name for f in fields(Settings) if f.metadata["secret"])
+
+
+@lru_cache(maxsize=8)
+def _secret_values(values: tuple[Any, ...]) -> tuple[str, ...]:
+    found: set[str] = set()
+    for value in values:
+        if isinstance(value, str) and value:
+            found.update(_url_secrets(value) if "://" in value else {value})
+    return tuple(sorted((v for v in found if len(v) >= MIN_MASKED_SECRET), key=len, reverse=True))
 
 
 def _legacy_database_url(env: dict[str, str]) -> str | None:

@@ -95,7 +95,7 @@ def check_db() -> None:
     try:
         version = Session.scalar(text("SHOW server_version"))
     except Exception as exc:  # noqa: BLE001
-        click.echo(f"database: UNREACHABLE ({type(exc).__name__}: {exc})", err=True)
+        click.echo(settings.mask(f"database: UNREACHABLE ({type(exc).__name__}: {exc})"), err=True)
         sys.exit(2)
     click.echo(f"database: ok (PostgreSQL {version}, {engine.url.render_as_string(hide_password=True)})")
     current, head = migrations.current_revision(engine), migrations.head_revision()

@@ -47,8 +47,10 @@ class ApiError(HTTPException):
 
 def error_body(status: int, detail: str | None = None, code: str | None = None,
                errors: dict[str, Any] | None = None) -> dict[str, Any]:
+    from settings import settings
+
     default_code, default_detail = DEFAULTS.get(status, ("error", "Ошибка"))
-    body: dict[str, Any] = {"detail": detail or default_detail, "code": code or default_code}
+    body: dict[str, Any] = {"detail": settings.mask(detail or default_detail), "code": code or default_code}
     if errors:
         body["errors"] = errors
     return body

@@ -69,8 +69,7 @@ class TelegramSender:
         return bool(self.s.TELEGRAM_BOT_TOKEN and self.s.TELEGRAM_CHAT_ID)
 
     def _redact(self, message: str) -> str:
-        token = self.s.TELEGRAM_BOT_TOKEN
-        return message.replace(token, "***") if token else message
+        return self.s.mask(message)  # the bot token is in the URL an error may quote
 
     def _backoff(self, attempt: int) -> float:
         base = self.s.TELEGRAM_BACKOFF_SECONDS * 2 ** (attempt - 1)

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 from celery import Celery
 from celery.signals import task_postrun, worker_init, worker_process_init
+from celery.worker import control
 from kombu import Queue
 
 from settings import settings
@@ -78,6 +80,7 @@ def make_celery() -> Celery:
 
 celery_app = make_celery()
 
+
 # Task modules register themselves on import.
 import tasks.alerts  # noqa: E402,F401
 import tasks.files  # noqa: E402,F401
@@ -86,6 +89,34 @@ import tasks.maintenance  # noqa: E402,F401
 import tasks.recordings  # noqa: E402,F401
 import tasks.signals  # noqa: E402,F401 - message stamps, request id, task metrics, logging
 import tasks.telephony  # noqa: E402,F401
+
+
+def _masked(value: Any) -> Any:
+    """A configuration value with every URL's password and every configured secret masked."""
+    if isinstance(value, str):
+        return settings.mask(value)
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_masked(item) for item in value]
+    return value
+
+
+# What workers tell about their configuration (Flower's worker pages and /api/workers show the `conf`
+# answer; `celery inspect report` the other): Celery hides keys that look secret and the broker URL's
+# password, not redbeat_redis_url's nor any other URL's. These replace its two commands with the same
+# answers passed through settings.mask.
+@control.inspect_command(alias="dump_conf", signature="[include_defaults=False]",
+                         args=[("with_defaults", control.strtobool)])
+def conf(state, with_defaults=False, **kwargs):
+    """List configuration."""
+    return _masked(control.conf(state, with_defaults=with_defaults, **kwargs))
+
+
+@control.inspect_command()
+def report(state):
+    """Information about Celery installation for bug reports."""
+    return _masked(control.report(state))
 
 
 @worker_init.connect

@@ -13,6 +13,8 @@ from psycopg import errors as pg_errors
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import OperationalError as SAOperationalError
 
+from settings import settings
+
 _TRANSIENT_PG = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable,
                  pg_errors.QueryCanceled, pg_errors.AdminShutdown, pg_errors.CannotConnectNow)
 
@@ -49,4 +51,4 @@ def describe(exc: BaseException) -> str:
         exc = exc.orig
     text = str(exc).strip()
     first = text.splitlines()[0] if text else ""
-    return f"{type(exc).__name__}: {first}"[:2000] if first else type(exc).__name__
+    return settings.mask(f"{type(exc).__name__}: {first}")[:2000] if first else type(exc).__name__

@@ -295,3 +295,21 @@ def test_the_cleanup_between_tests_outlasts_a_deadlock_with_a_late_writer(databa
         assert not cleaner.is_alive() and errors == []
         left = admin.execute("SELECT (SELECT count(*) FROM recordings) + (SELECT count(*) FROM cities)").fetchone()
         assert left[0] == 0
+
+
+def test_check_db_never_shows_the_password_of_an_unreachable_database():
+    """`flask --app api check-db` against a PostgreSQL that cannot be reached, its URL carrying a
+    generated password pasted without encoding: the driver's error names what failed, masked."""
+    import os
+    import subprocess
+    import sys
+
+    password = "Qw8eRt5y@Ui3oPa7sD"  # noqa: S105 - a test's made-up password
+    env = dict(os.environ, DATABASE_URL=f"postgresql://leadline:{password}@127.0.0.1:{embedded.free_port()}/leadline")
+    checked = subprocess.run([sys.executable, "-m", "flask", "--app", "api", "check-db"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 2, checked.stderr
+    assert "database: UNREACHABLE (OperationalError" in checked.stderr
+    assert "127.0.0.1" in checked.stderr
+    for piece in password.split("@"):
+        assert piece not in checked.stdout + checked.stderr

@@ -32,7 +32,7 @@ def test_the_table_has_one_row_per_setting_in_declaration_order():
     assert by_name["SECRET_KEY"] == "| core | `SECRET_KEY` | — (secret) | signs sessions; old name: JWT_SECRET_KEY |"
     assert by_name["MEDIA_ROOT"] == "| files | `MEDIA_ROOT` | `./var/media` |  |"  # not this machine's path
     assert by_name["API_WORKERS"].startswith("| processes | `API_WORKERS` | cores + 1 |")
-    assert by_name["REDIS_URL"] == "| core | `REDIS_URL` | — | Redis; unset outside production = embedded |"
+    assert by_name["REDIS_URL"] == "| core | `REDIS_URL` | — (secret) | Redis; unset outside production = embedded |"
 
 
 def test_the_command_rewrites_only_the_table(tmp_path, monkeypatch):

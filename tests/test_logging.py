@@ -190,3 +190,30 @@ def test_ordinary_ids_times_and_amounts_are_kept(raw):
 ])
 def test_secrets_are_masked(raw, secret):
     assert secret not in redact(raw)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("broker redis://:s3cr3t-pass@redis.internal:6379/0 unreachable, retry in 5.0s",
+     "broker redis://:***@redis.internal:6379/0 unreachable, retry in 5.0s"),
+    ("engine postgresql+psycopg://leadline:s3cr3t-pass@db:5432/leadline (pool 5) ready",
+     "engine postgresql+psycopg://leadline:***@db:5432/leadline (pool 5) ready"),
+    ('{"url": "rediss://default:p@ss/w0rd#1@cache.example.com:6380/2"} GET /api/requests/12/ 200 3.1ms',
+     '{"url": "rediss://default:***@cache.example.com:6380/2"} GET /api/requests/12/ 200 3.1ms'),
+    ("from redis://:one-pass@h1:6379/0 to redis://admin:two-pass@h2:6379/1 moved",
+     "from redis://:***@h1:6379/0 to redis://admin:***@h2:6379/1 moved"),
+    ("redis://127.0.0.1:6379/11 and postgresql://leadline@db/leadline keep their addresses",
+     "redis://127.0.0.1:6379/11 and postgresql://leadline@db/leadline keep their addresses"),
+])
+def test_url_passwords_are_masked_and_the_rest_kept(raw, expected):
+    assert redact(raw) == expected
+
+
+def test_a_url_password_in_a_log_line_or_its_exception_is_masked(captured):
+    try:
+        raise ConnectionError("cannot reach postgresql://leadline:db-Pa55word@db.internal:5432/leadline")
+    except ConnectionError:
+        logging.getLogger("leadline.test").exception("broker redis://:redis-Pa55word@redis.internal:6379/0 down")
+    text = captured.text
+    assert "db-Pa55word" not in text and "redis-Pa55word" not in text
+    assert "redis://:***@redis.internal:6379/0 down" in text
+    assert "postgresql://leadline:***@db.internal:5432/leadline" in text

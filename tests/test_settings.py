@@ -106,10 +106,32 @@ def test_api_docs_are_off_in_production_unless_switched_on():
     assert load({"API_DOCS_ENABLED": "off"}).api_docs_enabled is False
 
 
+CREDENTIALED_URLS = {
+    "DATABASE_URL": "postgresql://leadline:db-Pa55word-1@db/leadline",
+    "REDIS_URL": "redis://:redis-Pa55word-2@redis:6379/0",
+    "CELERY_BROKER_URL": "redis://broker:broker-Pa55word-3@redis:6379/1",
+}
+
+
 def test_secrets_are_masked():
-    public = load(PRODUCTION).public()
-    assert public["SECRET_KEY"] == "***" and public["DATABASE_URL"] == "***"
+    """Secrets are hidden whole; a URL shows where it points, with its password masked."""
+    public = load({**PRODUCTION, **CREDENTIALED_URLS, "IMAP_PASSWORD": "imap-Pa55word-4"}).public()
+    assert public["SECRET_KEY"] == "***" and public["IMAP_PASSWORD"] == "***"
+    assert public["DATABASE_URL"] == "postgresql://leadline:***@db/leadline"
+    assert public["REDIS_URL"] == "redis://:***@redis:6379/0"
+    assert public["CELERY_BROKER_URL"] == "redis://broker:***@redis:6379/1"
     assert public["API_PORT"] == 8000
+
+
+def test_mask_hides_every_configured_secret_wherever_it_shows():
+    """Text from anywhere (a driver's error, a library's message): every configured secret, each URL's
+    password and any long piece of one a parser split off are masked; the rest is kept."""
+    s = load({**PRODUCTION, **CREDENTIALED_URLS, "REDIS_URL": "redis://:Rt6yHn3Q/8cVx2Kp5w@redis:6379/0",
+              "TELEGRAM_BOT_TOKEN": "123456:TEST-token_value", "IMAP_PASSWORD": "imap-Pa55word-4"})
+    text = ("Port could not be cast to integer value as 'Rt6yHn3Q'; bot123456:TEST-token_value/sendMessage; "
+            "login failed with imap-Pa55word-4 at imap.example.com; see postgresql://u:other-pass@h/db")
+    assert s.mask(text) == ("Port could not be cast to integer value as '***'; bot***/sendMessage; "
+                            "login failed with *** at imap.example.com; see postgresql://u:***@h/db")
 
 
 def test_gunicorn_takes_address_and_workers_from_settings():

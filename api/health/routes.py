@@ -22,7 +22,8 @@ def _timed(check: Callable[[], str]) -> dict[str, Any]:
         detail = check()
         ok = True
     except Exception as exc:  # noqa: BLE001 - any failure is reported, not raised
-        detail = f"{type(exc).__name__}: {str(exc)[:200]}"
+        # A driver's message may quote the address it failed on, password included.
+        detail = settings.mask(f"{type(exc).__name__}: {str(exc)[:200]}")
         ok = False
     return {"ok": ok, "detail": detail, "ms": round((time.perf_counter() - started) * 1000, 1)}
 

@@ -15,6 +15,7 @@ from sqlalchemy import update
 
 from models.core.db import Session, unit_of_work
 from models.ops.tables import Job
+from settings import settings
 
 UNFINISHED = ("queued", "running")
 
@@ -75,7 +76,7 @@ def succeed(job_id: str | uuid.UUID, result: dict[str, Any] | None = None) -> No
 
 
 def fail(job_id: str | uuid.UUID, error: str, result: dict[str, Any] | None = None) -> None:
-    values: dict[str, Any] = {"status": "failed", "error": error[:2000], "finished_at": _now()}
+    values: dict[str, Any] = {"status": "failed", "error": settings.mask(error)[:2000], "finished_at": _now()}
     if result is not None:
         values["result"] = result
     with unit_of_work():
