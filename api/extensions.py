@@ -10,6 +10,7 @@ from flask_jwt_extended import JWTManager
 from flask_smorest import Api
 from webargs.flaskparser import FlaskParser
 
+from api.guards import refuse_control_characters_in
 from settings import settings
 
 
@@ -24,7 +25,16 @@ class LeadlineApi(Api):
 
 class ArgumentsParser(FlaskParser):
     """webargs' parser, with JSON nested deeper than Python's parser can follow answered as the
-    malformed body it is (400) instead of a RecursionError (500)."""
+    malformed body it is (400) instead of a RecursionError (500), and a control character in any
+    string or key of a body or form a 422 naming the field before the schema sees it (api/guards.py;
+    query parameters were checked before the view)."""
+
+    BODY_LOCATIONS = ("json", "form", "json_or_form")
+
+    def pre_load(self, location_data, *, schema, req, location):
+        if location in self.BODY_LOCATIONS:
+            refuse_control_characters_in(location_data, schema)
+        return location_data
 
     def _raw_load_json(self, req):
         try:

@@ -14,13 +14,10 @@ from models.core.phones import normalize_phone
 from models.requests.money import to_money
 
 MAX_AMOUNT = Decimal("9999999999.99")
-# NUL and lone surrogates cannot be stored in PostgreSQL text: refuse them as input errors.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def _check_storable(text: str) -> None:
-    if _UNSTORABLE.search(text):
-        raise ValidationError("Недопустимый символ в тексте")
+# Control characters (NUL among them) and lone surrogates never reach these fields: the argument
+# parser of every endpoint refuses them first (api/guards.refuse_control_characters_in).
+# Field metadata, shown in the OpenAPI document: a text that may hold tab, line feed, carriage return.
+MULTILINE = "x-multiline"
 
 
 def _russian_messages() -> None:
@@ -192,7 +189,6 @@ class Phone(fields.String):
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs).strip()
-        _check_storable(text)
         digits = normalize_phone(text)
         if digits is None or not 5 <= len(digits) <= 15:
             raise self.make_error("phone")
@@ -200,12 +196,17 @@ class Phone(fields.String):
 
 
 class Text(fields.String):
-    """Free text: trimmed; '' becomes None unless required."""
+    """Free text: trimmed; '' becomes None unless required. `multiline=True` for notes, comments and
+    descriptions: they may hold line breaks and tabs, every other text is one line."""
+
+    def __init__(self, *, multiline: bool = False, **kwargs):
+        if multiline:
+            kwargs["metadata"] = {**kwargs.get("metadata", {}), MULTILINE: True}
+        super().__init__(**kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
         text = text.strip()
-        _check_storable(text)
         if text == "" and not self.required:
             return None
         return text

@@ -1,8 +1,14 @@
 """Input refused before it can hurt, and the headers every answer carries.
 
 - A query parameter (name or value) with a control character (NUL and the other C0 characters but
-  tab, line feed and carriage return; DEL) is a 422 before any view runs: PostgreSQL cannot store
+  tab, line feed and carriage return; DEL; C1) is a 422 before any view runs: PostgreSQL cannot store
   NUL, and a streamed list must not find out after its first byte.
+- The same for every string (and every key) of a request body or form, wherever it is nested: the
+  argument parser of every endpoint (api/extensions.ArgumentsParser) calls
+  `refuse_control_characters_in` before the schema loads anything; uploads call it for their form
+  fields. Only a multi-line field (metadata `x-multiline`, e.g. `Text(multiline=True)`: notes,
+  comments, descriptions) may hold tab, line feed and carriage return. Lone surrogates (which cannot
+  be encoded) are refused everywhere.
 - A JSON body larger than MAX_JSON_MB is a 413 before it is parsed (uploads are multipart and keep
   their own caps); JSON nested deeper than the parser can follow is a 400, not a RecursionError.
 - Every answer says `X-Content-Type-Options: nosniff` and `Referrer-Policy: no-referrer`, and is
@@ -15,15 +21,22 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, request
 from flask.json.provider import DefaultJSONProvider
+from marshmallow import Schema, fields
 
 from api.errors import ApiError
+from api.fields import MULTILINE
 from settings import settings
 
-CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# C0 but tab, line feed and carriage return; DEL; C1; lone surrogates.
+CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+# A single-line field refuses tab, line feed and carriage return too.
+SINGLE_LINE_REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+REFUSED_CHARACTER = "Недопустимый символ в тексте"
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 JSON_ANSWER_POLICY = "default-src 'none'; frame-ancestors 'none'"
 
@@ -43,6 +56,60 @@ def refuse_control_characters() -> None:
             field = CONTROL_CHARACTERS.sub("?", name)
             message = "Недопустимый символ в параметре запроса"
             raise ApiError(422, f"{message} ({field})", code="validation_error", errors={field: [message]})
+
+
+def _members(schema: Schema) -> dict[str, fields.Field]:
+    return {field.data_key or name: field for name, field in schema.load_fields.items()}
+
+
+def find_control_character(data: Any, schema: Schema | None = None) -> tuple[tuple[Any, ...], str] | None:
+    """(path, character) of the first refused character in `data` (a parsed body or form), keys
+    included, or None. `schema` tells which strings are multi-line; without one, none is.
+    Iterative: a body nested as deep as the JSON parser allows is walked without recursion."""
+    stack: list[tuple[Any, tuple[Any, ...], Schema | fields.Field | None]] = [(data, (), schema)]
+    while stack:
+        value, path, where = stack.pop()
+        if isinstance(value, str):
+            multiline = isinstance(where, fields.Field) and where.metadata.get(MULTILINE)
+            found = (CONTROL_CHARACTERS if multiline else SINGLE_LINE_REFUSED).search(value)
+            if found:
+                return path, found.group()
+        elif isinstance(value, Mapping):
+            if isinstance(where, fields.Nested) and isinstance(where.schema, Schema):
+                where = where.schema
+            members = _members(where) if isinstance(where, Schema) else {}
+            inner = where.value_field if isinstance(where, fields.Dict) else None
+            for key in value:
+                if isinstance(key, str) and (found := SINGLE_LINE_REFUSED.search(key)):
+                    return path + (key,), found.group()
+                stack.append((value[key], path + (key,), members.get(key) if members else inner))
+        elif isinstance(value, (list, tuple)):
+            item = where.inner if isinstance(where, fields.List) else where
+            stack.extend((element, path + (index,), item) for index, element in reversed(list(enumerate(value))))
+    return None
+
+
+def _describe(character: str) -> str:
+    if character == "\x00":
+        return "нулевой байт (NUL)"
+    if character in "\t\n\r":
+        return "перенос строки или табуляция в однострочном поле"
+    if "\ud800" <= character <= "\udfff":
+        return "непарный суррогат UTF-16"
+    return f"управляющий символ U+{ord(character):04X}"
+
+
+def refuse_control_characters_in(data: Any, schema: Schema | None = None) -> None:
+    """A 422 naming the field when a string or key of `data` holds a refused character."""
+    found = find_control_character(data, schema)
+    if found is None:
+        return
+    path, character = found
+    name = ".".join(SINGLE_LINE_REFUSED.sub("?", str(part)) for part in path) or "_body"
+    labels = getattr(schema, "labels", None) or {}
+    label = labels.get(path[0], name) if len(path) == 1 else name
+    raise ApiError(422, f"Ошибка в данных запроса. {label}: недопустимый символ — {_describe(character)}",
+                   code="validation_error", errors={name: [REFUSED_CHARACTER]})
 
 
 def refuse_large_json() -> None:

@@ -11,7 +11,7 @@ import uuid
 
 from werkzeug.wsgi import ClosingIterator
 
-from logconfig import ACCESS_LOGGER, PHONE_RE, SECURITY_LOGGER, request_id_var
+from logconfig import ACCESS_LOGGER, SECURITY_LOGGER, contains_phone, request_id_var
 
 V1_PREFIX = "/api/v1"
 
@@ -49,7 +49,7 @@ security_log = logging.getLogger(SECURITY_LOGGER)
 def incoming_request_id(value: str | None) -> str | None:
     """A caller's X-Request-ID when it is a plain token (8-128 of [A-Za-z0-9._:-]) that does not
     look like a phone number; otherwise None and a new id is made."""
-    if not value or not REQUEST_ID_RE.match(value) or PHONE_RE.search(value):
+    if not value or not REQUEST_ID_RE.match(value) or contains_phone(value):
         return None
     return value
 

@@ -192,6 +192,24 @@ def test_names_the_browser_encodes_are_checked_too(client, world):
     assert undecodable.status_code == 400 and undecodable.json["detail"]
 
 
+@pytest.mark.parametrize("path, fields", [
+    ("/api/requests/{request}/upload-bso", (("description", "скан\x1b[31m"),)),
+    ("/api/requests/{request}/upload-expense", (("comment", "чек\x00"),)),
+    ("/api/files", (("owner_type", "request"), ("owner_id", "{request}"), ("kind", "bso"), ("note", "a\x85b"))),
+])
+def test_a_control_character_in_a_form_field_of_an_upload_is_422_and_nothing_kept(client, world, media, queued,
+                                                                                  db, path, fields):
+    login(client, create_user("admin"))
+    request_id = world["request"].id
+    fields = tuple((name, value.format(request=request_id)) for name, value in fields)
+    response = upload(client, path.format(request=request_id), "scan.jpg", jpeg_bytes(), fields=fields)
+    assert response.status_code == 422, response.json
+    assert response.json["code"] == "validation_error" and "недопустимый символ" in response.json["detail"]
+    assert list(response.json["errors"]) == [fields[-1][0]]
+    assert db.scalars(select(File)).all() == [] and queued == []
+    assert list(media.quarantine_root.glob("*")) == []
+
+
 @pytest.mark.parametrize("body, content_type, status", [
     (b"", "multipart/form-data; boundary=abc", 400),
     (b"--abc\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n\r\nxx", "multipart/form-data; "

@@ -4,8 +4,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import random
 import re
 import uuid
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -217,3 +219,157 @@ def test_a_url_password_in_a_log_line_or_its_exception_is_masked(captured):
     assert "db-Pa55word" not in text and "redis-Pa55word" not in text
     assert "redis://:***@redis.internal:6379/0 down" in text
     assert "postgresql://leadline:***@db.internal:5432/leadline" in text
+
+
+# ---- 10,000 generated lines through the real handler: phones masked, everything else kept ----------------
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD")
+PATHS = ("/api/requests/{id}", "/api/requests/{id}/history", "/api/users/masters/{id}", "/api/transactions/{id}",
+         "/api/files/{id}", "/api/recordings/{id}/link", "/api/calls/{id}", "/api/jobs/{uuid}", "/api/requests",
+         "/api/reports/cities", "/api/v1/requests/{id}", "/api/requests/{id}/upload-bso", "/api/alerts/{id}",
+         "/api/secure-files/view/requests/{id}/bso_{day}_{id}.jpg", "/api/cities/{id}", "/metrics")
+STATUSES = (200, 201, 202, 204, 301, 304, 400, 401, 403, 404, 409, 413, 415, 422, 423, 429, 500, 503)
+TASKS = ("tasks.files.validate", "tasks.telephony.process_event", "tasks.recordings.import_mailbox",
+         "tasks.maintenance.run", "tasks.alerts.evaluate", "tasks.jobs.ping")
+
+
+class Lines:
+    """Log lines and what each must read after masking, from one seeded generator."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+
+    def digits(self, count: int) -> str:
+        return str(self.rng.randrange(10 ** (count - 1), 10 ** count))
+
+    def id(self) -> str:
+        """An id in a path or after `..._id=`: any length, 10 digits and more too (rule of logconfig.PHONE_RE)."""
+        return self.digits(self.rng.choice((1, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 15, 19)))
+
+    def row_id(self) -> str:
+        """An id in free text: a row id as our tables have them (int4, up to 2147483647)."""
+        length = self.rng.randrange(1, 11)
+        return str(self.rng.randrange(10 ** (length - 1), 10 ** length if length < 10 else 2 ** 31))
+
+    def uuid(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def day(self) -> str:
+        return f"{self.rng.randrange(2020, 2031)}-{self.rng.randrange(1, 13):02}-{self.rng.randrange(1, 29):02}"
+
+    def clock(self) -> str:
+        return f"{self.rng.randrange(24):02}:{self.rng.randrange(60):02}:{self.rng.randrange(60):02}"
+
+    def phone(self) -> str:
+        code, a, b, c = self.digits(2), self.digits(3), self.digits(2), self.digits(2)
+        mobile = f"9{code}"
+        return self.rng.choice((
+            f"+7 ({mobile}) {a}-{b}-{c}", f"+7 {mobile} {a}-{b}-{c}", f"8 ({mobile}) {a}-{b}-{c}",
+            f"8-{mobile}-{a}-{b}-{c}", f"7 {mobile} {a} {b} {c}", f"8{mobile}{a}{b}{c}", f"+7{mobile}{a}{b}{c}",
+            f"7{mobile}{a}{b}{c}", f"{mobile}{a}{b}{c}", f"({mobile}) {a}-{b}-{c}", f"8 {mobile} {a}{b}{c}",
+            f"+44 20 {self.digits(4)} {self.digits(4)}", f"+380 44 {a} {b}{c}", f"+{self.digits(12)}",
+        ))
+
+    def query(self) -> tuple[str, str]:
+        """A query string as sent and as logged after masking."""
+        sent, kept = [], []
+        for _ in range(self.rng.randrange(1, 5)):
+            kind = self.rng.randrange(8)
+            if kind == 0:
+                pair = (f"phone={quote(self.phone())}", "phone=***")
+            elif kind == 1:
+                pair = (f"search={quote_plus(self.rng.choice((self.phone(), 'Иван Петров', 'ул. Ленина 5')))}",
+                        "search=***")
+            elif kind == 2:  # a phone under a key nobody declared personal: masked once decoded
+                key = self.rng.choice(("number", "to", "q", "filter"))
+                pair = (f"{key}={self.rng.choice((quote, quote_plus))(self.phone())}", f"{key}=***")
+            else:
+                key, value = self.rng.choice((
+                    ("page", str(self.rng.randrange(1, 10_000))), ("page_size", str(self.rng.randrange(1, 501))),
+                    ("city_id", self.id()), ("status", "Новая,Готово"), ("date_from", self.day()),
+                    ("sort", "-created_at"), ("_", self.digits(13)), ("master_id", self.id())))
+                pair = (f"{key}={quote(value)}",) * 2
+            sent.append(pair[0])
+            kept.append(pair[1])
+        return "&".join(sent), "&".join(kept)
+
+    def access(self) -> tuple[tuple, str]:
+        """(format args of api/middleware's access line, the line expected), maybe with a query string."""
+        path = self.rng.choice(PATHS).format(id=self.id(), uuid=self.uuid(), day=self.day().replace("-", ""))
+        expected = path
+        if self.rng.random() < 0.4:
+            sent, kept = self.query()
+            path, expected = f"{path}?{sent}", f"{path}?{kept}"
+        method, status = self.rng.choice(METHODS), self.rng.choice(STATUSES)
+        latency = self.rng.choice((self.rng.uniform(0, 20), self.rng.uniform(0, 2000), self.rng.uniform(0, 99999)))
+        args = (method, path, status, latency)
+        return args, f"{method} {expected} {status} {latency:.1f}ms"
+
+    def task(self) -> tuple[str, str]:
+        """A worker's line (Celery's and ours) as logged and as expected."""
+        rng, task_id, number = self.rng, self.uuid(), self.row_id()
+        seconds = f"{rng.uniform(0, 600):.{rng.choice((1, 3, 6))}f}"
+        templates = [
+            (f"Task {rng.choice(TASKS)}[{task_id}] received",) * 2,
+            (f"Task {rng.choice(TASKS)}[{task_id}] succeeded in {seconds}s: None",) * 2,
+            (f"Task {rng.choice(TASKS)}[{task_id}] succeeded in {seconds}s: {{'file_id': {number}, "
+             f"'size_bytes': {self.row_id()}}}",) * 2,
+            (f"Task {rng.choice(TASKS)}[{task_id}] retry: Retry in {rng.randrange(1, 600)}s",) * 2,
+            (f"ping job {task_id} done",) * 2,
+            (f"file {number} rejected: bad_magic",) * 2,
+            (f"maintenance.vacuum finished in {seconds} s",) * 2,
+            (f"files.sweep: {rng.randrange(1000)} pending uploads queued again",) * 2,
+            (f"mango event {number} (call) stored at {self.day()} {self.clock()},{self.digits(3)}",) * 2,
+            (f"mango sweep: {rng.randrange(100)} pending events re-enqueued, {rng.randrange(100)} calls closed",) * 2,
+            (f"recordings import: {rng.randrange(50)} imported, {rng.randrange(50)} duplicates, "
+             f"{rng.randrange(5)} skipped; matched {rng.randrange(50)}, unmatched {rng.randrange(50)}",) * 2,
+            (f"telegram: attempt {rng.randrange(1, 6)} failed (timeout), retrying in {rng.uniform(0, 30):.1f} s",) * 2,
+            (f"report rollup {self.day()}..{self.day()} rebuilt in {rng.randrange(1, 90_000)} ms, "
+             f"{self.digits(rng.randrange(1, 13))} bytes",) * 2,
+        ]
+        phone, clock = self.phone(), self.clock()
+        templates += [
+            (f"mango event {number} (call) failed: no request for {phone}",
+             f"mango event {number} (call) failed: no request for ***"),
+            (f"recording {number} from {phone} at {clock} unmatched",
+             f"recording {number} from *** at {clock} unmatched"),
+            (f"request {number} saved: client_name=Иван, client_phone={quote(phone)}, status=Новая",
+             f"request {number} saved: client_name=***, client_phone=***, status=Новая"),
+            (f'event {number} payload {{"from_number": "{phone}", "entry_id": "{task_id}"}}',
+             f'event {number} payload {{"from_number": "***", "entry_id": "{task_id}"}}'),
+        ]
+        return rng.choice(templates)
+
+
+def test_ten_thousand_lines_mask_every_phone_and_keep_every_id_status_and_timing():
+    lines = Lines(seed=16)
+    streams = {"text": io.StringIO(), "json": io.StringIO()}
+    logger = logging.getLogger("leadline.test.masking")
+    logger.propagate, logger.level = False, logging.INFO
+    handlers = [build_handler(streams["text"], json_format=False), build_handler(streams["json"], json_format=True)]
+    for handler in handlers:
+        logger.addHandler(handler)
+    expected = []
+    try:
+        for index in range(10_000):
+            request_id = uuid.UUID(int=lines.rng.getrandbits(128)).hex
+            if index % 2:
+                args, line = lines.access()
+                logger.info("%s %s %s %.1fms", *args, extra={"request_id": request_id})
+            else:
+                sent, line = lines.task()
+                logger.info(sent, extra={"request_id": request_id})
+            expected.append((request_id, line))
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+
+    text_lines = streams["text"].getvalue().splitlines()
+    json_lines = [json.loads(line) for line in streams["json"].getvalue().splitlines()]
+    assert len(text_lines) == len(json_lines) == len(expected)
+    wrong = []
+    for (request_id, line), text_line, record in zip(expected, text_lines, json_lines):
+        if text_line.split(" [", 1)[1] != f"{request_id}]: {line}" or (record["request_id"], record["message"]) != (
+                request_id, line):
+            wrong.append((line, text_line, record["message"]))
+    assert wrong[:5] == [] and len(wrong) == 0, len(wrong)

@@ -45,7 +45,7 @@ class SilenceBody(RussianSchema):
     rule = fields.String(required=True, validate=known_rule)
     minutes = fields.Integer(required=True, strict=False, validate=validate.Range(
         min=1, max=MAX_SILENCE_MINUTES, error=f"От 1 до {MAX_SILENCE_MINUTES} минут"))
-    reason = Text(load_default=None, validate=text_length(500))
+    reason = Text(load_default=None, multiline=True, validate=text_length(500))
 
 
 class SilenceSchema(Schema):

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from api.errors import ApiError
 from api.extensions import Blueprint
 from api.files.schemas import UPLOAD_BODY, FileOwnerQuery, FileSchema, UploadAcceptedSchema
+from api.guards import refuse_control_characters_in
 from api.listing import json_response
 from api.resources import commit_or_409, get_or_404
 from api.security import login_required
@@ -73,6 +74,11 @@ def _record(received: upload.ReceivedUpload, kind: Kind, *, request_id: int | No
             transaction_id: int | None = None):
     """The pending file and its job, committed; then the validation is queued. Returns the 202."""
     storage = get_storage()
+    try:
+        refuse_control_characters_in(received.fields)
+    except ApiError:
+        storage.delete_quarantined(received.token)
+        raise
     try:
         name, extension = check_name(received.filename)
         if extension not in kind.extensions:
@@ -164,6 +170,7 @@ class TransactionUpload(MethodView):
 
 
 def _owner_arguments(raw: dict[str, Any]) -> dict[str, Any]:
+    refuse_control_characters_in(raw, FileOwnerQuery())  # the form fields, before the file is read
     try:
         values = FileOwnerQuery().load({k: v for k, v in raw.items() if k in ("owner_type", "owner_id", "kind")})
     except ValidationError as exc:

@@ -45,11 +45,12 @@ class _TransactionBody(RussianSchema):
     type_id = Id(metadata={"description": "alias of transaction_type_id"})
     amount = Money(validate=non_zero,
                    metadata={"description": "signed: income positive, expense negative; number or string"})
-    notes = Text(allow_none=True, validate=text_length(TEXT_LIMIT))
-    description = Text(allow_none=True, validate=text_length(TEXT_LIMIT), metadata={"description": "alias of notes"})
+    notes = Text(allow_none=True, multiline=True, validate=text_length(TEXT_LIMIT))
+    description = Text(allow_none=True, multiline=True, validate=text_length(TEXT_LIMIT),
+                       metadata={"description": "alias of notes"})
     specified_date = LenientDate(metadata={"description": "YYYY-MM-DD; '' or absent: not given"})
     transaction_date = LenientDate(metadata={"description": "alias of specified_date"})
-    payment_reason = Text(allow_none=True, validate=text_length(TEXT_LIMIT))
+    payment_reason = Text(allow_none=True, multiline=True, validate=text_length(TEXT_LIMIT))
 
     @post_load
     def merge_aliases(self, data: dict[str, Any], **_kwargs) -> dict[str, Any]:

@@ -2,9 +2,7 @@
 (docs/spa-contract.md, bodies F-H), and the documented shapes of what they answer."""
 from __future__ import annotations
 
-import re
-
-from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from api.fields import LenientDate, OptionalId, Phone, Text
 from api.listing import PageArgs
@@ -19,8 +17,6 @@ EMPLOYEE_STATUSES = ("active", "inactive", "pending", "suspended")
 ADMIN_STATUSES = EMPLOYEE_STATUSES
 
 MAX_NOTES = 5000
-# PostgreSQL text cannot hold NUL, and lone surrogates cannot be encoded: refuse them up front.
-UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def too_long(limit: int) -> validate.Length:
@@ -86,18 +82,6 @@ class RussianSchema(Schema):
                     break
         field_obj.error_messages = messages
 
-    @pre_load
-    def reject_unstorable_text(self, data, **kwargs):
-        if isinstance(data, dict):
-            errors = {
-                key: ["Недопустимый символ в тексте"]
-                for key, value in data.items()
-                if isinstance(value, str) and UNSTORABLE.search(value)
-            }
-            if errors:
-                raise ValidationError(errors)
-        return data
-
 
 # ---- masters ------------------------------------------------------------------------------------
 
@@ -112,7 +96,7 @@ class MasterWriteSchema(RussianSchema):
     birth_date = LenientDate()
     passport = Text(allow_none=True, validate=too_long(40))
     chat_id = Text(allow_none=True, validate=too_long(100))
-    notes = Text(allow_none=True, validate=too_long(MAX_NOTES))
+    notes = Text(allow_none=True, multiline=True, validate=too_long(MAX_NOTES))
     status = fields.String(validate=one_of(MASTER_STATUSES))
 
     @validates_schema
@@ -142,7 +126,7 @@ class StaffWriteSchema(RussianSchema):
     role_id = OptionalId(validate=valid_id)
     login = Login(validate=too_long(100))
     password = password_field()
-    notes = Text(allow_none=True, validate=too_long(MAX_NOTES))
+    notes = Text(allow_none=True, multiline=True, validate=too_long(MAX_NOTES))
 
     @validates_schema
     def same_name(self, data, **kwargs):
