@@ -75,6 +75,7 @@ def supervisord_config(programs: list[tuple[str, str]], run_dir: Path, workdir: 
         f"pidfile={run_dir / 'supervisord.pid'}",
         f"childlogdir={run_dir}",
         "loglevel=info",
+        *(["user=root"] if os.geteuid() == 0 else []),  # as root on purpose (containers): no warning
         "",
         "[unix_http_server]",
         f"file={run_dir / 'supervisor.sock'}",
