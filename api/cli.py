@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import subprocess
 import sys
 from dataclasses import Field, fields
 
@@ -243,21 +242,18 @@ class StopRequested(BaseException):
 
 class StackStop:
     """How the stack process answers Ctrl-C (SIGINT, which a terminal sends to the whole foreground
-    process group), SIGTERM and SIGHUP: it stops the stack in order, and quietly.
+    process group), SIGTERM and SIGHUP while it sets up (embedded services, migrations, admin): the
+    setup ends, the embedded services it started are stopped, and the command exits 0, quietly.
 
-    While setting up (embedded services, migrations, admin) a signal ends the setup. Once the process
-    manager runs, the first signal is passed on to it as SIGTERM (it stops every process and waits for
-    them); the stack process keeps waiting for it, then stops the embedded services. Signals that
-    follow are noted and ignored: a second Ctrl-C must not cut the stop of PostgreSQL in half. The
-    manager runs in a session of its own, so the terminal's Ctrl-C reaches it only through here."""
+    Once set up, the process hands over to the supervisor (supervise.py) by exec: same pid, the
+    signals blocked across the exec so that one sent meanwhile waits for supervise.py's handlers
+    instead of being lost or killing it half-started."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self) -> None:
         self.requested = False
         self.setting_up = True
-        self.manager: subprocess.Popen | None = None
-        self._passed_on = False
 
     def install(self) -> None:
         for signum in self.SIGNALS:
@@ -268,25 +264,21 @@ class StackStop:
         self.requested = True
         if self.setting_up and first:
             raise StopRequested(signal.Signals(signum).name)
-        self._pass_on()
 
-    def start(self, args: list[str], **popen_options) -> subprocess.Popen:
-        self.setting_up = False
-        manager = subprocess.Popen(args, start_new_session=True, **popen_options)
-        self.manager = manager
-        if self.requested:  # a signal that came while the manager was being started
-            self._pass_on()
-        return manager
-
-    def _pass_on(self) -> None:
-        if self.manager is not None and not self._passed_on:
-            self._passed_on = True
-            self.manager.send_signal(signal.SIGTERM)
+    def hand_over(self, args: list[str], env: dict[str, str]) -> None:
+        """Replace this process with `args` (it takes over stopping the stack). Returns only if the
+        exec failed (the signals are unblocked again, the exception raised)."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            os.execve(args[0], args, env)  # nosec B606 - this interpreter and fixed arguments, no shell
+        finally:  # only reached when exec failed
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, self.SIGNALS)
 
     def finishing(self) -> None:
         """From here on (stopping the embedded services) signals are only noted."""
         self.setting_up = False
-        self._passed_on = True
 
 
 def release_database() -> None:
@@ -301,20 +293,22 @@ def release_database() -> None:
 
 @click.command("stack")
 def stack() -> None:
-    """Run everything: migrations, admin, then API, workers, beat and Flower with merged logs.
+    """Run everything: migrations, admin, then API, workers, beat and Flower under supervisord, with
+    merged, prefixed logs.
 
-    Ctrl-C, SIGTERM or SIGHUP stop the processes, wait for them, then stop the embedded services;
-    the command then exits 0. A process that ends by itself stops the stack with its exit code."""
+    Once set up, this process becomes the supervisor's runner (supervise.py, same pid): a process
+    that exits is restarted, the others and the embedded services keep running. Ctrl-C, SIGTERM or
+    SIGHUP stop the processes, wait for them, then stop the embedded services; the command then
+    exits 0."""
     import embedded
 
     stop = StackStop()
     stop.install()
     embedded_now = embedded_services()
-    code = 0
     try:
-        code = run_stack(stop)
+        run_stack(stop, embedded_now)  # returns only when stopped while setting up
     except StopRequested:
-        code = 0
+        pass
     finally:
         stop.finishing()
         try:
@@ -326,10 +320,12 @@ def stack() -> None:
                     embedded.stop_redis()
                 if "postgres" in embedded_now:
                     embedded.stop_postgres()
-    sys.exit(code)
+    sys.exit(0)
 
 
-def run_stack(stop: StackStop) -> int:
+def run_stack(stop: StackStop, embedded_now: list[str]) -> None:
+    import embedded
+    import supervise
     from models.core import migrate as migrations
     from models.core.db import configure
 
@@ -348,11 +344,5 @@ def run_stack(stop: StackStop) -> int:
     if started:
         click.echo(f"leadline: embedded {', '.join(started)} under ./var")
     release_database()
-    manager = stop.start(
-        [os.path.join(os.path.dirname(sys.executable), "honcho"), "start", "-f", str(BASE_DIR / "Procfile"),
-         "-d", str(BASE_DIR)],
-        env=env,
-        cwd=BASE_DIR,
-    )
-    code = manager.wait()
-    return 0 if stop.requested else code  # a stop that was asked for is a success
+    stop.hand_over(supervise.command(BASE_DIR / "Procfile", BASE_DIR, embedded.VAR_DIR / "supervisor", embedded_now),
+                   env)

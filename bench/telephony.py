@@ -16,7 +16,7 @@ Measured:
    Load from wrk (with a Lua script cycling through pre-signed bodies) when installed, else Python.
 2. backlog — 10,000 deliveries (2,000 calls of 5 events: IVR, operator Appeared/Connected/
    Disconnected, summary; a tenth of the callers call twice) accepted with no worker, then one light
-   worker (`--worker-concurrency` prefork processes, 8 by default, as the Procfile's light worker)
+   worker (`--worker-pool` threads by default, `--worker-concurrency` 8, as the Procfile's light worker)
    started: deliveries folded into calls and requests per second, from the first to the last
    processed row, and the wall time from start.
 3. end to end — `--rate` deliveries/s (100) for `--e2e-seconds` (60), paced (open loop), with the light
@@ -222,7 +222,7 @@ class Processes:
         """Start the light worker; returns when it consumes (its first log line 'ready')."""
         command = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--queues", "light", "--hostname",
                    f"bench-light-{os.getpid()}@%h", "--concurrency", str(self.args.worker_concurrency),
-                   "--pool", "prefork", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+                   "--pool", self.args.worker_pool, "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
         self.worker = self._spawn(command, "worker.log")
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -669,6 +669,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-concurrency", type=int, default=8,
                         help="light worker processes (8 as in the Procfile: light tasks wait on I/O, 8 keep the "
                              "pipeline of one worker full)")
+    parser.add_argument("--worker-pool", choices=("threads", "prefork"), default="threads",
+                        help="the light worker's pool (threads, as the Procfile's light worker)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--accept-seconds", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3, help="runs per accept level; the median is reported")

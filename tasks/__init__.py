@@ -9,6 +9,9 @@ from typing import Any
 
 __all__ = ["app", "celery"]
 
+# Loading the app loads every task module too; tasks/sender.py (beat, Flower) turns this off first.
+LOAD_TASK_MODULES = True
+
 
 def __getattr__(name: str) -> Any:
     if name in ("app", "celery"):

@@ -20,7 +20,7 @@ from celery.worker import control
 from kombu import Queue
 
 from settings import settings
-from tasks.queue import HEAVY, LIGHT
+from tasks.queues import HEAVY, LIGHT
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +80,23 @@ def make_celery() -> Celery:
 
 celery_app = make_celery()
 
-
-# Task modules register themselves on import.
-import tasks.alerts  # noqa: E402,F401
-import tasks.files  # noqa: E402,F401
-import tasks.jobs  # noqa: E402,F401
-import tasks.maintenance  # noqa: E402,F401
-import tasks.recordings  # noqa: E402,F401
 import tasks.signals  # noqa: E402,F401 - message stamps, request id, task metrics, logging
-import tasks.telephony  # noqa: E402,F401
+
+
+def register_task_modules() -> None:
+    """Task modules register themselves on import."""
+    import tasks.alerts  # noqa: F401
+    import tasks.files  # noqa: F401
+    import tasks.jobs  # noqa: F401
+    import tasks.maintenance  # noqa: F401
+    import tasks.recordings  # noqa: F401
+    import tasks.telephony  # noqa: F401
+
+
+# Every process that loads the app gets the tasks, but beat and Flower (tasks/sender.py): they run
+# none, and the task modules (SQLAlchemy, the domain, file and mail libraries) would double their memory.
+if tasks.LOAD_TASK_MODULES:
+    register_task_modules()
 
 
 def _masked(value: Any) -> Any:

@@ -34,10 +34,10 @@ from models.core.db import unit_of_work
 from models.core.redis import get_redis, key
 from models.ops import jobs
 from models.ops.tables import Job
+from tasks.queues import HEAVY, LIGHT  # noqa: F401 - the queue names, here for the callers
 
 log = logging.getLogger(__name__)
 
-LIGHT, HEAVY = "light", "heavy"  # the two queues, by cost (tasks/celery_app.py routes tasks to them)
 RAISE, LATER = "raise", "later"
 BROKER_DOWN = "очередь задач недоступна"
 

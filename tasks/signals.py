@@ -14,12 +14,14 @@ import time
 from celery.signals import before_task_publish, setup_logging, task_failure, task_postrun, task_prerun
 
 from logconfig import request_id_var
-from models.core.probes import ENQUEUED_AT_HEADER, TASK_DURATION_BUCKETS, task_stats_keys
-from models.core.redis import get_redis
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "request_id"
+# The header the queue-age probe reads (models.core.probes.ENQUEUED_AT_HEADER, the same name: checked
+# by tests/test_architecture.py). Written here, not imported: beat and Flower load this module and
+# no part of the domain (tasks/sender.py).
+ENQUEUED_AT_HEADER = "enqueued_at"
 
 _started: dict[str, tuple[float, object]] = {}  # task id -> (monotonic start, context token)
 
@@ -91,6 +93,9 @@ def task_failed_outside(task_id=None, sender=None, **_kwargs) -> None:
 
 def record_task(name: str, outcome: str, duration: float | None) -> None:
     """Count one finished task and its duration (when known): one pipelined Redis call."""
+    from models.core.probes import TASK_DURATION_BUCKETS, task_stats_keys
+    from models.core.redis import get_redis
+
     counts, sums, buckets = task_stats_keys()
     field = f"{name}|{outcome}"
     with get_redis().pipeline(transaction=False) as pipe:

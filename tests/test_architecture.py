@@ -23,7 +23,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("api", "tasks", "models", "beat", "storage")
-TOP_LEVEL_MODULES = ("settings", "embedded", "logconfig")
+TOP_LEVEL_MODULES = ("settings", "embedded", "logconfig", "supervise")
 PROJECT = set(PACKAGES) | set(TOP_LEVEL_MODULES)
 ENQUEUE_HELPER = "tasks.queue"
 ENQUEUE_CALLS = {"apply_async", "send_task", "delay", "amqp"}
@@ -205,3 +205,20 @@ def test_the_api_reaches_the_workers_only_through_the_enqueue_helper():
                    if top(imported) == "tasks" and imported != "tasks"
                    and ".".join(imported.split(".")[:2]) not in API_MAY_IMPORT_FROM_TASKS)
     assert wrong == []
+
+
+def test_beat_and_flower_load_no_task_code():
+    """Their app (tasks/sender.py) is the workers' without the task modules: neither the domain nor
+    SQLAlchemy is loaded, which keeps each process at about half the memory of a worker."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, tasks.sender, tasks.signals, models.core.probes as probes; "
+             "assert tasks.signals.ENQUEUED_AT_HEADER == probes.ENQUEUED_AT_HEADER")
+    loaded = ("import sys, tasks.sender; "
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('models', 'sqlalchemy', 'api')))")
+    done = subprocess.run([sys.executable, "-c", loaded], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    same_header = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert same_header.returncode == 0, same_header.stderr

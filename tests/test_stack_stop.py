@@ -1,11 +1,12 @@
 """`make run` stops quietly: Ctrl-C (SIGINT to the process group, as a terminal sends it) or SIGTERM
 to the stack process ends every process and the embedded services, with no traceback, and the
-command exits 0.
+command exits 0. And it stays up: a process that dies is restarted by the supervisor while the
+others, the API first, keep answering and the embedded services keep running.
 
-The stack runs for real (`flask --app api stack`: honcho, gunicorn, both workers, beat, Flower) in
-embedded mode, with a var folder and ports of its own. The test signs in, uses the API, leaves the
-heavy worker in the middle of a task (a recordings import waiting on a mail server that never
-greets), and then stops the stack.
+The stack runs for real (`flask --app api stack`, then supervise.py and supervisord: gunicorn, both
+workers, beat, Flower) in embedded mode, with a var folder and ports of its own. The stop test signs
+in, uses the API, leaves the heavy worker in the middle of a task (a recordings import waiting on a
+mail server that never greets), and then stops the stack.
 """
 from __future__ import annotations
 
@@ -140,7 +141,7 @@ def test_the_stack_stops_quietly_and_completely(how, tmp_path):
         wait_for(stack.ready, timeout=120, interval=0.3)
         use_the_api(stack, mail)
         processes = stack.tree() + embedded_processes(var)
-        assert len(processes) > 15  # honcho, gunicorn, two workers and their pools, beat, Flower, services
+        assert len(processes) > 12  # supervisor, gunicorn, two workers (heavy's pool), beat, Flower, services
 
         started = time.monotonic()
         if how == "ctrl-c":
@@ -161,6 +162,113 @@ def test_the_stack_stops_quietly_and_completely(how, tmp_path):
         assert stopped_in < 30
     finally:
         if stack is not None and stack.process.poll() is None:  # the test failed before the stop
+            processes += stack.tree()
+            stack.process.send_signal(signal.SIGTERM)
+            try:
+                stack.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        for process in processes:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        subprocess.run([sys.executable, "-c", "import embedded; embedded.stop_all()"], cwd=REPO, env=env,
+                       capture_output=True, timeout=60)
+        mail.close()
+
+
+def role_processes(stack: Stack) -> dict[str, psutil.Process]:
+    """The main process of every program of the stack (not a pool child, not a shell), by the name of
+    its Procfile line."""
+    found = {}
+    for process in stack.tree():
+        try:
+            command = " ".join(process.cmdline())
+            if process.name() == "sh" or process.parent().name() in ("gunicorn", "celery"):
+                continue
+        except psutil.Error:  # a dead one not yet collected
+            continue
+        for name, mark in (("api", "gunicorn"), ("beat", " beat"), ("flower", " flower"),
+                           ("light", "--queues light"), ("heavy", "--queues heavy")):
+            if mark in command:
+                found[name] = process
+    return found
+
+
+class HealthPoller:
+    """GET /api/health over and over from a thread, noting every answer (or failure)."""
+
+    def __init__(self, api: str) -> None:
+        self.api, self.answers, self.failures = api, 0, []
+        self.running = True
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def _poll(self) -> None:
+        while self.running:
+            try:
+                status = requests.get(f"{self.api}/health", timeout=5).status_code
+                if status == 200:
+                    self.answers += 1
+                else:
+                    self.failures.append(status)
+            except requests.RequestException as exc:
+                self.failures.append(type(exc).__name__)
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.running = False
+        self.thread.join(timeout=10)
+
+
+def test_a_killed_worker_is_restarted_while_the_api_answers(tmp_path):
+    mail = SilentMailServer()
+    var = tmp_path / "var"
+    env = stack_env(var, mail)
+    stack = None
+    processes: list[psutil.Process] = []
+    try:
+        stack = Stack(env, tmp_path / "stack.log")
+        wait_for(stack.ready, timeout=120, interval=0.3)
+        before = role_processes(stack)
+        assert set(before) == {"api", "light", "heavy", "beat", "flower"}, before
+        services = embedded_processes(var)
+        processes = stack.tree() + services
+        heavy_pool = before["heavy"].children()
+        assert heavy_pool  # the worker's prefork child
+
+        poller = HealthPoller(stack.api)
+        wait_for(lambda: poller.answers > 0, timeout=10)
+        before["heavy"].send_signal(signal.SIGKILL)
+
+        def restarted():
+            heavy = role_processes(stack).get("heavy")
+            return heavy is not None and heavy.pid != before["heavy"].pid and stack.ready()
+
+        wait_for(restarted, timeout=60, interval=0.2)
+        answered_before = poller.answers
+        wait_for(lambda: poller.answers > answered_before, timeout=10)
+        poller.stop()
+
+        assert poller.failures == []  # the API answered all along
+        after = role_processes(stack)
+        for name in ("api", "light", "beat", "flower"):  # the others kept running, untouched
+            assert after[name].pid == before[name].pid, name
+            assert after[name].is_running(), name
+        assert still_running(services) == services  # the embedded PostgreSQL and Redis stayed up
+        assert still_running(heavy_pool) == []  # the dead worker's pool process did not linger
+        assert stack.process.poll() is None
+        output = stack.output()
+        assert "exited: heavy (terminated by SIGKILL; not expected)" in output, output[-5000:]
+        assert f"spawned: 'heavy' with pid {after['heavy'].pid}" in output, output[-5000:]
+        processes += stack.tree()
+
+        stack.process.send_signal(signal.SIGTERM)
+        assert stack.process.wait(timeout=60) == 0
+        assert still_running(processes) == []
+    finally:
+        if stack is not None and stack.process.poll() is None:
             processes += stack.tree()
             stack.process.send_signal(signal.SIGTERM)
             try:

@@ -10,7 +10,6 @@ import json
 import time
 
 import redis
-from sqlalchemy import text
 
 from models.core.redis import get_redis, key
 from settings import settings
@@ -106,6 +105,8 @@ def oldest_queued_age_seconds(queues: tuple[str, ...] = QUEUES) -> dict[str, flo
 
 
 def _scalar(sql: str):
+    from sqlalchemy import text  # here: beat and Flower import this module (task stamps), no database
+
     from models.core.db import get_engine
 
     with get_engine().connect() as conn:
@@ -156,6 +157,8 @@ def http_error_ratio(window_seconds: int = 300) -> tuple[int, int]:
 
 def db_connections() -> tuple[int, int]:
     """(client connections open on the server, max_connections). Idle connections hold a slot too."""
+    from sqlalchemy import text
+
     from models.core.db import get_engine
 
     with get_engine().connect() as conn:
