@@ -11,10 +11,12 @@ mail server that never greets), and then stops the stack.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -127,17 +129,28 @@ def use_the_api(stack: Stack, mail: SilentMailServer) -> None:
     wait_for(lambda: mail.connections, timeout=30, interval=0.1)  # the heavy worker is in the middle of it
 
 
+@pytest.fixture()
+def stack_dir():
+    """A folder for the stack's ./var outside pytest's temporary root: run as root, the embedded
+    PostgreSQL runs as its own user, and any pytest session starting meanwhile makes that root
+    private to root again (0700), which would lock PostgreSQL's user out of its own data folder."""
+    folder = Path(tempfile.mkdtemp(prefix="leadline-stack-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
-def test_the_stack_stops_quietly_and_completely(how, tmp_path):
+def test_the_stack_stops_quietly_and_completely(how, stack_dir):
     mail = SilentMailServer()
-    var = tmp_path / "var"
+    var = stack_dir / "var"
     env = stack_env(var, mail)
     processes: list[psutil.Process] = []
     stack = None
     try:
         flask(env, "migrate")  # the admin exists before the stack starts, as on every run but the first
         flask(env, "create-admin", "--login", LOGIN, "--password", PASSWORD)
-        stack = Stack(env, tmp_path / "stack.log")
+        stack = Stack(env, stack_dir / "stack.log")
         wait_for(stack.ready, timeout=120, interval=0.3)
         use_the_api(stack, mail)
         processes = stack.tree() + embedded_processes(var)
@@ -222,14 +235,14 @@ class HealthPoller:
         self.thread.join(timeout=10)
 
 
-def test_a_killed_worker_is_restarted_while_the_api_answers(tmp_path):
+def test_a_killed_worker_is_restarted_while_the_api_answers(stack_dir):
     mail = SilentMailServer()
-    var = tmp_path / "var"
+    var = stack_dir / "var"
     env = stack_env(var, mail)
     stack = None
     processes: list[psutil.Process] = []
     try:
-        stack = Stack(env, tmp_path / "stack.log")
+        stack = Stack(env, stack_dir / "stack.log")
         wait_for(stack.ready, timeout=120, interval=0.3)
         before = role_processes(stack)
         assert set(before) == {"api", "light", "heavy", "beat", "flower"}, before
