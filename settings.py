@@ -24,6 +24,10 @@ SECRETS_REQUIRED_IN_PRODUCTION = (
     "FLOWER_PASSWORD",
 )
 WEAK_SECRET_KEYS = {"", "change-me", "your-secret-key-here", "your-very-secure-secret-key-here-min-32-chars"}
+SECRET_KEY_MIN_LENGTH = 32
+SECRET_KEY_MIN_DISTINCT = 12  # refuses one character repeated, "abab...", a word typed over and over
+# Passwords an operator sets for production, held to the password policy (password_policy.py).
+OPERATOR_PASSWORDS = ("FLOWER_PASSWORD", "ADMIN_PASSWORD")
 
 
 MASK = "***"
@@ -184,6 +188,10 @@ class Settings:
     FILES_QUARANTINE_MAX_HOURS: int = setting(24, group="files", doc="uploads not validated within this are dropped")
 
     # Mango Office
+    MANGO_ENABLED: bool = setting(
+        True, group="Mango Office",
+        doc="receive Mango webhooks (false: their addresses answer 404); on in production needs the key and salt",
+    )
     MANGO_API_KEY: str = setting(None, group="Mango Office", secret=True)
     MANGO_API_SALT: str = setting(None, group="Mango Office", aliases=("MANGO_WEBHOOK_SECRET",), secret=True)
     MANGO_ALLOWED_IPS: list = setting(None, group="Mango Office", doc="comma list of addresses or networks")
@@ -359,6 +367,32 @@ def _is_rate_limit(text: str) -> bool:
     return True
 
 
+def _weak_production_secrets(built: Settings) -> list[str]:
+    """What production refuses beyond a missing secret: a guessable SECRET_KEY, a weak operator
+    password, and a Mango webhook that would take unsigned deliveries."""
+    from password_policy import MIN_OPERATOR_LENGTH, common_passwords, password_problem
+
+    problems = []
+    key = built.SECRET_KEY
+    if key and (key in WEAK_SECRET_KEYS or len(key) < SECRET_KEY_MIN_LENGTH
+                or len(set(key)) < SECRET_KEY_MIN_DISTINCT):
+        problems.append(f"SECRET_KEY must be at least {SECRET_KEY_MIN_LENGTH} random characters with at least "
+                        f"{SECRET_KEY_MIN_DISTINCT} different ones, not a placeholder or a repetition")
+    # The common-password list is loaded for this check only: most processes never set a password.
+    list_was_loaded = common_passwords.cache_info().currsize > 0
+    for name in OPERATOR_PASSWORDS:
+        value = getattr(built, name)
+        problem = value and password_problem(value, min_length=MIN_OPERATOR_LENGTH)
+        if problem:
+            problems.append(f"{name} is too weak for production ({problem})")
+    if not list_was_loaded:
+        common_passwords.cache_clear()
+    if built.MANGO_ENABLED and not (built.MANGO_API_KEY and built.MANGO_API_SALT):
+        problems.append("the Mango webhook would accept unsigned deliveries: production needs MANGO_API_KEY and "
+                        "MANGO_API_SALT, or MANGO_ENABLED=false to switch the webhook off")
+    return problems
+
+
 def load(env: dict[str, str] | None = None) -> Settings:
     """Build Settings from an environment mapping; raise SettingsError on anything wrong."""
     env = dict(os.environ if env is None else env)
@@ -404,8 +438,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         missing = [name for name in SECRETS_REQUIRED_IN_PRODUCTION if not getattr(built, name)]
         if missing:
             problems.append("production needs " + ", ".join(missing))
-        if built.SECRET_KEY and (built.SECRET_KEY in WEAK_SECRET_KEYS or len(built.SECRET_KEY) < 32):
-            problems.append("SECRET_KEY must be at least 32 characters and not a placeholder")
+        problems += _weak_production_secrets(built)
     if problems:
         raise SettingsError("invalid settings: " + "; ".join(problems))
     return built

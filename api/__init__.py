@@ -151,9 +151,11 @@ def register_blueprints(app: Flask) -> None:
     api.register_blueprint(files_blp)
     from api.telephony.routes import blp as calls_blp
     from api.telephony.webhook import blp as mango_webhook_blp
+    from api.telephony.webhook import warn_if_unsigned
 
     for blp in (mango_webhook_blp, calls_blp):
         api.register_blueprint(blp)
+    warn_if_unsigned()
     from api.recordings.routes import blp as recordings_blp
 
     api.register_blueprint(recordings_blp)

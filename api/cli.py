@@ -42,16 +42,30 @@ def downgrade(revision: str) -> None:
     click.echo(f"migrations: at {revision}")
 
 
-def ensure_admin(login: str, password: str | None, *, reset: bool = False) -> tuple[bool, str | None]:
-    """Make sure an active admin `login` exists. Returns (created, generated_password)."""
+def admin_password_problem(password: str) -> str | None:
+    """Why an administrator's password given to the CLI may not be used (the policy of every
+    password; production asks for MIN_OPERATOR_LENGTH), or None."""
+    from models.people.passwords import MIN_LENGTH, MIN_OPERATOR_LENGTH, password_problem
+
+    return password_problem(password, min_length=MIN_OPERATOR_LENGTH if settings.is_production else MIN_LENGTH)
+
+
+def ensure_admin(login: str, password: str | None, *, reset: bool = False,
+                 source: str = "ADMIN_PASSWORD") -> tuple[bool, str | None]:
+    """Make sure an active admin `login` exists. Returns (created, generated_password).
+
+    A password that is to be set must meet the policy; a weak one is refused (naming `source`, where
+    it came from) before anything is hashed or changed."""
     from models.core.db import Session
     from models.directories.tables import Role
-    from models.people.passwords import hash_password
     from models.people.tables import User
 
     user = Session.scalar(select(User).where(func.lower(User.login) == login.lower()))
     if user is not None and not reset:
         return False, None
+    if password and (problem := admin_password_problem(password)):
+        Session.rollback()
+        raise click.ClickException(f"{source} is refused: {problem}. The administrator {login!r} was not changed.")
     generated = None
     if not password:
         generated = password = secrets.token_urlsafe(12)
@@ -61,7 +75,7 @@ def ensure_admin(login: str, password: str | None, *, reset: bool = False) -> tu
         Session.add(user)
     user.role = role
     user.status = "active"
-    user.password_hash = hash_password(password)
+    user.set_password(password)  # a reset ends the sessions signed in with the old password
     Session.commit()
     return True, generated
 
@@ -72,12 +86,12 @@ def ensure_admin(login: str, password: str | None, *, reset: bool = False) -> tu
 @click.option("--reset/--no-reset", default=True, help="Reset the password of an existing user.")
 def create_admin(login: str, password: str | None, reset: bool) -> None:
     """Create an administrator, or reset an existing user's password and make it an active admin."""
+    source = "--password" if password else "ADMIN_PASSWORD"
     password = password or settings.ADMIN_PASSWORD
     if not password and sys.stdin.isatty():
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if password is not None and len(password) < 8:
-        raise click.UsageError("the password must be at least 8 characters")
-    _created, generated = ensure_admin(login, password, reset=reset)
+        source = "the password typed"
+    _created, generated = ensure_admin(login, password, reset=reset, source=source)
     click.echo(f"admin {login!r} is ready")
     if generated:
         click.echo(f"generated password (shown once): {generated}")
@@ -129,12 +143,22 @@ def rebuild_rollups() -> None:
 @click.option("--requests", "request_count", default=400, show_default=True)
 @click.option("--seed", "random_seed", default=20261127, show_default=True)
 def seed_demo(request_count: int, random_seed: int) -> None:
-    """Fill the database with realistic demo data (cities, campaigns, staff, requests, cash)."""
-    from models.seed.demo import seed
+    """Fill the database with realistic demo data (cities, campaigns, staff, requests, cash).
 
-    summary = seed(request_count=request_count, random_seed=random_seed)
+    The demo users it creates get a random password, printed once. Refused in production."""
+    if settings.is_production:
+        raise click.ClickException("seed-demo does not run in production (APP_ENV=production): demo users and "
+                                   "data are for development and tests only")
+    from models.seed.demo import new_demo_password, seed
+
+    password = new_demo_password()
+    summary = seed(request_count=request_count, random_seed=random_seed, password=password)
     for name, count in summary.items():
         click.echo(f"  {name:<22} {count:>6}")
+    if summary["users"]:
+        click.echo(f"demo users' password (shown once; every demo login): {password}")
+    else:
+        click.echo("demo users existed already: their passwords are unchanged")
 
 
 # ---- the README's settings table ------------------------------------------------------------------

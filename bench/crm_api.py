@@ -238,6 +238,7 @@ class Server:
             DATABASE_URL=database_url,
             REDIS_URL=redis_url,
             FLOWER_PASSWORD="bench-dummy-flower-password",
+            MANGO_ENABLED="false",  # no Mango here: production refuses an unsigned webhook
             COOKIE_SECURE="false",
             RATE_LIMIT_PER_CLIENT="1000000 per minute",
             RATE_LIMIT_PER_USER="1000000 per minute",

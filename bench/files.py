@@ -98,6 +98,7 @@ def service_env(args, media: Path) -> dict[str, str]:
     env.update(
         APP_ENV="production", SECRET_KEY=secrets.token_urlsafe(36), DATABASE_URL=args.database_url,
         REDIS_URL=args.redis_url, FLOWER_PASSWORD="bench-dummy-flower-password", COOKIE_SECURE="false",
+        MANGO_ENABLED="false",  # no Mango here: production refuses an unsigned webhook
         RATE_LIMIT_PER_CLIENT="1000000 per minute", RATE_LIMIT_PER_USER="1000000 per minute",
         MEDIA_ROOT=str(media / "media"), QUARANTINE_ROOT=str(media / "quarantine"), PYTHONPATH=str(REPO_ROOT),
         PYTHONUNBUFFERED="1", LOG_LEVEL="WARNING",

@@ -23,7 +23,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("api", "tasks", "models", "beat", "storage")
-TOP_LEVEL_MODULES = ("settings", "embedded", "logconfig", "supervise")
+TOP_LEVEL_MODULES = ("settings", "embedded", "logconfig", "supervise", "password_policy")
 PROJECT = set(PACKAGES) | set(TOP_LEVEL_MODULES)
 ENQUEUE_HELPER = "tasks.queue"
 ENQUEUE_CALLS = {"apply_async", "send_task", "delay", "amqp"}

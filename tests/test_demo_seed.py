@@ -1,12 +1,20 @@
-"""The demo seed on a real PostgreSQL: the data it creates holds together, and a second run adds nothing.
+"""The demo seed on a real PostgreSQL: the data it creates holds together, and a second run adds nothing;
+`flask --app api seed-demo` gives the demo users a random password, printed once, and refuses to run
+in production.
 
-The seed commits, so the module seeds once and empties the tables afterwards.
+The seed commits, so the module seeds once and empties the tables afterwards. The command's tests
+come first and leave the database empty, before that seed.
 """
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -29,11 +37,64 @@ from models.directories.tables import AdvertisingCampaign, City, Direction, Requ
 from models.people.passwords import verify_password
 from models.people.tables import User
 from models.requests.tables import Request
-from models.seed.demo import DEMO_PASSWORD, seed
+from models.seed import demo
+from models.seed.demo import seed
 from settings import settings
 from tests.support import truncate_committed_data
 
 REQUEST_COUNT = 120
+PASSWORD = "Seed-Demo-Test-Pass-1"
+ROOT = Path(__file__).resolve().parent.parent
+FLASK = str(Path(sys.executable).parent / "flask")
+PRINTED_PASSWORD = re.compile(r"^demo users' password \(shown once; every demo login\): (\S+)$", re.MULTILINE)
+
+
+def seed_demo(**env: str) -> subprocess.CompletedProcess:
+    """`flask --app api seed-demo` as a real process on the test database (a few requests only)."""
+    return subprocess.run([FLASK, "--app", "api", "seed-demo", "--requests", "5"], cwd=ROOT, env={**os.environ, **env},
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture()
+def empty_database(database):
+    truncate_committed_data()
+    yield
+    truncate_committed_data()
+
+
+def demo_user_hash() -> str:
+    Session.remove()
+    return Session.scalar(select(User.password_hash).where(User.login == "demo_admin"))
+
+
+def test_seed_demo_prints_a_random_password_that_signs_the_demo_users_in(empty_database):
+    passwords = []
+    for _run in range(2):
+        done = seed_demo()
+        assert done.returncode == 0, done.stdout + done.stderr
+        [password] = PRINTED_PASSWORD.findall(done.stdout)
+        assert verify_password(demo_user_hash(), password)
+        again = seed_demo()  # the users exist: no new password, the printed one still signs in
+        assert again.returncode == 0 and PRINTED_PASSWORD.search(again.stdout) is None
+        assert "passwords are unchanged" in again.stdout
+        assert verify_password(demo_user_hash(), password)
+        passwords.append(password)
+        truncate_committed_data()
+    assert passwords[0] != passwords[1] and len(passwords[0]) >= 16
+    source = Path(demo.__file__).read_text(encoding="utf-8")
+    assert not hasattr(demo, "DEMO_PASSWORD") and "demo12345" not in source
+
+
+def test_seed_demo_refuses_to_run_in_production(empty_database):
+    production = {"APP_ENV": "production", "SECRET_KEY": "q7Vt2LmXe9RzK4pWb8NcY3hJf6GsD1aU5oQi0TnE",
+                  "FLOWER_PASSWORD": "Tram-Vokzal-Pero-7", "MANGO_ENABLED": "false", "ADMIN_PASSWORD": ""}
+    done = seed_demo(**production)
+    assert done.returncode != 0
+    assert "seed-demo does not run in production (APP_ENV=production)" in done.stderr
+    assert "Traceback" not in done.stderr
+    Session.remove()
+    assert Session.scalar(select(func.count()).select_from(User)) == 0
+    assert Session.scalar(select(func.count()).select_from(City)) == 0
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +102,7 @@ def summary(database):
     """Seed the test database once for the module (committed), empty it afterwards."""
     truncate_committed_data()
     try:
-        yield seed(request_count=REQUEST_COUNT, random_seed=1)
+        yield seed(request_count=REQUEST_COUNT, random_seed=1, password=PASSWORD)
     finally:
         truncate_committed_data()
 
@@ -82,7 +143,7 @@ def test_every_role_has_users_and_demo_password_works(session):
     assert {user.role.name for user in users} == set(ROLES)
     assert len({user.login.lower() for user in users}) == len(users)
     assert len({user.password_hash for user in users}) == 1  # hashed once
-    assert verify_password(users[0].password_hash, DEMO_PASSWORD)
+    assert verify_password(users[0].password_hash, PASSWORD)
 
     directors = [user for user in users if user.role.name == DIRECTOR]
     assert any(user.city_id is None for user in directors)
@@ -181,6 +242,8 @@ def test_other_transactions_have_the_sign_of_their_type(session):
 
 def test_a_second_run_duplicates_nothing(session, summary):
     before = {model: _count(model) for model in (City, Direction, AdvertisingCampaign, User, Request, Transaction)}
-    again = seed(request_count=REQUEST_COUNT, random_seed=2)
+    again = seed(request_count=REQUEST_COUNT, random_seed=2, password="Another-Demo-Pass-2")
     assert set(again.values()) == {0}
     assert {model: _count(model) for model in before} == before
+    users = session.scalars(select(User)).unique().all()
+    assert all(verify_password(user.password_hash, PASSWORD) for user in users[:3])  # passwords kept

@@ -1,18 +1,43 @@
 """Settings: typed, aliases of the old names, safe defaults, refusal in production."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from dataclasses import fields
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+import requests
 
-from settings import SettingsError, load
+from embedded import free_port
+from settings import Settings, SettingsError, load
+from tests.support import stop_process_group, wait_for
 
+ROOT = Path(__file__).resolve().parent.parent
 PRODUCTION = {
     "APP_ENV": "production",
-    "SECRET_KEY": "x" * 48,
+    "SECRET_KEY": "q7Vt2LmXe9RzK4pWb8NcY3hJf6GsD1aU5oQi0TnE",
     "DATABASE_URL": "postgresql://leadline@db/leadline",
     "REDIS_URL": "redis://redis:6379/0",
-    "FLOWER_PASSWORD": "flower-secret",
+    "FLOWER_PASSWORD": "Tram-Vokzal-Pero-7",
+    "MANGO_API_KEY": "9ipl5monmwkkyg3adfx2s6frz7b",
+    "MANGO_API_SALT": "k2v8s0d7x1q4m6n3b5c9z0a1s2d3f4g5",
+}
+# Production with one weak secret each (the setting the refusal must name, and what is set).
+WEAK_PRODUCTION = {
+    "webhook on, no Mango key": ("MANGO_API_KEY", {"MANGO_API_KEY": ""}),
+    "webhook on, no Mango salt": ("MANGO_API_SALT", {"MANGO_API_SALT": ""}),
+    "short SECRET_KEY": ("SECRET_KEY", {"SECRET_KEY": "q7Vt2LmXe9RzK4pWb8NcY3hJf6GsD1a"}),
+    "one character repeated": ("SECRET_KEY", {"SECRET_KEY": "x" * 64}),
+    "two characters repeated": ("SECRET_KEY", {"SECRET_KEY": "ab" * 32}),
+    "a word repeated": ("SECRET_KEY", {"SECRET_KEY": "leadline" * 6}),
+    "common FLOWER_PASSWORD": ("FLOWER_PASSWORD", {"FLOWER_PASSWORD": "password1234"}),
+    "short FLOWER_PASSWORD": ("FLOWER_PASSWORD", {"FLOWER_PASSWORD": "Tram-Vokz-7"}),
+    "keyboard-run FLOWER_PASSWORD": ("FLOWER_PASSWORD", {"FLOWER_PASSWORD": "qwertyuiop12"}),
+    "short ADMIN_PASSWORD": ("ADMIN_PASSWORD", {"ADMIN_PASSWORD": "Adm1n-Pass"}),
+    "common ADMIN_PASSWORD": ("ADMIN_PASSWORD", {"ADMIN_PASSWORD": "iloveyou1234"}),
 }
 
 
@@ -88,6 +113,82 @@ def test_production_refuses_to_start_without_secrets():
 def test_production_refuses_weak_secret_key():
     with pytest.raises(SettingsError, match="SECRET_KEY"):
         load({**PRODUCTION, "SECRET_KEY": "short"})
+
+
+@pytest.mark.parametrize("name, weak", WEAK_PRODUCTION.values(), ids=WEAK_PRODUCTION.keys())
+def test_production_refuses_weak_secrets(name, weak):
+    with pytest.raises(SettingsError, match=name) as refused:
+        load({**PRODUCTION, **weak})
+    [value] = weak.values()
+    assert not value or value not in str(refused.value)  # the secret itself is never shown
+
+
+def test_production_may_switch_the_mango_webhook_off_instead_of_signing_it():
+    unsigned = {name: value for name, value in PRODUCTION.items() if not name.startswith("MANGO_API_")}
+    with pytest.raises(SettingsError, match="MANGO_ENABLED=false"):
+        load(unsigned)
+    assert load({**unsigned, "MANGO_ENABLED": "false"}).MANGO_ENABLED is False
+    assert load({**PRODUCTION, "ADMIN_PASSWORD": "Tram-Vokzal-Pero-8"}).ADMIN_PASSWORD == "Tram-Vokzal-Pero-8"
+
+
+def test_weak_secrets_are_allowed_outside_production():
+    """Development keeps its defaults (no Mango key, a short password of its own) and only warns."""
+    s = load({"SECRET_KEY": "x" * 8, "FLOWER_PASSWORD": "flower", "ADMIN_PASSWORD": "admin"})
+    assert s.MANGO_ENABLED is True and s.MANGO_API_KEY is None
+
+
+def production_process_env(**values: str) -> dict[str, str]:
+    """The environment of a process started as production: the parent's environment without any
+    leadline setting (nor an old name of one), then `values`."""
+    names = {name for f in fields(Settings) for name in (f.name, *f.metadata["aliases"])}
+    old = ("POSTGRESQL_", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB", "PROMETHEUS_MULTIPROC_DIR")
+    env = {name: value for name, value in os.environ.items() if name not in names and not name.startswith(old)}
+    env.update(values, PYTHONUNBUFFERED="1")
+    return env
+
+
+def gunicorn(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+    """The API as production starts it (Procfile, deploy/Dockerfile): gunicorn with its config file."""
+    command = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
+               "--workers", "1", "api:create_app()"]
+    with open(log, "wb") as out:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+@pytest.mark.parametrize("name, weak", WEAK_PRODUCTION.values(), ids=WEAK_PRODUCTION.keys())
+def test_the_api_process_refuses_to_start_in_production_with_a_weak_secret(name, weak, tmp_path):
+    process = gunicorn(production_process_env(**{**PRODUCTION, **weak}), free_port(), tmp_path / "api.log")
+    try:
+        process.wait(timeout=120)
+    finally:
+        stop_process_group(process)
+    err = (tmp_path / "api.log").read_text()
+    assert process.returncode != 0
+    [refusal] = [line for line in err.splitlines() if line.startswith("settings.SettingsError")]
+    assert name in refusal
+    for other in {other for other, _ in WEAK_PRODUCTION.values()} - {name, "MANGO_API_SALT", "MANGO_API_KEY"}:
+        assert other not in refusal  # only the weak one is named
+
+
+def test_the_api_process_starts_in_production_with_strong_secrets(tmp_path):
+    """The strong configuration against this test session's PostgreSQL and Redis: the API answers."""
+    port, log = free_port(), tmp_path / "api.log"
+    strong = {**PRODUCTION, "DATABASE_URL": os.environ["DATABASE_URL"], "REDIS_URL": os.environ["REDIS_URL"],
+              "ADMIN_PASSWORD": "Tram-Vokzal-Pero-8"}
+    process = gunicorn(production_process_env(**strong), port, log)
+    try:
+        def health():
+            assert process.poll() is None, log.read_text()[-3000:]
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_for(health, timeout=120, interval=0.2)
+    finally:
+        stop_process_group(process)
+    assert "unsigned" not in log.read_text()  # signed: no warning about the webhook
 
 
 def test_production_defaults_are_safe():

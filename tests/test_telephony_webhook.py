@@ -11,7 +11,17 @@ from models import MangoEvent
 from models.telephony import rules
 from tests.factories import create_user
 from tests.support import SPA, login
-from tests.telephony_support import KEY, compact, form, incoming_answered, overridden, path_of, sign, signing
+from tests.telephony_support import (
+    KEY,
+    SALT,
+    compact,
+    form,
+    incoming_answered,
+    overridden,
+    path_of,
+    sign,
+    signing,
+)
 
 MANGO_IP = "81.88.80.132"
 
@@ -60,7 +70,7 @@ def test_signed_delivery_is_stored_pending_and_answered(client, db, signed, deli
     assert event.raw_body is None and event.attempts == 0
 
 
-@pytest.mark.parametrize("tamper", ["sign", "key", "json", "missing_sign", "salt"])
+@pytest.mark.parametrize("tamper", ["sign", "key", "json", "missing_sign", "salt", "unsigned"])
 def test_forged_deliveries_are_refused_and_not_stored(client, db, signed, delivery, tamper):
     event_type, payload = delivery
     data = form(payload)
@@ -74,6 +84,8 @@ def test_forged_deliveries_are_refused_and_not_stored(client, db, signed, delive
         del data["sign"]
     elif tamper == "salt":
         data = form(payload, salt="guessed-salt")
+    elif tamper == "unsigned":  # neither key nor signature: taken only while no key is configured
+        data = {"json": data["json"]}
     response = client.post(path_of(event_type), data=data, environ_base={"REMOTE_ADDR": MANGO_IP})
     assert response.status_code == 403
     assert response.json["code"] in ("mango_sign_invalid", "mango_key_invalid", "mango_sign_missing")
@@ -101,6 +113,43 @@ def test_unsigned_deliveries_are_accepted_when_no_key_is_configured(client, db, 
         response = client.post(path_of("call"), data={"json": compact(delivery[1])})
     assert response.status_code == 200
     assert len(stored(db)) == 1
+
+
+WEBHOOK_ADDRESSES = (
+    "/api/webhook/mango/events/call", "/api/webhook/mango/events/summary", "/api/webhook/mango/events/record/added",
+    "/api/webhook/mango/ping", "/api/webhook/mango", "/api/webhook", "/api/webhook/events/call",
+    "/api/v1/mango/webhook", "/api/v1/mango/webhook/events/call", "/api/v2/mango/webhook/events/call",
+)
+
+
+@pytest.mark.parametrize("path", WEBHOOK_ADDRESSES)
+def test_a_switched_off_webhook_is_not_found_and_stores_nothing(client, db, signed, delivery, queued, path):
+    """MANGO_ENABLED=false: every address of the receiver answers 404 with the usual error body, even
+    to a correctly signed delivery or a connection test; nothing is stored or queued."""
+    with overridden(MANGO_ENABLED=False):
+        delivered = client.post(path, data=form(delivery[1]), environ_base={"REMOTE_ADDR": MANGO_IP})
+        connection_test = client.post(path, data={"vpbx_api_key": KEY}, environ_base={"REMOTE_ADDR": MANGO_IP})
+    for response in (delivered, connection_test):
+        assert response.status_code == 404
+        assert response.json == {"detail": "Приём событий Mango Office отключён", "code": "not_found"}
+    assert stored(db) == [] and queued == []
+    assert client.post(path, data=form(delivery[1])).status_code == 200  # switched on again: taken
+
+
+def test_an_unsigned_webhook_is_warned_about_when_the_api_starts(caplog):
+    from api import create_app
+
+    def started(**values) -> list[str]:
+        caplog.clear()
+        with overridden(**values), caplog.at_level("WARNING", logger="api.telephony.webhook"):
+            create_app({"TESTING": True})
+        return [record.getMessage() for record in caplog.records if record.name == "api.telephony.webhook"]
+
+    [warning] = started(MANGO_API_KEY=None, MANGO_API_SALT=None, MANGO_ENABLED=True)
+    assert "unsigned" in warning and "MANGO_API_KEY" in warning and "MANGO_ENABLED=false" in warning
+    assert len(started(MANGO_API_KEY=KEY, MANGO_API_SALT=None, MANGO_ENABLED=True)) == 1  # a key alone signs nothing
+    assert started(MANGO_API_KEY=KEY, MANGO_API_SALT=SALT, MANGO_ENABLED=True) == []
+    assert started(MANGO_API_KEY=None, MANGO_API_SALT=None, MANGO_ENABLED=False) == []
 
 
 def test_disallowed_source_address_is_refused(client, db, delivery):

@@ -7,6 +7,7 @@ Mango's, inserts it into `mango_events` (a repeated delivery hits the dedupe key
 commits, queues `telephony.process_event` and answers within milliseconds.
 
 Answers:
+- 404, nothing stored: the webhook is switched off (MANGO_ENABLED=false), on every address.
 - 403, nothing stored: a source address outside MANGO_ALLOWED_IPS, a wrong `vpbx_api_key`, a
   signature that does not match (when MANGO_API_KEY and MANGO_API_SALT are set).
 - 413: a body larger than MANGO_MAX_BODY_KB.
@@ -15,6 +16,10 @@ Answers:
   signed by Mango, so it is kept for an administrator rather than lost; answering an error would
   only make a sender that retries send the same bytes again.
 - 503 when the database cannot take the delivery (nothing was stored; the sender may retry).
+
+Without MANGO_API_KEY and MANGO_API_SALT nothing is signed and anything posted is taken: production
+refuses to start that way (settings.py), elsewhere the API warns once as it starts
+(`warn_if_unsigned`, called by create_app).
 
 When the broker is down the delivery is still stored and answered 200; it stays `pending` and the
 sweeper queues it once the broker is back. Nothing personal (numbers) is logged.
@@ -62,12 +67,18 @@ FORM_DOC = {
 ANSWERS = {
     200: {"description": "stored (or a repeated delivery, or a connection test)"},
     403: {"description": "source address, key or signature refused; nothing stored"},
+    404: {"description": "the webhook is switched off (MANGO_ENABLED=false), or an unknown event type"},
     413: {"description": "body too large"},
     503: {"description": "the database is unavailable; nothing stored"},
 }
 
 
 # ---- checks ---------------------------------------------------------------------------------------
+
+def check_enabled() -> None:
+    if not settings.MANGO_ENABLED:
+        raise ApiError(404, "Приём событий Mango Office отключён", code="not_found")
+
 
 @lru_cache(maxsize=8)
 def allowed_networks(entries: tuple[str, ...]) -> tuple:
@@ -110,6 +121,13 @@ def read_form():
 
 def signing_configured() -> bool:
     return bool(settings.MANGO_API_KEY and settings.MANGO_API_SALT)
+
+
+def warn_if_unsigned() -> None:
+    """Said once as the API starts (settings.py refuses this state in production)."""
+    if settings.MANGO_ENABLED and not signing_configured():
+        log.warning("Mango webhook accepts unsigned deliveries: MANGO_API_KEY and MANGO_API_SALT are not set "
+                    "(set them, or MANGO_ENABLED=false to switch the webhook off)")
 
 
 def check_key(sent_key: str | None) -> None:
@@ -156,6 +174,7 @@ def store(values: dict) -> int | None:
 
 
 def receive(event_type: str | None):
+    check_enabled()
     check_source()
     form = read_form()
     raw = form.get("json")

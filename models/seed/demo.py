@@ -7,7 +7,9 @@ What a run does:
 - requests and transactions are added only while no request or transaction created by a demo user
   exists; once they do, a run skips both and reports 0 for them (run it on a fresh database, or
   delete the demo requests, to get a new set);
-- every demo user signs in with `DEMO_PASSWORD`.
+- the demo users a run creates all sign in with the password it is given: `seed-demo` draws a random
+  one (`new_demo_password`) and prints it once; users that already exist keep theirs. No password
+  is written in the source, and `seed-demo` refuses to run in production.
 
 The data is deterministic for a given `random_seed`; each part draws from its own generator so a
 part that already exists does not shift the others.
@@ -15,6 +17,7 @@ part that already exists does not shift the others.
 from __future__ import annotations
 
 import random
+import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -48,7 +51,6 @@ from models.requests.money import CENT, request_money
 from models.requests.tables import Request
 from settings import settings
 
-DEMO_PASSWORD = "demo12345"  # nosec B105 # the demo accounts' documented password (development data)
 DAYS_BACK = 60  # requests and cash entries fall within this many days before now
 OLDEST = DAYS_BACK - 1  # in whole local days
 REPEAT_CLIENT_SHARE = 0.12
@@ -331,7 +333,12 @@ def _ensure_campaigns(cities: dict[str, City], created: dict[str, int]) -> dict[
     return result
 
 
-def _ensure_users(rng: random.Random, roles: dict[str, Role], cities: dict[str, City],
+def new_demo_password() -> str:
+    """A fresh random password for the demo users of one run (16 URL-safe characters)."""
+    return secrets.token_urlsafe(12)
+
+
+def _ensure_users(rng: random.Random, roles: dict[str, Role], cities: dict[str, City], password: str,
                   created: dict[str, int]) -> dict[str, User]:
     specs = user_specs()
     existing = Session.scalars(
@@ -344,7 +351,7 @@ def _ensure_users(rng: random.Random, roles: dict[str, Role], cities: dict[str, 
         if spec.login.lower() in users:
             continue
         if password_hash is None:
-            password_hash = hash_password(DEMO_PASSWORD)
+            password_hash = hash_password(password)
         ten = _mobile_digits(rng)
         phone_number = f"+7 ({ten[:3]}) {ten[3:6]}-{ten[6:8]}-{ten[8:]}"
         is_master = spec.role == MASTER
@@ -590,8 +597,9 @@ def _context(cities, campaigns, directions, request_types, transaction_types, us
 
 # ---- entry point ----------------------------------------------------------------------------------
 
-def seed(request_count: int = 400, random_seed: int = 0) -> dict[str, int]:
-    """Fill the database with demo data; returns how many rows each table received."""
+def seed(request_count: int = 400, random_seed: int = 0, *, password: str) -> dict[str, int]:
+    """Fill the database with demo data; returns how many rows each table received. The demo users
+    created now sign in with `password`."""
     created: dict[str, int] = {}
     try:
         cities = _get_or_create_named(City, [city.name for city in CITIES], created)
@@ -603,7 +611,7 @@ def seed(request_count: int = 400, random_seed: int = 0) -> dict[str, int]:
         )
         Session.flush()
         campaigns = _ensure_campaigns(cities, created)
-        users = _ensure_users(_rng(random_seed, "users"), roles, cities, created)
+        users = _ensure_users(_rng(random_seed, "users"), roles, cities, password, created)
         Session.flush()
 
         created[Request.__tablename__] = created[Transaction.__tablename__] = 0
