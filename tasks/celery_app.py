@@ -20,6 +20,7 @@ from celery.worker import control
 from kombu import Queue
 
 from settings import settings
+from tasks.broker import RestoreHeld
 from tasks.queues import HEAVY, LIGHT
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,20 @@ def make_celery() -> Celery:
     app = Celery("leadline")
     app.conf.update(
         broker_url=url,
+        # A Redis outage is waited out: the worker reconnects with backoff (celery's: 2 s longer each
+        # try, up to a cap), for ever, at startup too; tasks/broker.py keeps the worker's teardown of a lost connection
+        # from killing it, and beat/scheduler.py keeps beat (and its lock) alive.
+        broker_transport="tasks.broker:Transport",
+        worker_consumer="tasks.broker:Consumer",
+        broker_connection_retry=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": settings.BROKER_VISIBILITY_TIMEOUT},
+        broker_connection_max_retries=None,
+        broker_transport_options={
+            "visibility_timeout": settings.BROKER_VISIBILITY_TIMEOUT,
+            # a server that stops answering (no RST) is noticed, not waited on for ever
+            "socket_timeout": 30, "socket_connect_timeout": 5, "socket_keepalive": True,
+            "health_check_interval": 25,
+        },
         result_backend=None,
         task_ignore_result=True,
         task_serializer="json",
@@ -48,7 +61,11 @@ def make_celery() -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # A task running when Redis goes away finishes and acknowledges its message once Redis is
+        # back (tasks/broker.py); its message stays in Redis' unacked set meanwhile, and the visibility
+        # timeout redelivers it if the worker dies first. Cancelling it instead would throw its work
+        # away and leave the message to the visibility timeout all the same.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_soft_time_limit=settings.TASK_SOFT_TIME_LIMIT,
         task_time_limit=settings.TASK_TIME_LIMIT,
         task_default_queue=LIGHT,
@@ -69,16 +86,18 @@ def make_celery() -> Celery:
         timezone="UTC",
         # One beat at a time: redbeat keeps the schedule in Redis and holds a lock while it runs.
         beat_schedule=SCHEDULE,
-        beat_scheduler="redbeat.RedBeatScheduler",
+        beat_scheduler="beat.scheduler:Scheduler",
         beat_max_loop_interval=5,
         redbeat_redis_url=url,
         redbeat_key_prefix="leadline:redbeat:",
         redbeat_lock_timeout=60,
+        redbeat_redis_options={"socket_timeout": 10, "socket_connect_timeout": 5, "health_check_interval": 25},
     )
     return app
 
 
 celery_app = make_celery()
+celery_app.steps["consumer"].add(RestoreHeld)
 
 import tasks.signals  # noqa: E402,F401 - message stamps, request id, task metrics, logging
 
