@@ -82,6 +82,7 @@ celery_app = make_celery()
 import tasks.alerts  # noqa: E402,F401
 import tasks.files  # noqa: E402,F401
 import tasks.jobs  # noqa: E402,F401
+import tasks.leases  # noqa: E402,F401 - a dead worker's messages queued again within a minute
 import tasks.maintenance  # noqa: E402,F401
 import tasks.recordings  # noqa: E402,F401
 import tasks.signals  # noqa: E402,F401 - message stamps, request id, task metrics, logging
