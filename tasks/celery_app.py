@@ -107,6 +107,7 @@ def register_task_modules() -> None:
     import tasks.alerts  # noqa: F401
     import tasks.files  # noqa: F401
     import tasks.jobs  # noqa: F401
+    import tasks.leases  # noqa: F401 - a dead worker's messages queued again within a minute
     import tasks.maintenance  # noqa: F401
     import tasks.recordings  # noqa: F401
     import tasks.telephony  # noqa: F401

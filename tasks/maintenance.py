@@ -219,13 +219,11 @@ def _skip(job_id: str, holder: str) -> dict[str, Any]:
     return {"skipped": True, "running": running}
 
 
-def run_maintenance(name: str, job_id: str | None = None) -> dict[str, Any]:
+def run_maintenance(name: str, job_id: str | None = None, run_id: str | None = None) -> dict[str, Any]:
     """Run one maintenance task under the shared lock, recording it in its job row."""
     work = MAINTENANCE_WORK[name]
-    if job_id is None:  # from beat: the run gets its own row
-        with unit_of_work():
-            job = jobs.create_job(f"maintenance.{name}", {"trigger": "beat"})
-        job_id = str(job.id)
+    if job_id is None:  # from beat: the run gets its own row, found again when its message is redelivered
+        job_id = jobs.ensure_job(f"maintenance.{name}", {"trigger": "beat"}, run_id)
     if not jobs.claim(job_id):
         return {"skipped": True, "reason": "finished"}  # a redelivery of a finished run
     # The job id in the token: a run redelivered after its worker died takes its own lock back.
@@ -246,25 +244,25 @@ def run_maintenance(name: str, job_id: str | None = None) -> dict[str, Any]:
         lock.release()
 
 
-@celery_app.task(name="maintenance.analyze", soft_time_limit=1800, time_limit=1900)
-def analyze(job_id: str | None = None) -> dict[str, Any]:
+@celery_app.task(name="maintenance.analyze", bind=True, soft_time_limit=1800, time_limit=1900)
+def analyze(self, job_id: str | None = None) -> dict[str, Any]:
     """ANALYZE of the hot tables: fresh planner statistics."""
-    return run_maintenance("analyze", job_id)
+    return run_maintenance("analyze", job_id, self.request.id)
 
 
-@celery_app.task(name="maintenance.vacuum", soft_time_limit=3300, time_limit=3500)
-def vacuum(job_id: str | None = None) -> dict[str, Any]:
+@celery_app.task(name="maintenance.vacuum", bind=True, soft_time_limit=3300, time_limit=3500)
+def vacuum(self, job_id: str | None = None) -> dict[str, Any]:
     """VACUUM (ANALYZE) of the hot tables, outside any transaction."""
-    return run_maintenance("vacuum", job_id)
+    return run_maintenance("vacuum", job_id, self.request.id)
 
 
-@celery_app.task(name="maintenance.index_report", soft_time_limit=300, time_limit=360)
-def index_report_task(job_id: str | None = None) -> dict[str, Any]:
+@celery_app.task(name="maintenance.index_report", bind=True, soft_time_limit=300, time_limit=360)
+def index_report_task(self, job_id: str | None = None) -> dict[str, Any]:
     """Index usage and table sizes, stored as the job's result."""
-    return run_maintenance("index_report", job_id)
+    return run_maintenance("index_report", job_id, self.request.id)
 
 
-@celery_app.task(name="maintenance.purge", soft_time_limit=1800, time_limit=1900)
-def purge(job_id: str | None = None) -> dict[str, Any]:
+@celery_app.task(name="maintenance.purge", bind=True, soft_time_limit=1800, time_limit=1900)
+def purge(self, job_id: str | None = None) -> dict[str, Any]:
     """Retention: processed inbox rows, finished jobs and resolved alerts past their days."""
-    return run_maintenance("purge", job_id)
+    return run_maintenance("purge", job_id, self.request.id)

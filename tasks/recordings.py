@@ -275,10 +275,10 @@ class MailboxImport:
 
 # ---- the job row of a run -------------------------------------------------------------------------------
 
-def _start_job(job_id: str | None, days_back: int, trigger: str) -> str | None:
+def _start_job(job_id: str | None, days_back: int, trigger: str, run_id: str | None) -> str | None:
     if job_id is not None:
         return job_id if jobs.claim(job_id) else None
-    return jobs.start_job(mailbox.IMPORT_JOB_KIND, {"days_back": days_back, "trigger": trigger})
+    return jobs.start_job(mailbox.IMPORT_JOB_KIND, {"days_back": days_back, "trigger": trigger}, run_id)
 
 
 def _record_state(error: str | None) -> None:
@@ -293,9 +293,12 @@ def _refuse(job_id: str | None, reason: str) -> None:
         jobs.fail(job_id, reason)
 
 
-def run_import(job_id: str | None = None, days_back: int | None = None, manual: bool | None = None) -> dict[str, Any]:
+def run_import(job_id: str | None = None, days_back: int | None = None, manual: bool | None = None,
+               run_id: str | None = None) -> dict[str, Any]:
     """One import, as the task runs it. `job_id` is a manual run's job (days_back from its params); a
-    manual run looks back days_back days even when the mailbox was read before."""
+    manual run looks back days_back days even when the mailbox was read before. `run_id`, the task
+    message's id, names a beat run's job and lock holder: delivered again after its worker died, the
+    run takes back its own lock and job instead of waiting for the lock to expire."""
     get_engine()
     manual = job_id is not None if manual is None else manual
     if job_id is not None:
@@ -309,7 +312,7 @@ def run_import(job_id: str | None = None, days_back: int | None = None, manual: 
         _refuse(job_id, "Импорт записей не настроен: не заданы IMAP_HOST, IMAP_USER или IMAP_PASSWORD")
         return {"result": "not configured"}
     try:
-        lock = mailbox.import_lock(job_id)
+        lock = mailbox.import_lock(job_id or (str(jobs.run_job_id(run_id)) if run_id else None))
         acquired = lock.acquire()
     except RedisError:
         _refuse(job_id, "Хранилище блокировок (Redis) недоступно, повторите позже")
@@ -318,7 +321,7 @@ def run_import(job_id: str | None = None, days_back: int | None = None, manual: 
         _refuse(job_id, "Импорт записей уже выполняется, повторите позже")
         return {"result": "refused", "reason": "another import is running"}
     try:
-        job_id = _start_job(job_id, days_back, "manual" if manual else "beat")
+        job_id = _start_job(job_id, days_back, "manual" if manual else "beat", run_id)
         if job_id is None:
             return {"result": "already finished"}
         importer = MailboxImport(days_back=days_back, manual=manual)
@@ -376,10 +379,11 @@ def own_session() -> None:
     Session(bind=get_engine())
 
 
-@celery_app.task(name="recordings.import_mailbox", soft_time_limit=IMPORT_SOFT_LIMIT, time_limit=IMPORT_HARD_LIMIT)
-def import_mailbox(job_id: str | None = None, days_back: int | None = None) -> dict[str, Any]:
+@celery_app.task(name="recordings.import_mailbox", bind=True, soft_time_limit=IMPORT_SOFT_LIMIT,
+                 time_limit=IMPORT_HARD_LIMIT)
+def import_mailbox(self, job_id: str | None = None, days_back: int | None = None) -> dict[str, Any]:
     own_session()
-    return run_import(job_id, days_back)
+    return run_import(job_id, days_back, run_id=self.request.id)
 
 
 # ---- retries of the unmatched ----------------------------------------------------------------------------

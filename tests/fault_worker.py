@@ -14,6 +14,9 @@ step after which a test wants a worker to stop, and reads what to do from the en
 - LEADLINE_FAULT_MANGO_SLEEP seconds and LEADLINE_FAULT_MANGO_MARKER: an inbox event of type
   LEADLINE_FAULT_MANGO_TYPE (any when unset) stops once between its folding and its commit, after
   creating the marker file with its process id.
+- LEADLINE_FAULT_MAINTENANCE="<name>:<seconds>": the first run of maintenance `name` to start its work
+  (its job claimed, the maintenance lock taken) publishes its process id in Redis under
+  leadline:test:maintenance-fault and sleeps there; later runs go through.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import os
 import time
 
 import tasks.files
+import tasks.maintenance
 from models.core.redis import get_redis, key
 from models.telephony import rules as telephony_rules
 from storage import validation
@@ -81,7 +85,20 @@ def _apply_then_pause(original):
     return apply_event
 
 
+def _pause_maintenance(name: str, original):
+    @functools.wraps(original)
+    def work(*args, **kwargs):
+        wanted, _, seconds = os.environ.get("LEADLINE_FAULT_MAINTENANCE", "").partition(":")
+        if wanted == name and get_redis().set(key("test", "maintenance-fault"), str(os.getpid()), nx=True, ex=300):
+            time.sleep(float(seconds or 30))
+        return original(*args, **kwargs)
+    return work
+
+
 # Installed at import, in the worker's main process: its pool processes inherit them.
 validation.validate = _validate_after_claim(validation.validate)
 tasks.files._mark_ready = _mark_ready_around_the_commit(tasks.files._mark_ready)
 telephony_rules.apply_event = _apply_then_pause(telephony_rules.apply_event)
+tasks.maintenance.MAINTENANCE_WORK.update(
+    {name: _pause_maintenance(name, work) for name, work in tasks.maintenance.MAINTENANCE_WORK.items()}
+)

@@ -1,11 +1,15 @@
 """Helpers the test modules share (test data is in tests/factories.py): signing in, waiting for a
-condition, stopping a server a test started, emptying the committed data, building an upload."""
+condition, stopping a server a test started, a real worker of tests/fault_worker.py to crash, emptying the
+committed data, building an upload."""
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import sys
 import time
+import uuid
+from pathlib import Path
 from typing import Callable
 from urllib.parse import quote
 
@@ -18,6 +22,8 @@ from models import Base, Session
 from models.core.db import get_engine
 from tests.factories import TEST_PASSWORD
 
+REPO = Path(__file__).resolve().parent.parent
+CELERY = str(Path(sys.executable).with_name("celery"))
 # Lookups seeded by the migration survive the per-test cleanup of committed data.
 SEEDED_TABLES = {"roles", "request_types", "transaction_types", "report_rollups"}
 # What the SPA's browser sends with every unsafe call: an origin of CORS_ORIGINS (see conftest.py).
@@ -56,6 +62,40 @@ def stop_process_group(process, timeout: float = 30.0) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+
+
+class FaultWorker:
+    """A real `celery worker` process (prefork, one child) on queues of its own, with the faults of
+    tests/fault_worker.py that `env` names; `media` (a storage.backend.LocalStorage) its file roots."""
+
+    def __init__(self, queue: str, log_dir: Path, media=None, **env: str):
+        self.log = open(log_dir / f"worker-{uuid.uuid4().hex[:6]}.log", "wb")
+        environment = {**os.environ, "APP_ENV": "test", "PYTHONPATH": str(REPO), "LOG_LEVEL": "WARNING", **env}
+        if media is not None:
+            environment.update(MEDIA_ROOT=str(media.media_root), QUARANTINE_ROOT=str(media.quarantine_root))
+        self.process = subprocess.Popen(
+            [CELERY, "-A", "tests.fault_worker", "worker", "-Q", queue, "-c", "1", "--pool", "prefork",
+             "-n", f"crash-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle",
+             "--without-heartbeat", "--loglevel", "WARNING"],
+            cwd=REPO, env=environment, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def kill_all(self) -> None:
+        """SIGKILL the worker's main process (its pool process follows it: parent-death signal)."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                self.kill_all()
+        self.log.close()
 
 
 def at_once(*calls: Callable[[], object], timeout: float = 30.0) -> list:

@@ -44,10 +44,9 @@ from tests.file_samples import (
     polyglot_jpeg_zip,
     wav_bytes,
 )
-from tests.support import bearer, multipart, stop_process_group, wait_for
+from tests.support import FaultWorker, bearer, multipart, stop_process_group, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
-CELERY = str(Path(sys.executable).with_name("celery"))
 
 
 def _statuses(ids: list[int]) -> dict[int, str]:
@@ -122,40 +121,6 @@ def test_fifty_parallel_uploads_all_end_ready_or_rejected(app, committed, media,
 
 # ---- crashes -----------------------------------------------------------------------------------------
 
-class Worker:
-    """A real `celery worker` process (prefork, one child) on a queue of its own, with the faults of
-    tests/fault_worker.py."""
-
-    def __init__(self, queue: str, media: backend.LocalStorage, log_dir: Path, **env: str):
-        self.log = open(log_dir / f"worker-{uuid.uuid4().hex[:6]}.log", "wb")
-        environment = {
-            **os.environ, "APP_ENV": "test", "PYTHONPATH": str(REPO), "MEDIA_ROOT": str(media.media_root),
-            "QUARANTINE_ROOT": str(media.quarantine_root), "LOG_LEVEL": "WARNING", **env,
-        }
-        self.process = subprocess.Popen(
-            [CELERY, "-A", "tests.fault_worker", "worker", "-Q", queue, "-c", "1", "--pool", "prefork",
-             "-n", f"crash-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "--loglevel", "WARNING"],
-            cwd=REPO, env=environment, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-    def kill_all(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                self.kill_all()
-        self.log.close()
-
-
 def _pending_upload(app, committed, media, monkeypatch) -> tuple[dict, int]:
     """An upload accepted by the API and committed, its validation not queued yet (the test queues it)."""
     city = make_city()
@@ -207,7 +172,7 @@ def test_pool_process_killed_mid_validation_is_redelivered(app, committed, media
     requeues the message (acks late, reject on worker lost) and the next child finishes the file."""
     accepted, request_id = _pending_upload(app, committed, media, monkeypatch)
     queue = f"files-crash-{uuid.uuid4().hex[:8]}"
-    worker = Worker(queue, media, tmp_path, LEADLINE_FAULT_FILES=f"{point}:120")
+    worker = FaultWorker(queue, tmp_path, media, LEADLINE_FAULT_FILES=f"{point}:120")
     try:
         file_tasks.validate.apply_async(args=[accepted["file_id"], accepted["job_id"]], queue=queue)
         child = _paused_pid(point)
@@ -240,7 +205,7 @@ def test_whole_worker_killed_mid_validation_is_redelivered_to_the_next_worker(ap
     file ends in the right state exactly once."""
     accepted, request_id = _pending_upload(app, committed, media, monkeypatch)
     queue = f"files-crash-{uuid.uuid4().hex[:8]}"
-    first = Worker(queue, media, tmp_path, LEADLINE_FAULT_FILES=f"{point}:120")
+    first = FaultWorker(queue, tmp_path, media, LEADLINE_FAULT_FILES=f"{point}:120")
     second = None
     try:
         file_tasks.validate.apply_async(args=[accepted["file_id"], accepted["job_id"]], queue=queue)
@@ -248,7 +213,7 @@ def test_whole_worker_killed_mid_validation_is_redelivered_to_the_next_worker(ap
         first.kill_all()
         assert _statuses([accepted["file_id"]])[accepted["file_id"]] == "pending"
         time.sleep(3)  # older than the next worker's visibility timeout
-        second = Worker(queue, media, tmp_path, LEADLINE_FAULT_FILES=f"{point}:120", BROKER_VISIBILITY_TIMEOUT="2")
+        second = FaultWorker(queue, tmp_path, media, LEADLINE_FAULT_FILES=f"{point}:120", BROKER_VISIBILITY_TIMEOUT="2")
         wait_for(lambda: _settled(accepted["job_id"], media), timeout=90, interval=0.2)
         _assert_settled_exactly_once(accepted, request_id, media, 2)
     finally:

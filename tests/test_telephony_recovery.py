@@ -206,3 +206,17 @@ def test_whole_worker_killed_mid_event_is_swept_and_applied_once(stack, committe
     stack.sweep()
     wait_for(all_processed(committed, 6), timeout=90)
     assert_summary_applied_once(committed)
+
+
+def test_whole_worker_killed_mid_event_is_taken_over_by_the_next_worker_within_the_lease(
+        stack, committed, tmp_path):
+    """No sweeper runs here: the lease of the dead worker's message runs out (tasks/leases.py) and the
+    next worker gets that very message again, well before the broker's hour of visibility timeout."""
+    stack.start_api()
+    _kill_worker_in_the_middle(stack, committed, tmp_path / "paused", whole_worker=True)
+    killed = time.monotonic()
+    assert counts_by_status(committed) == {"processed": 5, "pending": 1}
+    stack.start_worker()
+    wait_for(all_processed(committed, 6), timeout=180)
+    print(f"\nevent of a killed worker processed {time.monotonic() - killed:.1f} s after the kill")
+    assert_summary_applied_once(committed)

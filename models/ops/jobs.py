@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert
 
 from models.core.db import Session, unit_of_work
 from models.ops.tables import Job
@@ -35,12 +36,32 @@ def create_job(kind: str, params: dict[str, Any] | None = None, created_by_id: i
     return job
 
 
-def start_job(kind: str, params: dict[str, Any] | None = None) -> str:
-    """A job that a worker starts by itself (beat's runs): created running, committed; its id."""
+def run_job_id(run_id: str | None) -> uuid.UUID:
+    """The job id of a run a worker starts by itself: its task message's id (a UUID), so that the
+    message, delivered again after its worker died, finds the row of its first attempt."""
+    if not run_id:
+        return uuid.uuid4()
+    try:
+        return uuid.UUID(str(run_id))
+    except ValueError:
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"leadline-run:{run_id}")
+
+
+def ensure_job(kind: str, params: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+    """The queued job of a run a worker starts by itself (beat's runs), committed; the row of its
+    first delivery when the message comes again. Its id."""
+    job_id = run_job_id(run_id)
     with unit_of_work():
-        job = create_job(kind, params)
-        job.status, job.started_at, job.attempts = "running", _now(), 1
-    return str(job.id)
+        Session.execute(insert(Job).values(id=job_id, kind=kind, status="queued", params=params or {}, attempts=0)
+                        .on_conflict_do_nothing(index_elements=[Job.id]))
+    return str(job_id)
+
+
+def start_job(kind: str, params: dict[str, Any] | None = None, run_id: str | None = None) -> str | None:
+    """A job that a worker starts by itself (beat's runs), running and committed: its id; None when
+    the run of this message (`run_id`) has already finished."""
+    job_id = ensure_job(kind, params, run_id)
+    return job_id if claim(job_id) else None
 
 
 def mark_running(job_id: str | uuid.UUID) -> int:
