@@ -96,7 +96,8 @@ def test_16_15_campaign_create_and_list(spa):
 def _master(spa, **extra):
     c, city = spa["client"], spa["city"]
     body = {"city_id": city.id, "full_name": "Петров Пётр", "phone_number": "+7 912 000-00-01", "login": "petrov",
-            "password": "Sekret-Pine-71", "birth_date": "", "passport": "", "chat_id": "", "notes": "", "status": "active"}
+            "password": "Sekret-Pine-71", "birth_date": "", "passport": "", "chat_id": "", "notes": "",
+            "status": "active"}
     body.update(extra)
     response = c.post("/api/users/masters/", json=body, headers=SPA)
     assert response.status_code in (200, 201), response.json

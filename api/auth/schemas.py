@@ -13,7 +13,7 @@ class LoginSchema(Schema):
 class PasswordChangeSchema(RussianSchema):
     """The signed-in user's own new password; the current one proves it is them."""
 
-    labels = {"current_password": "текущий пароль", "new_password": "новый пароль"}
+    labels = {"current_password": "текущий пароль", "new_password": "новый пароль"}  # nosec B105 - field labels
 
     current_password = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=256))
     new_password = password_field(required=True)
