@@ -37,8 +37,9 @@ def every(seconds: float, task: str, queue: str, **kwargs) -> dict:
 
 SCHEDULE = {
     "beat-heartbeat": every(settings.BEAT_HEARTBEAT_SECONDS, "maintenance.heartbeat", "light"),
-    # Uploads still pending 10 minutes after upload are queued again (their message was lost).
-    "files-sweep": every(300, "files.sweep", "heavy"),
+    # Uploads whose message the broker could not take are sent once it answers; uploads still pending
+    # 10 minutes after upload are queued again (their message was lost). Light: never behind validations.
+    "files-sweep": every(30, "files.sweep", "light"),
     # Quarantine leftovers, expired uploads, files of deleted owners after FILES_RETENTION_DAYS.
     "files-cleanup": every(3600, "files.cleanup", "heavy"),
     # Every minute on the light queue; a late evaluation is worthless, the next one is coming.

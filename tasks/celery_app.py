@@ -74,6 +74,7 @@ def make_celery() -> Celery:
             "telephony.*": {"queue": LIGHT},
             "alerts.*": {"queue": LIGHT},
             "jobs.*": {"queue": LIGHT},
+            "files.sweep": {"queue": LIGHT},
             "files.*": {"queue": HEAVY},
             "recordings.*": {"queue": HEAVY},
             "maintenance.heartbeat": {"queue": LIGHT},

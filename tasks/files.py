@@ -258,10 +258,24 @@ def job_of(file_id: int) -> str | None:
 
 @celery_app.task(name="files.sweep", soft_time_limit=120, time_limit=180)
 def sweep() -> int:
-    """Queue again the uploads still pending long after upload (their message was lost: broker
-    down at upload time, a purged queue). A validation that is merely slow is protected by a guard key."""
-    cutoff = _now() - timedelta(minutes=STALE_PENDING_MINUTES)
+    """Send the validations whose message could not be sent (the broker was down at upload time: their
+    job is marked unsent) as soon as the broker answers, and queue again the uploads still pending long
+    after upload (a purged queue). A validation that is merely slow is protected by a guard key."""
     queued = 0
+    with unit_of_work(read_only=True):
+        unsent = Session.execute(
+            select(File.id, Job.id)
+            .join(Job, Job.params["file_id"].as_integer() == File.id)
+            .where(File.status == "pending", Job.kind == VALIDATION_JOB_KIND, Job.status == "queued",
+                   Job.params.has_key(jobs.UNSENT))
+            .order_by(File.id).limit(BATCH)
+        ).all()
+    for file_id, job_id in unsent:
+        enqueue("files.validate", file_id, str(job_id))  # the broker still down: this sweep fails, the next retries
+        with unit_of_work():
+            jobs.note_sent(job_id)
+        queued += 1
+    cutoff = _now() - timedelta(minutes=STALE_PENDING_MINUTES)
     redis = get_redis()
     with unit_of_work(read_only=True):
         ids = Session.scalars(

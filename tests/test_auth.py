@@ -243,16 +243,17 @@ def test_cookie_origin_must_match_scheme_host_and_port(client, make_user):
     login(client, make_user("admin"))  # the test client's API is http://localhost
 
     def ping(**headers):
-        return client.post("/api/jobs/ping", headers=headers).status_code
+        """An unsafe call that changes nothing: past the origin check, its empty name is a 422."""
+        return client.post("/api/cities", json={"name": ""}, headers=headers).status_code
 
-    assert ping(Origin="http://localhost") == 202
-    assert ping(Origin="http://localhost:80") == 202
-    assert ping(Origin="http://spa.test:80") == 202
+    assert ping(Origin="http://localhost") == 422
+    assert ping(Origin="http://localhost:80") == 422
+    assert ping(Origin="http://spa.test:80") == 422
     for origin in ("https://localhost", "http://localhost:8080", "https://spa.test", "http://spa.test:3000",
                    "ftp://localhost", "null", "http://localhost:bad"):
         assert ping(Origin=origin) == 403, origin
     assert ping(Referer="https://localhost/docs") == 403
-    assert ping(Referer="http://localhost/docs") == 202
+    assert ping(Referer="http://localhost/docs") == 422
 
 
 def test_an_api_served_over_https_refuses_its_http_twin(app, make_user):
@@ -264,12 +265,13 @@ def test_an_api_served_over_https_refuses_its_http_twin(app, make_user):
     assert response.status_code == 200
 
     def ping(origin):
-        return client.post("/api/jobs/ping", headers={"Origin": origin}, base_url="https://api.host")
+        """An unsafe call that changes nothing: past the origin check, its empty name is a 422."""
+        return client.post("/api/cities", json={"name": ""}, headers={"Origin": origin}, base_url="https://api.host")
 
     refused = ping("http://api.host")
     assert refused.status_code == 403 and refused.json["code"] == "origin_forbidden"
-    assert ping("https://api.host").status_code == 202
-    assert ping("https://api.host:443").status_code == 202
+    assert ping("https://api.host").status_code == 422
+    assert ping("https://api.host:443").status_code == 422
 
 
 def test_bearer_unsafe_method_needs_no_origin(app, client, make_user):

@@ -531,6 +531,22 @@ def test_upload_still_accepted_when_the_broker_is_down(client, world, db, media,
     assert db.get(File, response.json["file_id"]).status == "pending"  # files.sweep will queue it
 
 
+def test_an_upload_the_broker_could_not_take_is_sent_by_the_next_sweep(client, world, media, monkeypatch, queued):
+    """Not ten minutes later: the job says its message was never sent, so the sweep after the broker is
+    back (every 30 s) sends it, once."""
+    def broker_down(*_args, **_kwargs):
+        raise ConnectionError("redis is down")
+
+    login(client, create_user("admin"))
+    with monkeypatch.context() as down:
+        down.setattr(file_tasks.validate, "apply_async", broker_down)
+        body = upload(client, f"/api/requests/{world['request'].id}/upload-bso", "a.jpg", jpeg_bytes()).json
+    assert queued == []
+    assert file_tasks.sweep.run() == 1  # at once, though the upload is seconds old
+    assert queued == [(body["file_id"], body["job_id"])]
+    assert file_tasks.sweep.run() == 0  # sent: not again
+
+
 def test_a_validator_crash_rejects_instead_of_trusting(client, world, db, media, monkeypatch):
     def broken(*_args, **_kwargs):
         raise IndexError("a parser bug")

@@ -102,9 +102,11 @@ def _record(received: upload.ReceivedUpload, kind: Kind, *, request_id: int | No
         Session.rollback()
         storage.delete_quarantined(received.token)
         raise
-    # The upload is durable (row and bytes committed): with the broker down, files.sweep queues it
-    # again once it is back, so the client still gets its 202.
-    queue.enqueue("files.validate", file.id, str(job.id), if_down=queue.LATER)
+    # The upload is durable (row and bytes committed): with the broker down, its job is marked unsent
+    # and files.sweep (every 30 s) sends it once the broker is back, so the client still gets its 202.
+    if not queue.enqueue("files.validate", file.id, str(job.id), if_down=queue.LATER):
+        jobs.note_unsent(job.id)
+        Session.commit()
     return json_response({"file_id": file.id, "job_id": str(job.id), "status": "pending", "file_path": None},
                          status=202)
 

@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlalchemy.dialects.postgresql import insert
 
 from models.core.db import Session, unit_of_work
@@ -62,6 +62,22 @@ def start_job(kind: str, params: dict[str, Any] | None = None, run_id: str | Non
     the run of this message (`run_id`) has already finished."""
     job_id = ensure_job(kind, params, run_id)
     return job_id if claim(job_id) else None
+
+
+# A queued job whose message could not be sent (the broker was down): its sweeper sends it as soon as
+# the broker answers again, instead of waiting until the job looks lost.
+UNSENT = "unsent"
+
+
+def note_unsent(job_id: str | uuid.UUID) -> None:
+    """The job's message was not sent, in the caller's transaction."""
+    Session.execute(update(Job).where(Job.id == _key(job_id), Job.status == "queued")
+                    .values(params=Job.params.op("||")(func.jsonb_build_object(UNSENT, True))))
+
+
+def note_sent(job_id: str | uuid.UUID) -> None:
+    """The job's message is sent at last, in the caller's transaction."""
+    Session.execute(update(Job).where(Job.id == _key(job_id)).values(params=Job.params.op("-")(UNSENT)))
 
 
 def mark_running(job_id: str | uuid.UUID) -> int:
