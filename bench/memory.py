@@ -21,57 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
-import requests
 
-from bench.support import REPO_ROOT, free_port, machine_info
+from bench.support import REPO_ROOT, machine_info, start_stack, stop_stack, tree, wait_ready
 
 MB = 2 ** 20
-
-
-def role(process: psutil.Process, parent_role: str | None) -> str:
-    """What a process of the stack is, from its command line (a child takes its parent's role)."""
-    try:
-        command = " ".join(process.cmdline())
-    except psutil.Error:
-        return parent_role or "?"
-    if (" stack" in command and "flask" in command) or "-m supervise" in command:
-        return "stack"
-    if "supervisord" in command:
-        return "supervisor"
-    if "honcho" in command:
-        return "honcho"
-    if "gunicorn" in command:
-        return "api"
-    if "celery" in command:
-        for name in ("flower", "beat"):
-            if f" {name}" in command:
-                return name
-        for queue in ("light", "heavy"):
-            if f"--queues {queue}" in command:
-                return queue
-    return parent_role or process.name()
-
-
-def tree(root: psutil.Process) -> list[tuple[psutil.Process, str]]:
-    found: list[tuple[psutil.Process, str]] = []
-
-    def walk(process: psutil.Process, parent_role: str | None) -> None:
-        name = role(process, parent_role)
-        found.append((process, name))
-        for child in process.children():
-            walk(child, name)
-
-    walk(root, None)
-    return found
 
 
 def measure(root: psutil.Process) -> list[dict]:
@@ -130,35 +88,6 @@ def wait_idle(root: psutil.Process, idle_cores: float, timeout: float) -> float:
             return cores
 
 
-def start_stack(var_dir: Path, log_path: Path) -> tuple[subprocess.Popen, dict[str, str]]:
-    env = {name: value for name, value in os.environ.items()
-           if name not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "PROMETHEUS_MULTIPROC_DIR",
-                           "API_WORKERS")}
-    env.update(APP_ENV="development", LEADLINE_VAR_DIR=str(var_dir), XDG_RUNTIME_DIR=str(var_dir / "run"),
-               API_PORT=str(free_port()), FLOWER_PORT=str(free_port()), PYTHONUNBUFFERED="1")
-    flask = str(Path(sys.executable).parent / "flask")
-    with open(log_path, "wb") as out:
-        process = subprocess.Popen([flask, "--app", "api", "stack"], cwd=REPO_ROOT, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    return process, env
-
-
-def wait_ready(process: subprocess.Popen, api: str, log_path: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the stack ended early:\n{log_path.read_text(errors='replace')[-5000:]}")
-        try:
-            answer = requests.get(f"{api}/health/ready", timeout=5)
-            detail = answer.json()["checks"]["worker"]["detail"] if answer.status_code == 200 else ""
-            if "light@" in detail and "heavy@" in detail:
-                return
-        except (requests.RequestException, ValueError, KeyError):
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"the stack was not ready in {timeout} s:\n{log_path.read_text(errors='replace')[-5000:]}")
-
-
 def report(rows: list[dict], service_rows: list[dict], idle: float) -> dict:
     print(f"{'role':<11} {'pid':>7} {'process':<16} {'thr':>4} {'RSS MB':>8} {'PSS MB':>8} {'USS MB':>8}")
     for row in rows:
@@ -212,14 +141,7 @@ def main() -> None:
             idle = wait_idle(root, args.idle_cores, args.idle_wait)
             figures = report(measure(root), services(var_dir), idle)
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=90)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-            subprocess.run([sys.executable, "-c", "import embedded; embedded.stop_all()"], cwd=REPO_ROOT,
-                           env=env, capture_output=True, timeout=60)
+            stop_stack(process, env)
             if temporary is not None:
                 temporary.cleanup()
     if args.json:
