@@ -182,7 +182,7 @@ class Processes:
                     "MANGO_SWEEP_AFTER_SECONDS": "3600", "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1",
                     "PYTHONPATH": str(REPO_ROOT)}
         self.api: subprocess.Popen | None = None
-        self.worker: subprocess.Popen | None = None
+        self.workers: list[subprocess.Popen] = []
         self.port = free_port()
 
     def _spawn(self, command: list[str], log_name: str) -> subprocess.Popen:
@@ -219,23 +219,28 @@ class Processes:
         raise SystemExit(f"the API did not start:\n{self.tail('api.log')}")
 
     def start_worker(self) -> float:
-        """Start the light worker; returns when it consumes (its first log line 'ready')."""
-        command = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--queues", "light", "--hostname",
-                   f"bench-light-{os.getpid()}@%h", "--concurrency", str(self.args.worker_concurrency),
-                   "--pool", self.args.worker_pool, "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
-        self.worker = self._spawn(command, "worker.log")
+        """Start the light worker(s) (`--worker-processes`); returns when every one consumes (its log
+        line 'ready')."""
+        for number in range(self.args.worker_processes):
+            command = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--queues", "light", "--hostname",
+                       f"bench-light-{os.getpid()}-{number}@%h", "--concurrency", str(self.args.worker_concurrency),
+                       "--pool", self.args.worker_pool, "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+            self.workers.append(self._spawn(command, f"worker{number}.log"))
         deadline = time.monotonic() + 90
+        logs = [f"worker{number}.log" for number in range(len(self.workers))]
         while time.monotonic() < deadline:
-            if self.worker.poll() is not None:
-                raise SystemExit(f"the worker exited:\n{self.tail('worker.log')}")
-            if "ready." in self.tail("worker.log", 200):
+            for worker, log in zip(self.workers, logs):
+                if worker.poll() is not None:
+                    raise SystemExit(f"the worker exited:\n{self.tail(log)}")
+            if all("ready." in self.tail(log, 200) for log in logs):
                 return time.monotonic()
             time.sleep(0.05)
-        raise SystemExit(f"the worker did not start:\n{self.tail('worker.log')}")
+        raise SystemExit(f"the worker did not start:\n{self.tail(logs[0])}")
 
     def stop_worker(self) -> None:
-        self._stop(self.worker)
-        self.worker = None
+        for worker in self.workers:
+            self._stop(worker)
+        self.workers = []
 
     def stop(self) -> None:
         self.stop_worker()
@@ -666,6 +671,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="a Redis database the benchmark may flush")
     parser.add_argument("--api-workers", type=int, default=2 * cores + 1, help="gunicorn workers")
     parser.add_argument("--api-threads", type=int, default=1, help="> 1: gthread workers with this many threads")
+    parser.add_argument("--worker-processes", type=int, default=1, help="light worker processes")
     parser.add_argument("--worker-concurrency", type=int, default=8,
                         help="light worker processes (8 as in the Procfile: light tasks wait on I/O, 8 keep the "
                              "pipeline of one worker full)")
