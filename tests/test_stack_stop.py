@@ -129,6 +129,26 @@ def use_the_api(stack: Stack, mail: SilentMailServer) -> None:
     wait_for(lambda: mail.connections, timeout=30, interval=0.1)  # the heavy worker is in the middle of it
 
 
+def tear_down(stack: Stack | None, processes: list[psutil.Process], env: dict, mail: SilentMailServer) -> None:
+    """Whatever a test left: a stack still running (the test failed before its stop) gets SIGTERM, every
+    process seen is killed, the embedded services of its var folder are stopped."""
+    if stack is not None and stack.process.poll() is None:
+        processes += stack.tree()
+        stack.process.send_signal(signal.SIGTERM)
+        try:
+            stack.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    subprocess.run([sys.executable, "-c", "import embedded; embedded.stop_all()"], cwd=REPO, env=env,
+                   capture_output=True, timeout=60)
+    mail.close()
+
+
 @pytest.fixture()
 def stack_dir():
     """A folder for the stack's ./var outside pytest's temporary root: run as root, the embedded
@@ -174,21 +194,7 @@ def test_the_stack_stops_quietly_and_completely(how, stack_dir):
                              f"{(var / 'pg' / 'log').read_text()[-3000:]}")
         assert stopped_in < 30
     finally:
-        if stack is not None and stack.process.poll() is None:  # the test failed before the stop
-            processes += stack.tree()
-            stack.process.send_signal(signal.SIGTERM)
-            try:
-                stack.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-        for process in processes:
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:
-                pass
-        subprocess.run([sys.executable, "-c", "import embedded; embedded.stop_all()"], cwd=REPO, env=env,
-                       capture_output=True, timeout=60)
-        mail.close()
+        tear_down(stack, processes, env, mail)
 
 
 def role_processes(stack: Stack) -> dict[str, psutil.Process]:
@@ -281,18 +287,4 @@ def test_a_killed_worker_is_restarted_while_the_api_answers(stack_dir):
         assert stack.process.wait(timeout=60) == 0
         assert still_running(processes) == []
     finally:
-        if stack is not None and stack.process.poll() is None:
-            processes += stack.tree()
-            stack.process.send_signal(signal.SIGTERM)
-            try:
-                stack.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-        for process in processes:
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:
-                pass
-        subprocess.run([sys.executable, "-c", "import embedded; embedded.stop_all()"], cwd=REPO, env=env,
-                       capture_output=True, timeout=60)
-        mail.close()
+        tear_down(stack, processes, env, mail)
