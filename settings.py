@@ -357,14 +357,17 @@ def _legacy_redis_url(env: dict[str, str]) -> str | None:
     return f"redis://{auth}{host}:{env.get('REDIS_PORT', '6379')}/{env.get('REDIS_DB', '0')}"
 
 
-def _is_rate_limit(text: str) -> bool:
-    from limits import parse
+# The rate-limit notation of the `limits` package ("10/minute", "100 per 2 hours"; several joined by
+# , ; or |), checked here without importing it: `limits` brings asyncio and its storage back-ends
+# into every worker, beat and Flower, which never rate-limit. tests/test_settings.py holds the two
+# in agreement.
+_RATE_LIMIT_PART = re.compile(r"\s*[0-9]+\s*(/|\s*per\s*)\s*([0-9]+)?\s*(second|minute|hour|day|month|year)s?\s*",
+                              re.IGNORECASE)
 
-    try:
-        parse(text)
-    except ValueError:
-        return False
-    return True
+
+def _is_rate_limit(text: str) -> bool:
+    parts = re.split(r"[,;|]", text)
+    return all(_RATE_LIMIT_PART.fullmatch(part) for part in parts)
 
 
 def _weak_production_secrets(built: Settings) -> list[str]:

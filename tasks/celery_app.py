@@ -83,6 +83,7 @@ def make_celery() -> Celery:
         task_send_sent_event=True,
         worker_send_task_events=True,
         worker_max_tasks_per_child=1000,
+        worker_autoscaler="tasks.autoscale:Autoscaler",  # used with --autoscale (the heavy worker)
         enable_utc=True,
         timezone="UTC",
         # One beat at a time: redbeat keeps the schedule in Redis and holds a lock while it runs.
