@@ -14,6 +14,7 @@ the daily digest.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import date
 from typing import Any
 
@@ -30,33 +31,36 @@ DELIVER_LOCK = key("lock", "telegram-deliver")
 POLL_LOCK = key("lock", "telegram-poll")
 LOCK_SECONDS = 90  # longer than either task's hard time limit
 DELIVER_BUDGET_SECONDS = 40.0
+WAIT_HERE_SECONDS = 5.0  # waits up to this are slept through; longer ones queue a later run
 
 
 @celery_app.task(name="telegram.deliver", soft_time_limit=60, time_limit=75)
 def deliver() -> dict[str, Any]:
-    """Send the due outbox messages; queue itself again for what falls due later."""
+    """Send the due outbox messages. A short wait (a 429's retry_after, a retry falling due within
+    seconds) is waited out here; a longer one is left to a run queued for then."""
+    if not settings.TELEGRAM_BOT_TOKEN:
+        return {"skipped": "Telegram не настроен"}
     summary: dict[str, Any] = {}
+    deadline = time.monotonic() + DELIVER_BUDGET_SECONDS
     while True:
         lock = SingleFlight(DELIVER_LOCK, LOCK_SECONDS)
         if not lock.acquire():
             return {**summary, "skipped": "another sender is running"}
         try:
-            summary = outbox.deliver_due(settings, budget_seconds=DELIVER_BUDGET_SECONDS)
+            summary = outbox.deliver_due(settings, budget_seconds=max(1.0, deadline - time.monotonic()))
         finally:
             lock.release()
+        # Whatever was committed while the lock was being released is seen here: nothing is left behind.
+        wait = summary["paused"] or outbox.seconds_until_next()
+        if wait is None:
+            return summary
         if summary["more"]:
             deliver_telegram_soon()
             return summary
-        if summary["paused"]:
-            deliver_telegram_later(summary["paused"])
-            return summary
-        wait = outbox.seconds_until_next()
-        if wait is None:
-            return summary
-        if wait > 0:
+        if wait > WAIT_HERE_SECONDS or time.monotonic() + wait > deadline:
             deliver_telegram_later(wait)
             return summary
-        # Due now: written while the lock was being released. Round again (or leave it to whoever took the lock).
+        time.sleep(wait)
 
 
 @celery_app.task(name="telegram.poll_updates", soft_time_limit=30, time_limit=40)

@@ -48,7 +48,7 @@ class TelegramLink(MethodView):
         deep_link = links.deep_link(settings, link.code)
         bot = f"@{settings.TELEGRAM_BOT_USERNAME.lstrip('@')}" if settings.TELEGRAM_BOT_USERNAME else "боту"
         return {
-            "code": link.code, "expires_at": link.expires_at.isoformat(), "deep_link": deep_link,
+            "code": link.code, "expires_at": link.expires_at, "deep_link": deep_link,
             "bot_username": settings.TELEGRAM_BOT_USERNAME,
             "instruction": (f"Откройте ссылку {deep_link} и нажмите «Старт»" if deep_link
                             else f"Отправьте код {link.code} {bot} в Telegram") + " — код действует 10 минут.",

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 ADDED = "telegram_outbox_added"  # Session.info flag: the transaction queued messages
 MAX_ATTEMPTS = 8
-FIRST_RETRY_SECONDS = 2.0
+FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 300.0
 BATCH = 50
 
