@@ -119,7 +119,8 @@ def start() -> FakeTelegram:
                 "date": 1_700_000_000, "text": body["text"]}}
         if method == "sendPhoto":
             if not body.get("chat_id") or not isinstance(body.get("photo"), bytes):
-                return 400, {"ok": False, "error_code": 400, "description": "Bad Request: there is no photo in the request"}
+                return 400, {"ok": False, "error_code": 400,
+                             "description": "Bad Request: there is no photo in the request"}
             return 200, {"ok": True, "result": {
                 "message_id": next_id, "chat": {"id": int(body["chat_id"]), "type": "supergroup"},
                 "date": 1_700_000_000, "photo": [{"file_id": f"photo-{next_id}", "width": 800, "height": 400}]}}

@@ -69,8 +69,8 @@ def a_day_of_work():
                 net_amount=Decimal("10000.00"), master_handover=Decimal("5000.00"))
     make_request(north.id, created_at=local(day, 9), **done)
     make_request(north.id, created_at=local(day, 23, 30), status="Новая")
-    make_request(south.id, created_at=local(day, 0, 10), **{**done, "result": Decimal("3000"),
-                                                             "master_handover": Decimal("1234.56")})
+    cheaper = {**done, "result": Decimal("3000"), "master_handover": Decimal("1234.56")}
+    make_request(south.id, created_at=local(day, 0, 10), **cheaper)
     make_request(south.id, created_at=local(day, 12), status="Отказ")
     make_request(south.id, created_at=local(day - timedelta(days=3), 15), **done)  # in the chart only
     make_request(north.id, created_at=local(day + timedelta(days=1), 0, 5), **done)  # today: not in the digest
@@ -117,8 +117,9 @@ def test_digest_goes_once_with_the_reports_figures_and_a_png_chart(
     assert day.strftime("%d.%m.%Y") in photo["caption"]
 
     # The figures are the dashboard report's for the same day, in total and per city.
-    headers = bearer(client.post("/api/auth/login", json={"login": create_user("manager").login,
-                                                         "password": "correct-horse-42"}).json["access_token"])
+    manager = create_user("manager")
+    signed_in = client.post("/api/auth/login", json={"login": manager.login, "password": "correct-horse-42"})
+    headers = bearer(signed_in.json["access_token"])
     row = digest_row(day)
     total = report(client, headers, day)
     assert row.figures["total"] == {"requests": total["requests_total"], "completed": total["completed"],

@@ -93,8 +93,9 @@ class BotApi:
         """One call (`json=` or `data=`/`files=` as requests takes them); never raises."""
         if not self.configured:
             return Answer(False, 400, error="Telegram не настроен (TELEGRAM_BOT_TOKEN)")
+        seconds = timeout or self.s.TELEGRAM_TIMEOUT_SECONDS
         try:
-            response = requests.post(self._url(method), timeout=timeout or self.s.TELEGRAM_TIMEOUT_SECONDS, **kwargs)
+            response = requests.post(self._url(method), timeout=seconds, **kwargs)
         except requests.RequestException as exc:
             return Answer(False, None, error=f"{type(exc).__name__}: {self.s.mask(str(exc))[:300]}")
         try:

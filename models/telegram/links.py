@@ -28,7 +28,8 @@ from models.telegram.tables import TelegramBotState, TelegramLinkCode
 log = logging.getLogger(__name__)
 
 CODE_MINUTES = 10
-CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud or retyped without doubt
+# No 0/O, 1/I: read aloud or retyped without doubt.
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # pragma: allowlist secret - an alphabet, not a secret
 CODE_LENGTH = 8
 CODE_RE = re.compile(rf"^[{CODE_ALPHABET}]{{{CODE_LENGTH}}}$")
 
