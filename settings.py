@@ -265,6 +265,9 @@ class Settings:
     RETENTION_INBOX_DAYS: int = setting(30, group="maintenance", doc="processed Mango deliveries kept this long")
     RETENTION_JOBS_DAYS: int = setting(30, group="maintenance", doc="finished job rows kept this long")
     RETENTION_ALERTS_DAYS: int = setting(90, group="maintenance", doc="resolved alerts kept this long")
+    RETENTION_TELEGRAM_DAYS: int = setting(
+        30, group="maintenance", doc="Telegram messages sent (or given up) kept this long"
+    )
     MAINTENANCE_BATCH_SIZE: int = setting(5000, group="maintenance", doc="rows deleted per transaction by the purges")
 
     # workers

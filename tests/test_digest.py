@@ -210,3 +210,16 @@ def test_beat_sends_the_digest_once_a_day_even_when_restarted(
             log.close()
         wait_for(lambda: (row := digest_row(day)) is not None and row.status == "sent", timeout=60)
     assert len(telegram.sent("sendMessage")) == 1 and len(telegram.sent("sendPhoto")) == 1
+
+
+def test_best_and_worst_campaigns_by_romi_never_overlap():
+    rows = [{"name": f"К{n}", "romi": romi} for n, romi in enumerate([0.5, -0.2, 2.0, None, 1.0, -1.0, 0.1])]
+    best, worst = digest.best_and_worst(rows)
+    assert [r["name"] for r in best] == ["К2", "К4", "К0"] and [r["name"] for r in worst] == ["К5", "К1", "К6"]
+    best, worst = digest.best_and_worst(rows[:4])
+    assert [r["name"] for r in best] == ["К2", "К0", "К1"] and worst == []
+    empty_day = {"day": "2026-12-05", "total": {"requests": 0, "completed": 0, "revenue": "0", "income": "0"},
+                 "cities": [], "calls": {"missed": 0, "called_back": 0, "sla_minutes": 15}}
+    text = digest.render_text({**empty_day, "campaigns": rows})
+    assert "<b>Лучшие кампании по ROMI</b>\nК2: +200 %\nК4: +100 %\nК0: +50 %" in text
+    assert "<b>Худшие кампании по ROMI</b>\nК5: -100 %\nК1: -20 %\nК6: +10 %" in text

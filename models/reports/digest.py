@@ -110,7 +110,19 @@ def figures(day: date, s: Any) -> dict[str, Any]:
         "cities": cities,
         "calls": missed_calls(day, getattr(s, "CALLBACK_SLA_MIN", DEFAULT_CALLBACK_SLA_MIN)),
         "days": days,
+        # {"name", "romi"} per campaign, from the ROI report (issue 19, part 3) once it exists; until
+        # then the digest has no campaign section.
+        "campaigns": [],
     }
+
+
+def best_and_worst(rows: list[dict[str, Any]], count: int = 3) -> tuple[list[dict], list[dict]]:
+    """The `count` campaigns with the highest and the lowest ROMI among those with one (spend > 0);
+    rows: {"name", "romi"} (romi a number or None). A campaign is never in both lists."""
+    rated = sorted((r for r in rows if r.get("romi") is not None), key=lambda r: (-float(r["romi"]), r["name"]))
+    best = rated[:count]
+    worst = [r for r in reversed(rated[count:])][:count]
+    return best, worst
 
 
 def money(value: str | Decimal) -> str:
@@ -135,6 +147,11 @@ def render_text(f: dict[str, Any], instance: str | None = None) -> str:
         lines += ["", "<b>По городам</b>"]
         lines += [f"{_e(c['city_name'])}: заявок {c['requests']}, выполнено {c['completed']}, "
                   f"выручка {money(c['revenue'])}, доход {money(c['income'])}" for c in f["cities"]]
+    best, worst = best_and_worst(f.get("campaigns") or [])
+    for title, rows in (("Лучшие кампании по ROMI", best), ("Худшие кампании по ROMI", worst)):
+        if rows:
+            lines += ["", f"<b>{title}</b>"]
+            lines += [f"{_e(r['name'])}: {float(r['romi']) * 100:+.0f} %" for r in rows]
     share = f" ({round(100 * calls['called_back'] / calls['missed'])} %)" if calls["missed"] else ""
     lines += ["", f"Пропущенных звонков: <b>{calls['missed']}</b> · перезвонили в течение "
                   f"{calls['sla_minutes']} мин: <b>{calls['called_back']}</b>{share}"]
