@@ -192,6 +192,7 @@ def test_cli_prints_the_digest_without_sending(committed, app, telegram, digest_
     assert telegram.received == [] and digest_row(day) is None
 
 
+@pytest.mark.slow
 def test_beat_sends_the_digest_once_a_day_even_when_restarted(
         committed, celery_worker_thread, telegram, digest_settings, tmp_path):
     """A real beat (checking every second) started twice: the day's digest goes once."""
