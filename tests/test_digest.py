@@ -224,3 +224,13 @@ def test_best_and_worst_campaigns_by_romi_never_overlap():
     text = digest.render_text({**empty_day, "campaigns": rows})
     assert "<b>Лучшие кампании по ROMI</b>\nК2: +200 %\nК4: +100 %\nК0: +50 %" in text
     assert "<b>Худшие кампании по ROMI</b>\nК5: -100 %\nК1: -20 %\nК6: +10 %" in text
+
+
+def test_many_cities_still_fit_in_one_message():
+    cities = [{"city_name": f"Город номер {n}", "requests": n, "completed": n, "revenue": "123456.78",
+               "income": "65432.10"} for n in range(200)]
+    day = {"day": "2026-12-05", "total": {"requests": 1, "completed": 1, "revenue": "1", "income": "1"},
+           "calls": {"missed": 3, "called_back": 1, "sla_minutes": 15}}
+    text = digest.render_text({**day, "cities": cities})
+    assert len(text) <= digest.MESSAGE_LIMIT
+    assert "Город номер 0:" in text and "…и ещё городов:" in text and "Пропущенных звонков: <b>3</b>" in text

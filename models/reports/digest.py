@@ -38,6 +38,7 @@ MAX_ATTEMPTS = 12
 STALE_CLAIM = timedelta(minutes=15)  # a claim this old died with its worker: it may be taken again
 CHART_DAYS = 14
 SEND_TRIES = 4
+MESSAGE_LIMIT = 4096  # Telegram's, in characters
 DEFAULT_CALLBACK_SLA_MIN = 15  # CALLBACK_SLA_MIN comes with the callback queue (issue 19, part 1)
 
 
@@ -137,25 +138,36 @@ def _e(value: Any) -> str:
 
 
 def render_text(f: dict[str, Any], instance: str | None = None) -> str:
+    """The message (Telegram HTML). Cities are listed by the figures' order; when they would not
+    fit in one message (4096 characters), the last ones are summed up in a line."""
     day = date.fromisoformat(f["day"])
     total, calls = f["total"], f["calls"]
-    lines = [f"📊 <b>Итоги дня {day.strftime('%d.%m.%Y')}</b>" + (f" · {_e(instance)}" if instance else ""),
-             "",
-             f"Заявок: <b>{total['requests']}</b> · выполнено: <b>{total['completed']}</b>",
-             f"Выручка: <b>{money(total['revenue'])}</b> · доход компании: <b>{money(total['income'])}</b>"]
-    if f["cities"]:
-        lines += ["", "<b>По городам</b>"]
-        lines += [f"{_e(c['city_name'])}: заявок {c['requests']}, выполнено {c['completed']}, "
-                  f"выручка {money(c['revenue'])}, доход {money(c['income'])}" for c in f["cities"]]
+    head = [f"📊 <b>Итоги дня {day.strftime('%d.%m.%Y')}</b>" + (f" · {_e(instance)}" if instance else ""),
+            "",
+            f"Заявок: <b>{total['requests']}</b> · выполнено: <b>{total['completed']}</b>",
+            f"Выручка: <b>{money(total['revenue'])}</b> · доход компании: <b>{money(total['income'])}</b>"]
+    tail: list[str] = []
     best, worst = best_and_worst(f.get("campaigns") or [])
     for title, rows in (("Лучшие кампании по ROMI", best), ("Худшие кампании по ROMI", worst)):
         if rows:
-            lines += ["", f"<b>{title}</b>"]
-            lines += [f"{_e(r['name'])}: {float(r['romi']) * 100:+.0f} %" for r in rows]
+            tail += ["", f"<b>{title}</b>"]
+            tail += [f"{_e(r['name'])}: {float(r['romi']) * 100:+.0f} %" for r in rows]
     share = f" ({round(100 * calls['called_back'] / calls['missed'])} %)" if calls["missed"] else ""
-    lines += ["", f"Пропущенных звонков: <b>{calls['missed']}</b> · перезвонили в течение "
-                  f"{calls['sla_minutes']} мин: <b>{calls['called_back']}</b>{share}"]
-    return "\n".join(lines)
+    tail += ["", f"Пропущенных звонков: <b>{calls['missed']}</b> · перезвонили в течение "
+                 f"{calls['sla_minutes']} мин: <b>{calls['called_back']}</b>{share}"]
+    cities = [f"{_e(c['city_name'])}: заявок {c['requests']}, выполнено {c['completed']}, "
+              f"выручка {money(c['revenue'])}, доход {money(c['income'])}" for c in f["cities"]]
+    room = MESSAGE_LIMIT - len("\n".join(head + tail)) - 100  # the heading and a closing line
+    shown: list[str] = []
+    for line in cities:
+        if len(line) + 1 > room:
+            break
+        shown.append(line)
+        room -= len(line) + 1
+    if len(shown) < len(cities):
+        shown.append(f"…и ещё городов: {len(cities) - len(shown)}")
+    middle = ["", "<b>По городам</b>", *shown] if cities else []
+    return "\n".join(head + middle + tail)
 
 
 def chart_caption(f: dict[str, Any]) -> str:
