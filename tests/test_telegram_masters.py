@@ -251,3 +251,13 @@ def test_code_route_is_for_masters_and_needs_no_body(client, db, make_user):
     assert 590 <= (expires - datetime.now(timezone.utc)).total_seconds() <= 600
     assert client.delete("/api/users/me/telegram-link", headers=headers).json == {
         "message": "Telegram не был привязан"}
+
+
+def test_a_job_with_very_long_fields_still_fits_in_one_message():
+    from models.requests.notices import job_text
+    from models.requests.tables import Request
+
+    request = Request(id=7, address="ул. " + "о" * 3000, problem="п" * 5000, client_name="и" * 3000,
+                      client_phone="79990000000")
+    text = job_text(request, "🆕 Новая заявка №7", {"address": "с" * 3000})
+    assert len(text) <= 4096 and "+79990000000" in text and text.count("…") == 4

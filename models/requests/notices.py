@@ -31,8 +31,14 @@ WATCHED = ("meeting_date", "address")
 NOT_SET = "не указано"
 
 
+CLIP = 500  # characters of one field: a message stays well within Telegram's 4096
+
+
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=False)
+    text = str(value)
+    if len(text) > CLIP:
+        text = text[:CLIP - 1] + "…"
+    return html.escape(text, quote=False)
 
 
 def _when(value) -> str:
