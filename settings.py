@@ -250,11 +250,24 @@ class Settings:
     )
     TELEGRAM_TIMEOUT_SECONDS: float = setting(10.0, group="alerts")
 
+    # Telegram for masters and the daily digest (the same bot as the alerts: TELEGRAM_BOT_TOKEN)
+    TELEGRAM_BOT_USERNAME: str = setting(
+        None, group="telegram", doc="the bot's @name without @, for the link a master opens (t.me/<name>?start=<code>)"
+    )
+    TELEGRAM_POLL_SECONDS: int = setting(10, group="telegram", doc="how often the bot's updates are read (getUpdates)")
+    TELEGRAM_MAX_PER_SECOND: int = setting(25, group="telegram", doc="messages per second the bot sends, at most")
+    DIGEST_CHAT_ID: str = setting(None, group="telegram", doc="chat of the daily digest (default: TELEGRAM_CHAT_ID)")
+    DIGEST_HOUR: int = setting(9, group="telegram", doc="business-local hour the digest of the day before is sent")
+    DIGEST_CHECK_SECONDS: int = setting(300, group="telegram", doc="how often beat asks whether the digest is due")
+
     # database maintenance
     MAINTENANCE_HOUR_UTC: int = setting(0, group="maintenance", doc="hour (UTC) the nightly maintenance starts")
     RETENTION_INBOX_DAYS: int = setting(30, group="maintenance", doc="processed Mango deliveries kept this long")
     RETENTION_JOBS_DAYS: int = setting(30, group="maintenance", doc="finished job rows kept this long")
     RETENTION_ALERTS_DAYS: int = setting(90, group="maintenance", doc="resolved alerts kept this long")
+    RETENTION_TELEGRAM_DAYS: int = setting(
+        30, group="maintenance", doc="Telegram messages sent (or given up) kept this long"
+    )
     MAINTENANCE_BATCH_SIZE: int = setting(5000, group="maintenance", doc="rows deleted per transaction by the purges")
 
     # workers
@@ -272,6 +285,10 @@ class Settings:
     @property
     def broker_url(self) -> str | None:
         return self.CELERY_BROKER_URL or self.REDIS_URL
+
+    @property
+    def digest_chat_id(self) -> str | None:
+        return self.DIGEST_CHAT_ID or self.TELEGRAM_CHAT_ID
 
     @property
     def cookie_secure(self) -> bool:
@@ -429,6 +446,10 @@ def load(env: dict[str, str] | None = None) -> Settings:
         problems.append("API_WORKERS must be at least 1")
     if not 0 <= built.MAINTENANCE_HOUR_UTC <= 23:
         problems.append("MAINTENANCE_HOUR_UTC must be between 0 and 23")
+    if not 0 <= built.DIGEST_HOUR <= 23:
+        problems.append("DIGEST_HOUR must be between 0 and 23")
+    if not 1 <= built.TELEGRAM_MAX_PER_SECOND <= 30:
+        problems.append("TELEGRAM_MAX_PER_SECOND must be between 1 and 30 (Telegram's own limit)")
     if not Decimal("0") <= built.MASTER_SHARE <= Decimal("1"):
         problems.append("MASTER_SHARE must be between 0 and 1")
     # Request money is NUMERIC(12,2): a larger bound could not be stored.

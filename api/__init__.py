@@ -164,6 +164,9 @@ def register_blueprints(app: Flask) -> None:
 
     for blp in (alerts_blp, maintenance_blp):
         api.register_blueprint(blp)
+    from api.telegram.routes import blp as telegram_blp
+
+    api.register_blueprint(telegram_blp)
     from api.docs import init_docs
 
     init_docs(app)

@@ -7,8 +7,10 @@ from models.files.tables import File
 from models.ops.tables import Alert, AlertSilence, Job
 from models.people.tables import User
 from models.recordings.tables import MailboxState, Recording
+from models.reports.digest import DigestRun
 from models.reports.rollups import ReportRollups, RequestDayStats, TransactionDayStats
 from models.requests.tables import Request, RequestEvent
+from models.telegram.tables import TelegramBotState, TelegramLinkCode, TelegramOutbox
 from models.telephony.tables import Call, CallLeg, MangoEvent
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "Call",
     "CallLeg",
     "City",
+    "DigestRun",
     "Direction",
     "File",
     "Job",
@@ -32,6 +35,9 @@ __all__ = [
     "RequestType",
     "Role",
     "Session",
+    "TelegramBotState",
+    "TelegramLinkCode",
+    "TelegramOutbox",
     "Transaction",
     "TransactionDayStats",
     "TransactionType",

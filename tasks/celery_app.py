@@ -74,6 +74,8 @@ def make_celery() -> Celery:
             "telephony.*": {"queue": LIGHT},
             "alerts.*": {"queue": LIGHT},
             "jobs.*": {"queue": LIGHT},
+            "telegram.send_digest": {"queue": HEAVY},
+            "telegram.*": {"queue": LIGHT},
             "files.sweep": {"queue": LIGHT},
             "files.*": {"queue": HEAVY},
             "recordings.*": {"queue": HEAVY},
@@ -112,6 +114,7 @@ def register_task_modules() -> None:
     import tasks.leases  # noqa: F401 - a dead worker's messages queued again within a minute
     import tasks.maintenance  # noqa: F401
     import tasks.recordings  # noqa: F401
+    import tasks.telegram  # noqa: F401
     import tasks.telephony  # noqa: F401
 
 

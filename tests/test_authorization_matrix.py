@@ -305,6 +305,10 @@ CASES = [
     case("request recordings own", "GET", "/api/requests/{req_own}/recordings", ALL),
     case("request recordings other master", "GET", "/api/requests/{req_other_master}/recordings", ALL - {"master"}),
     case("request recordings other city", "GET", "/api/requests/{req_b}/recordings", ALL - {"director", "master"}),
+    # Telegram: a master links their own chat (only ever their own: the route names no user)
+    case("telegram link status", "GET", "/api/users/me/telegram-link", {"admin", "master"}),
+    case("telegram link code", "POST", "/api/users/me/telegram-link", {"admin", "master"}),
+    case("telegram unlink", "DELETE", "/api/users/me/telegram-link", {"admin", "master"}),
 ]
 
 # Routes checked elsewhere: public ones, those whose effect leaves the test transaction, and the

@@ -75,6 +75,8 @@ def test_types_are_parsed():
     ({"RATE_LIMIT_LOGIN": "30 per fortnight"}, "RATE_LIMIT_LOGIN"),
     ({"API_WORKERS": "0"}, "API_WORKERS"),
     ({"WORKERS": "many"}, "WORKERS"),
+    ({"DIGEST_HOUR": "24"}, "DIGEST_HOUR"),
+    ({"TELEGRAM_MAX_PER_SECOND": "100"}, "TELEGRAM_MAX_PER_SECOND"),
 ])
 def test_malformed_values_are_refused(env, name):
     with pytest.raises(SettingsError, match=name):
@@ -100,6 +102,12 @@ def test_the_rate_limit_check_agrees_with_the_limiter(text):
     else:
         parsed = True
     assert _is_rate_limit(text) is parsed
+
+
+def test_the_digest_goes_to_the_alerts_chat_unless_it_has_its_own():
+    assert load({"TELEGRAM_CHAT_ID": "-1001"}).digest_chat_id == "-1001"
+    assert load({"TELEGRAM_CHAT_ID": "-1001", "DIGEST_CHAT_ID": "-1002"}).digest_chat_id == "-1002"
+    assert load({}).digest_chat_id is None
 
 
 def test_old_names_are_aliases():
