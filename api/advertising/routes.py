@@ -68,6 +68,7 @@ class SpendList(MethodView):
     @roles_required(*EDITORS)
     @blp.arguments(ListArgs, location="query")
     @blp.response(200, SpendSchema(many=True))
+    @blp.alt_response(404, description="No such campaign")
     def get(self, args, campaign_id: int):
         """The campaign's spend, by period (admin, manager, avitolog)."""
         get_or_404(AdvertisingCampaign, campaign_id, CAMPAIGN_NOT_FOUND)
@@ -78,9 +79,12 @@ class SpendList(MethodView):
     @roles_required(*EDITORS)
     @blp.arguments(SpendCreateSchema)
     @blp.response(201, SpendSchema)
+    @blp.alt_response(404, description="No such campaign")
     def post(self, body, campaign_id: int):
-        """Record spend (admin, manager, avitolog): `month` ("2026-03") or `date_from` and `date_to`, and
-        `amount` (non-negative, two decimals)."""
+        """Record spend (admin, manager, avitolog).
+
+        A calendar month (`month`: "2026-03") or a range of days (`date_from`, `date_to`, inclusive), and
+        `amount` (non-negative, at most two decimals)."""
         get_or_404(AdvertisingCampaign, campaign_id, CAMPAIGN_NOT_FOUND)
         spend = CampaignSpend(campaign_id=campaign_id, created_by_id=g.current_user.id, **spend_values(body))
         Session.add(spend)
@@ -92,6 +96,7 @@ class SpendList(MethodView):
 class SpendItem(MethodView):
     @roles_required(*EDITORS)
     @blp.response(200, SpendSchema)
+    @blp.alt_response(404, description="No such campaign, or no such spend row of it")
     def get(self, campaign_id: int, spend_id: int):
         """One spend row of the campaign."""
         return json_response(spend_row(_spend_of(campaign_id, spend_id)))
@@ -99,6 +104,7 @@ class SpendItem(MethodView):
     @roles_required(*EDITORS)
     @blp.arguments(SpendUpdateSchema)
     @blp.response(200, SpendSchema)
+    @blp.alt_response(404, description="No such campaign, or no such spend row of it")
     def put(self, body, campaign_id: int, spend_id: int):
         """Change spend (admin, manager, avitolog); only the fields sent change."""
         spend = _spend_of(campaign_id, spend_id)
@@ -109,6 +115,7 @@ class SpendItem(MethodView):
 
     @roles_required(*EDITORS)
     @blp.response(200, MessageSchema)
+    @blp.alt_response(404, description="No such campaign, or no such spend row of it")
     def delete(self, campaign_id: int, spend_id: int):
         """Delete spend (admin, manager, avitolog)."""
         Session.delete(_spend_of(campaign_id, spend_id))

@@ -208,9 +208,12 @@ class Roi(MethodView):
     @blp.arguments(schemas.RoiArgs, location="query")
     @blp.response(200, schemas.RoiSchema)
     def get(self, args):
-        """ROI per campaign and line (or per city, per month): calls, unique callers, missed and called back,
-        requests, completed, revenue, company income, spend (prorated by days), costs and ROMI
-        (admin, manager, avitolog; a director their city)."""
+        """ROI per campaign and line, per city or per month (admin, manager, avitolog; a director their city).
+
+        Calls, unique callers, missed and called back, requests, completed, revenue, company income (Σ
+        master_handover of completed), spend (periods prorated by days), cost per call, request and
+        completed job, ROMI = (income − spend) / spend in %. Calls on a line without a campaign are
+        «Без кампании». CSV with format=csv."""
         group = args.get("group") or "campaign"
         data = roi.roi(_filters(args), _scope(), group)
         columns = [*schemas.ROI_KEY_COLUMNS[group], *schemas.ROI_FIGURE_COLUMNS]

@@ -33,6 +33,7 @@ from models.core.base import Base
 CALL_COLUMNS = "id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at"
 # pg_advisory_xact_lock(ROLLUP_LOCK_CLASS, hashtext(phone)): one writer of a number's calls at a time.
 ROLLUP_LOCK_CLASS = 7212
+ALL_CALLS = f"SELECT 1 AS sign, {CALL_COLUMNS} FROM calls"  # nosec B608 # module constants
 KEY = ("day", "city_id", "campaign_id", "line", "prev_source_day", "prev_city_day", "prev_any_day", "callback_day")
 
 
@@ -115,21 +116,22 @@ SET calls = s.calls + excluded.calls, missed = s.missed + excluded.missed
 
 def _numbers(operation: str) -> str:
     sources = {"INSERT": ["new_rows"], "DELETE": ["old_rows"], "UPDATE": ["old_rows", "new_rows"]}[operation]
-    return " UNION ".join(f"SELECT client_phone FROM {table} WHERE client_phone IS NOT NULL" for table in sources)
+    return " UNION ".join(f"SELECT client_phone FROM {table} WHERE client_phone IS NOT NULL"  # nosec B608
+                          for table in sources)
 
 
 def changed_rows(operation: str) -> str:
     """Before (sign −1) and after (+1) the statement, every call of the numbers it touched, and the
     touched calls without a number themselves."""
     numbers = _numbers(operation)
-    before = f"SELECT -1 AS sign, {CALL_COLUMNS} FROM calls WHERE client_phone IN ({numbers})"
+    before = f"SELECT -1 AS sign, {CALL_COLUMNS} FROM calls WHERE client_phone IN ({numbers})"  # nosec B608
     if operation != "DELETE":
         before += " AND id NOT IN (SELECT id FROM new_rows)"
     if operation != "INSERT":
-        before += f" UNION ALL SELECT -1 AS sign, {CALL_COLUMNS} FROM old_rows"
-    after = f"SELECT 1 AS sign, {CALL_COLUMNS} FROM calls WHERE client_phone IN ({numbers})"
+        before += f" UNION ALL SELECT -1 AS sign, {CALL_COLUMNS} FROM old_rows"  # nosec B608
+    after = f"SELECT 1 AS sign, {CALL_COLUMNS} FROM calls WHERE client_phone IN ({numbers})"  # nosec B608
     if operation != "DELETE":
-        after += f" UNION ALL SELECT 1 AS sign, {CALL_COLUMNS} FROM new_rows WHERE client_phone IS NULL"
+        after += f" UNION ALL SELECT 1 AS sign, {CALL_COLUMNS} FROM new_rows WHERE client_phone IS NULL"  # nosec B608
     return f"{before} UNION ALL {after}"
 
 
@@ -138,8 +140,8 @@ def _delta(changed: str, zone: str) -> str:
 
 
 def _refill(zone: str) -> str:
-    return f"DELETE FROM call_day_stats;\n" + CALL_UPSERT.format(
-        delta=_delta(f"SELECT 1 AS sign, {CALL_COLUMNS} FROM calls", zone)) + ";"
+    upsert = CALL_UPSERT.format(delta=_delta(ALL_CALLS, zone))
+    return f"DELETE FROM call_day_stats;\n{upsert};"  # nosec B608 # module constants
 
 
 def install_sql() -> list[str]:
@@ -228,7 +230,7 @@ def uninstall_sql() -> list[str]:
 def rebuild_sql() -> list[tuple[str, dict]]:
     """Recompute the rollup from `calls` in the zone recorded in report_rollups (models/reports/rollups.py's
     rebuild sets it first, in the same transaction)."""
-    rows = _delta(f"SELECT 1 AS sign, {CALL_COLUMNS} FROM calls",
+    rows = _delta(ALL_CALLS,
                   "(SELECT time_zone FROM report_rollups WHERE id = 1)")
     return [
         ("LOCK TABLE calls IN SHARE MODE", {}),
@@ -240,4 +242,4 @@ def rebuild_sql() -> list[tuple[str, dict]]:
 def table_rows_sql(zone_literal: str) -> str:
     """The rollup's rows computed from `calls` on the fly (reports use it while the rollup's zone is
     not BUSINESS_TZ): the same key and figures, in `zone_literal` (a quoted zone name)."""
-    return _delta(f"SELECT 1 AS sign, {CALL_COLUMNS} FROM calls", zone_literal)
+    return _delta(ALL_CALLS, zone_literal)

@@ -229,21 +229,22 @@ def _months(filters: Filters, seen: Iterable[date]) -> list[date]:
 def roi(filters: Filters, scope: Scope, group: str = "campaign") -> dict[str, Any]:
     if group not in GROUPS:
         raise ValueError(f"unknown grouping {group!r}")
-    calls, unique_total = _call_figures(filters, scope, group)
-    requests = _request_figures(filters, scope, group)
+    by_calls, unique_total = _call_figures(filters, scope, group)
+    by_requests = _request_figures(filters, scope, group)
     spend = _spend(filters, scope, group)
     if group == "month":
-        keys = [Key(month=m) for m in _months(filters, (k.month for k in (*calls, *requests, *spend)))]
+        keys = [Key(month=m) for m in _months(filters, (k.month for k in (*by_calls, *by_requests, *spend)))]
     else:
-        keys = list({*calls, *requests, *spend})
+        keys = list({*by_calls, *by_requests, *spend})
     # Requests carry no line: those without a campaign go with the calls on no line.
-    rows = [{**_labels(key), **_figures(calls.get(key, EMPTY_CALLS), requests.get(key, EMPTY_REQUESTS),
-                                         spend.get(key, ZERO))} for key in keys]
+    rows = [{**_labels(key),
+             **_figures(by_calls.get(key, EMPTY_CALLS), by_requests.get(key, EMPTY_REQUESTS), spend.get(key, ZERO))}
+            for key in keys]
     _name_rows(rows, group)
     rows.sort(key=_order(group))
 
-    summary = {name: sum(row[name] for row in rows) for name in ("calls", "missed", "called_back", "requests",
-                                                                  "completed")}
+    counted = ("calls", "missed", "called_back", "requests", "completed")
+    summary = {name: sum(row[name] for row in rows) for name in counted}
     summary["unique_callers"] = unique_total
     for name in ("revenue", "income", "spend"):
         summary[name] = sum((row[name] for row in rows), ZERO)
@@ -288,4 +289,3 @@ def _order(group: str):
         return lambda row: (row["city_id"] is None, row["city_name"] or "", row["city_id"] or 0)
     return lambda row: (row["campaign_id"] is None, -row["requests"], -row["calls"], row["campaign_name"] or "",
                         row["line"] or "~", row["campaign_id"] or 0)
-
