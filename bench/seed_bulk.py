@@ -19,7 +19,8 @@ What is loaded, all with INSERT ... SELECT over generate_series in one transacti
 - ≈ 1.35 × N calls: the answered inbound call of each request with a campaign (on its line, a few
   minutes before the request), 0.2 × N missed inbound calls (60 % called back by an answered outbound
   call within the hour), 0.03 × N inbound calls on a line without a campaign;
-- campaign spend over the last 13 months: a month per row, every third campaign per 14 days.
+- campaign spend over the last 13 months: a month per row, every third campaign per 14 days, the
+  amounts in proportion to N.
 
 The secondary indexes of requests and transactions are dropped during the load and rebuilt from
 their own definitions afterwards; foreign-key triggers are skipped while loading (the generated
@@ -506,13 +507,13 @@ FROM made
 SPEND_SQL = """
 INSERT INTO campaign_spend (campaign_id, date_from, date_to, amount, comment, created_by_id, created_at, updated_at)
 SELECT c.id, m::date, (m + interval '1 month' - interval '1 day')::date,
-       round((5000 + random() * 55000)::numeric, 2), 'Бюджет на месяц', {admin_id}, now(), now()
+       round((5000 + random() * 55000)::numeric * {scale}, 2), 'Бюджет на месяц', {admin_id}, now(), now()
 FROM advertising_campaigns c,
      generate_series(date_trunc('month', now() - interval '12 months'), date_trunc('month', now()),
                      interval '1 month') m
 WHERE c.id % 3 <> 0
 UNION ALL
-SELECT c.id, d::date, (d + interval '13 days')::date, round((2000 + random() * 25000)::numeric, 2),
+SELECT c.id, d::date, (d + interval '13 days')::date, round((2000 + random() * 25000)::numeric * {scale}, 2),
        'Оплата за две недели', {admin_id}, now(), now()
 FROM advertising_campaigns c, generate_series(now()::date - 392, now()::date, interval '14 days') d
 WHERE c.id % 3 = 0
@@ -530,7 +531,12 @@ def load_calls_and_spend(conn: psycopg.Connection, n: int, ref: dict) -> None:
         untracked_line=sql.Literal(UNTRACKED_LINE),
         called_back=sql.Literal(CALLED_BACK_SHARE),
     ))
-    conn.execute(sql.SQL(SPEND_SQL).format(admin_id=sql.Literal(ref["admin_id"])))
+    load_spend(conn, n, ref["admin_id"])
+
+
+def load_spend(conn: psycopg.Connection, n: int, admin_id: int) -> None:
+    """Budgets in proportion to the volume of requests (per 100,000 requests a year)."""
+    conn.execute(sql.SQL(SPEND_SQL).format(admin_id=sql.Literal(admin_id), scale=sql.Literal(Decimal(n) / 100_000)))
 
 
 def seed(database_url: str, requests: int, cities: int, masters: int, random_seed: int,

@@ -8,7 +8,7 @@ from models.files.tables import File
 from models.ops.tables import Alert, AlertSilence, Job
 from models.people.tables import User
 from models.recordings.tables import MailboxState, Recording
-from models.reports.call_rollups import CallDayStats
+from models.reports.call_rollups import CallDayLinks, CallDayStats
 from models.reports.rollups import ReportRollups, RequestDayStats, TransactionDayStats
 from models.requests.tables import Request, RequestEvent
 from models.telephony.tables import Call, CallLeg, MangoEvent
@@ -19,6 +19,7 @@ __all__ = [
     "AlertSilence",
     "Base",
     "Call",
+    "CallDayLinks",
     "CallDayStats",
     "CallLeg",
     "CampaignSpend",

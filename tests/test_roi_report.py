@@ -153,6 +153,13 @@ def test_roi_per_city_and_per_month(client, world):
         roi.NO_CITY: figures(3, 2, 0, 0, 0, 0, 0, 0, 0, 0, None, None, None),
     }
 
+    # A range that starts inside March: one row, the range's own figures (P1 counts from c2, whose
+    # previous call c1 is on the 9th, before the range though inside the month).
+    response = client.get("/api/reports/roi", query_string={**RANGE, "group": "month"}, headers=world["headers"])
+    assert [row["month"] for row in response.json["rows"]] == ["2026-03"]
+    assert pick(response.json["rows"][0]) == pick(response.json["summary"]) == figures(
+        12, 5, 5, 3, 5, 3, 9000, 3600, 2120, 176.67, 424, 706.67, 69.8)
+
     # February and March: K1's 25.02–11.03 splits 4 days (400) / 11 days (1100); c1 (09.03) and c16
     # (21.03) now count; c3 is called back by c7 on the 21st, inside this range.
     response = client.get("/api/reports/roi", query_string={"date_from": "2026-02-20", "date_to": "2026-03-31",

@@ -1,40 +1,45 @@
-"""The daily rollup of inbound calls behind the ROI report, kept exact by PostgreSQL triggers.
+"""The daily rollups of inbound calls behind the ROI report, kept exact by PostgreSQL triggers.
 
-`call_day_stats` holds, per business-local day of the call, the campaign's city (0: no campaign),
-the campaign (0: none) and, for calls without a campaign, the tracking line, the number of inbound
-calls and of missed ones. Three more key columns make the figures that depend on the whole range
-(not on one day) exact for any range [a, b] of days:
+- `call_day_stats`: per business-local day, campaign city (0: no campaign), campaign (0: none) and,
+  for calls without a campaign, tracking line: inbound calls, missed ones, missed ones called back
+  the same day, and the calls that are their caller's first ever on the source (campaign, or line
+  without one), in the city, anywhere, and first in their calendar month in the city and anywhere.
+- `call_day_links`: what the first table cannot hold for an arbitrary range [a, b]: per call whose
+  caller called before on an earlier day, the day of that previous call (`kind` 1: same source,
+  2: same city, 3: anywhere), and per missed call called back on a later day, the day of the
+  callback (`kind` 4; `called_back_at_sql` is the one definition of "called back").
 
-- `prev_source_day`, `prev_city_day`, `prev_any_day`: the day of the caller's previous inbound call
-  on the same source (campaign, or line without a campaign), in the same city, or anywhere
-  (`-infinity`: none before; `infinity`: the number is unknown, never a "unique caller"). A call is
-  its caller's first in [a, b] exactly when that previous day is before a, so unique callers over
-  the range = Σ calls with prev < a.
-- `callback_day`: for a missed call, the day it was called back (`called_back_at_sql`), else
-  `infinity`; a missed call of [a, b] was called back within the range when callback_day ≤ b.
+A call is its caller's first in [a, b] when its previous call is before a: first-ever calls, plus
+the links with ref_day < a; a missed call of [a, b] is called back within the range when it was
+called back the same day, or has a link with ref_day ≤ b. Only repeat calls and late callbacks
+have links, so a report over a year reads a few thousand rows of the first table and few links.
 
-Those depend on the caller's other calls, so a write recomputes the contributions of every call of
-the numbers it touched (before and after the statement) and applies the difference; a transaction
-advisory lock per number keeps two writers of one number in order. A change of a campaign's city,
-or the deletion of a campaign that had calls, recomputes the rollup (rare, seconds at a million
-calls). Like the request rollup, the days are in the zone recorded in `report_rollups`, and the
-triggers are idle while it has no row.
+Those figures depend on the caller's other calls, so a write recomputes the contributions of every
+call of the numbers it touched (before and after the statement) and applies the difference; a
+transaction advisory lock per number keeps two writers of one number in order. A change of a
+campaign's city, or the deletion of a campaign that had calls, recomputes both rollups (rare;
+seconds at a million calls). Days are in the zone recorded in `report_rollups`; the triggers are idle
+while it has no row, as the request rollup's.
 """
 from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import Date, Index, Integer, String, text
+from sqlalchemy import Date, Index, Integer, SmallInteger, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.core.base import Base
 
 # The columns of `calls` the contributions read (transition tables have them all).
 CALL_COLUMNS = "id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at"
+ALL_CALLS = f"SELECT 1 AS sign, {CALL_COLUMNS} FROM calls"  # nosec B608 # module constants
 # pg_advisory_xact_lock(ROLLUP_LOCK_CLASS, hashtext(phone)): one writer of a number's calls at a time.
 ROLLUP_LOCK_CLASS = 7212
-ALL_CALLS = f"SELECT 1 AS sign, {CALL_COLUMNS} FROM calls"  # nosec B608 # module constants
-KEY = ("day", "city_id", "campaign_id", "line", "prev_source_day", "prev_city_day", "prev_any_day", "callback_day")
+SAME_SOURCE, SAME_CITY, ANYWHERE, CALLED_BACK = 1, 2, 3, 4
+KEY = ("day", "city_id", "campaign_id", "line")
+COUNTS = ("calls", "missed", "called_back_same_day", "first_source", "first_city", "first_any", "first_month_city",
+          "first_month_any")
+LINK_KEY = ("kind", *KEY, "ref_day")
 
 
 class CallDayStats(Base):
@@ -45,72 +50,119 @@ class CallDayStats(Base):
     city_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     campaign_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     line: Mapped[str] = mapped_column(String(20), primary_key=True)
-    prev_source_day: Mapped[date] = mapped_column(Date, primary_key=True)
-    prev_city_day: Mapped[date] = mapped_column(Date, primary_key=True)
-    prev_any_day: Mapped[date] = mapped_column(Date, primary_key=True)
-    callback_day: Mapped[date] = mapped_column(Date, primary_key=True)
     calls: Mapped[int] = mapped_column(Integer)
     missed: Mapped[int] = mapped_column(Integer)
+    called_back_same_day: Mapped[int] = mapped_column(Integer)
+    first_source: Mapped[int] = mapped_column(Integer)
+    first_city: Mapped[int] = mapped_column(Integer)
+    first_any: Mapped[int] = mapped_column(Integer)
+    first_month_city: Mapped[int] = mapped_column(Integer)
+    first_month_any: Mapped[int] = mapped_column(Integer)
+
+
+class CallDayLinks(Base):
+    __tablename__ = "call_day_links"
+    __table_args__ = (
+        # "previous call before a": the links of a long range are found from the other end.
+        Index("ix_call_day_links_kind_ref_day", "kind", "ref_day"),
+        Index("ix_call_day_links_empty", "kind", postgresql_where=text("calls = 0")),
+    )
+
+    kind: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    city_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    campaign_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    line: Mapped[str] = mapped_column(String(20), primary_key=True)
+    ref_day: Mapped[date] = mapped_column(Date, primary_key=True)
+    calls: Mapped[int] = mapped_column(Integer)
 
 
 def called_back_at_sql(calls: str = "v") -> str:
     """When a missed inbound call counts as called back: the first answered call (inbound or outbound)
     with the same number after it. This is the one definition of "called back" the ROI report uses;
     when the callback queue lands, this is the place to read the closing time of the call's callback
-    item instead (and a migration re-installs the triggers and rebuilds the rollup)."""
+    item instead (and a migration re-installs the triggers and rebuilds the rollups)."""
     return (f"CASE WHEN {calls}.client_phone IS NOT NULL THEN "
             f"min(CASE WHEN {calls}.answered_at IS NOT NULL THEN {calls}.at END) OVER ("
             f"PARTITION BY {calls}.sign, {calls}.client_phone ORDER BY {calls}.at, {calls}.id "
             "ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) END")
 
 
-# The grouped contributions of a set of call rows (`changed`: sign, then CALL_COLUMNS): the rows of
-# each sign are one complete picture of the numbers involved, so the windows partition by sign.
-CALL_DELTA = """
-SELECT x.day, x.city_id, x.campaign_id, x.line, x.prev_source_day, x.prev_city_day, x.prev_any_day, x.callback_day,
-       sum(x.sign)::int AS calls,
-       coalesce(sum(x.sign) FILTER (WHERE x.missed), 0)::int AS missed
+# Per inbound call of a set of call rows (`changed`: sign, then CALL_COLUMNS): its day and key, and the
+# days of the caller's previous inbound call (same source, city, anywhere) and of its callback. The
+# rows of each sign are one complete picture of the numbers involved, so the windows partition by sign.
+PER_CALL = """
+SELECT w.sign, (timezone({zone}, w.at))::date AS day, w.city_id, w.campaign_id, w.line, w.missed,
+       w.client_phone IS NOT NULL AS known,
+       (timezone({zone}, w.prev_source_at))::date AS prev_source_day,
+       (timezone({zone}, w.prev_city_at))::date AS prev_city_day,
+       (timezone({zone}, w.prev_any_at))::date AS prev_any_day,
+       CASE WHEN w.missed THEN (timezone({zone}, w.called_back_at))::date END AS callback_day
 FROM (
-    SELECT w.sign, w.missed, w.city_id, w.campaign_id, w.line,
-           (timezone({zone}, w.at))::date AS day,
-           CASE WHEN w.client_phone IS NULL THEN 'infinity'::date
-                ELSE coalesce((timezone({zone}, w.prev_source_at))::date, '-infinity'::date) END AS prev_source_day,
-           CASE WHEN w.client_phone IS NULL THEN 'infinity'::date
-                ELSE coalesce((timezone({zone}, w.prev_city_at))::date, '-infinity'::date) END AS prev_city_day,
-           CASE WHEN w.client_phone IS NULL THEN 'infinity'::date
-                ELSE coalesce((timezone({zone}, w.prev_any_at))::date, '-infinity'::date) END AS prev_any_day,
-           CASE WHEN w.missed THEN coalesce((timezone({zone}, w.called_back_at))::date, 'infinity'::date)
-                ELSE 'infinity'::date END AS callback_day
+    SELECT v.*,
+           lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.campaign_id, v.line
+                           ORDER BY v.at, v.id) AS prev_source_at,
+           lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.city_id
+                           ORDER BY v.at, v.id) AS prev_city_at,
+           lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound ORDER BY v.at, v.id) AS prev_any_at,
+           {called_back_at} AS called_back_at
     FROM (
-        SELECT v.*,
-               lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.campaign_id, v.line
-                               ORDER BY v.at, v.id) AS prev_source_at,
-               lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.city_id
-                               ORDER BY v.at, v.id) AS prev_city_at,
-               lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound ORDER BY v.at, v.id) AS prev_any_at,
-               {called_back_at} AS called_back_at
-        FROM (
-            SELECT c.sign, c.id, c.client_phone, coalesce(c.started_at, c.created_at) AS at,
-                   c.direction = 'in' AS inbound, coalesce(c.missed, false) AS missed, c.answered_at,
-                   coalesce(c.campaign_id, 0) AS campaign_id,
-                   CASE WHEN c.campaign_id IS NULL THEN coalesce(c.line_number, '') ELSE '' END AS line,
-                   coalesce(a.city_id, 0) AS city_id
-            FROM ({changed}) AS c LEFT JOIN advertising_campaigns AS a ON a.id = c.campaign_id
-        ) AS v
-    ) AS w
-    WHERE w.inbound
-) AS x
-GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
-HAVING sum(x.sign) <> 0 OR coalesce(sum(x.sign) FILTER (WHERE x.missed), 0) <> 0
-ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
+        SELECT c.sign, c.id, c.client_phone, coalesce(c.started_at, c.created_at) AS at,
+               c.direction = 'in' AS inbound, coalesce(c.missed, false) AS missed, c.answered_at,
+               coalesce(c.campaign_id, 0) AS campaign_id,
+               CASE WHEN c.campaign_id IS NULL THEN coalesce(c.line_number, '') ELSE '' END AS line,
+               coalesce(a.city_id, 0) AS city_id
+        FROM ({changed}) AS c LEFT JOIN advertising_campaigns AS a ON a.id = c.campaign_id
+    ) AS v
+) AS w
+WHERE w.inbound
 """
 
-_KEY_SQL = ", ".join(KEY)
-CALL_UPSERT = f"""
-INSERT INTO call_day_stats AS s ({_KEY_SQL}, calls, missed)
-{{delta}}
-ON CONFLICT ({_KEY_SQL}) DO UPDATE
-SET calls = s.calls + excluded.calls, missed = s.missed + excluded.missed
+# The grouped contributions of the per-call rows `p` to each table.
+STATS_DELTA = """
+SELECT * FROM (
+    SELECT p.day, p.city_id, p.campaign_id, p.line,
+           sum(p.sign)::int AS calls,
+           coalesce(sum(p.sign) FILTER (WHERE p.missed), 0)::int AS missed,
+           coalesce(sum(p.sign) FILTER (WHERE p.callback_day = p.day), 0)::int AS called_back_same_day,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND p.prev_source_day IS NULL), 0)::int AS first_source,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND p.prev_city_day IS NULL), 0)::int AS first_city,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND p.prev_any_day IS NULL), 0)::int AS first_any,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND (p.prev_city_day IS NULL
+                    OR p.prev_city_day < date_trunc('month', p.day)::date)), 0)::int AS first_month_city,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND (p.prev_any_day IS NULL
+                    OR p.prev_any_day < date_trunc('month', p.day)::date)), 0)::int AS first_month_any
+    FROM p
+    GROUP BY 1, 2, 3, 4
+) AS d
+WHERE calls <> 0 OR missed <> 0 OR called_back_same_day <> 0 OR first_source <> 0 OR first_city <> 0
+   OR first_any <> 0 OR first_month_city <> 0 OR first_month_any <> 0
+ORDER BY 1, 2, 3, 4
+"""
+
+LINKS_DELTA = """
+SELECT l.kind, p.day, p.city_id, p.campaign_id, p.line, l.ref_day, sum(p.sign)::int AS calls
+FROM p CROSS JOIN LATERAL (VALUES (1, p.prev_source_day), (2, p.prev_city_day), (3, p.prev_any_day),
+                                  (4, p.callback_day)) AS l(kind, ref_day)
+WHERE l.ref_day IS NOT NULL AND CASE WHEN l.kind = 4 THEN l.ref_day > p.day ELSE p.known AND l.ref_day < p.day END
+GROUP BY 1, 2, 3, 4, 5, 6
+HAVING sum(p.sign) <> 0
+ORDER BY 1, 2, 3, 4, 5, 6
+"""
+
+_KEY_SQL, _COUNTS_SQL, _LINK_KEY_SQL = ", ".join(KEY), ", ".join(COUNTS), ", ".join(LINK_KEY)
+_ADD_COUNTS = ", ".join(f"{name} = s.{name} + excluded.{name}" for name in COUNTS)
+# Both upserts in one statement, the per-call rows computed once.
+UPSERT = f"""
+WITH p AS MATERIALIZED ({{per_call}}),
+stats AS (
+    INSERT INTO call_day_stats AS s ({_KEY_SQL}, {_COUNTS_SQL})
+    {STATS_DELTA}
+    ON CONFLICT ({_KEY_SQL}) DO UPDATE SET {_ADD_COUNTS}
+)
+INSERT INTO call_day_links AS s ({_LINK_KEY_SQL}, calls)
+{LINKS_DELTA}
+ON CONFLICT ({_LINK_KEY_SQL}) DO UPDATE SET calls = s.calls + excluded.calls
 """  # nosec B608 # module constants
 
 
@@ -135,24 +187,23 @@ def changed_rows(operation: str) -> str:
     return f"{before} UNION ALL {after}"
 
 
-def _delta(changed: str, zone: str) -> str:
-    return CALL_DELTA.format(zone=zone, changed=changed, called_back_at=called_back_at_sql("v"))
+def per_call_sql(changed: str, zone: str) -> str:
+    return PER_CALL.format(zone=zone, changed=changed, called_back_at=called_back_at_sql("v"))
 
 
-def _refill(zone: str) -> str:
-    upsert = CALL_UPSERT.format(delta=_delta(ALL_CALLS, zone))
-    return f"DELETE FROM call_day_stats;\n{upsert};"  # nosec B608 # module constants
+def _upsert(changed: str, zone: str) -> str:
+    return UPSERT.format(per_call=per_call_sql(changed, zone))
 
 
 def install_sql() -> list[str]:
-    """Functions and triggers (the migration runs these after creating the table)."""
+    """Functions and triggers (the migration runs these after creating the tables)."""
     branches = []
     for i, operation in enumerate(("INSERT", "DELETE", "UPDATE")):
         branches.append(
             f"{'IF' if i == 0 else 'ELSIF'} TG_OP = '{operation}' THEN\n"
             f"PERFORM pg_advisory_xact_lock({ROLLUP_LOCK_CLASS}, hashtext(n.client_phone)) "
             f"FROM ({_numbers(operation)} ORDER BY 1) AS n;\n"
-            f"{CALL_UPSERT.format(delta=_delta(changed_rows(operation), 'zone'))};")
+            f"{_upsert(changed_rows(operation), 'zone')};")
     apply_body = "\n".join(branches) + "\nEND IF;"
     return [
         f"""
@@ -166,6 +217,7 @@ def install_sql() -> list[str]:
             END IF;
             {apply_body}
             DELETE FROM call_day_stats WHERE calls = 0;
+            DELETE FROM call_day_links WHERE calls = 0;
             RETURN NULL;
         END
         $fn$
@@ -188,7 +240,9 @@ def install_sql() -> list[str]:
                 RETURN NULL;
             END IF;
             LOCK TABLE calls IN SHARE MODE;
-            {_refill('zone')}
+            DELETE FROM call_day_stats;
+            DELETE FROM call_day_links;
+            {_upsert(ALL_CALLS, 'zone')};
             RETURN NULL;
         END
         $fn$
@@ -197,6 +251,7 @@ def install_sql() -> list[str]:
         CREATE FUNCTION call_day_stats_truncated() RETURNS trigger LANGUAGE plpgsql AS $fn$
         BEGIN
             DELETE FROM call_day_stats;
+            DELETE FROM call_day_links;
             RETURN NULL;
         END
         $fn$
@@ -228,18 +283,17 @@ def uninstall_sql() -> list[str]:
 
 
 def rebuild_sql() -> list[tuple[str, dict]]:
-    """Recompute the rollup from `calls` in the zone recorded in report_rollups (models/reports/rollups.py's
-    rebuild sets it first, in the same transaction)."""
-    rows = _delta(ALL_CALLS,
-                  "(SELECT time_zone FROM report_rollups WHERE id = 1)")
+    """Recompute both call rollups from `calls` in the zone recorded in report_rollups
+    (models/reports/rollups.py's rebuild sets it first, in the same transaction)."""
     return [
         ("LOCK TABLE calls IN SHARE MODE", {}),
-        ("TRUNCATE call_day_stats", {}),
-        (f"INSERT INTO call_day_stats ({_KEY_SQL}, calls, missed) {rows}", {}),  # nosec B608
+        ("TRUNCATE call_day_stats, call_day_links", {}),
+        (_upsert(ALL_CALLS, "(SELECT time_zone FROM report_rollups WHERE id = 1)"), {}),
     ]
 
 
-def table_rows_sql(zone_literal: str) -> str:
-    """The rollup's rows computed from `calls` on the fly (reports use it while the rollup's zone is
-    not BUSINESS_TZ): the same key and figures, in `zone_literal` (a quoted zone name)."""
-    return _delta(ALL_CALLS, zone_literal)
+def table_rows_sql(zone_literal: str) -> tuple[str, str]:
+    """Both rollups' rows computed from `calls` on the fly (reports use them while the rollups' zone is
+    not BUSINESS_TZ): (call_day_stats rows, call_day_links rows), in `zone_literal` (a quoted zone)."""
+    with_rows = f"WITH p AS MATERIALIZED ({per_call_sql(ALL_CALLS, zone_literal)}) "
+    return with_rows + STATS_DELTA, with_rows + LINKS_DELTA

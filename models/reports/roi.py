@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable
 
-from sqlalchemy import Date, Integer, String, cast, func, literal, or_, select, text
+from sqlalchemy import Date, Integer, String, case, cast, func, select, text, true, tuple_
 
 from models.advertising.rules import prorated
 from models.advertising.tables import CampaignSpend
@@ -31,7 +31,16 @@ from models.core.business_time import business_tz
 from models.core.db import Session
 from models.directories.tables import AdvertisingCampaign, City
 from models.reports import queries
-from models.reports.call_rollups import CallDayStats, table_rows_sql
+from models.reports.call_rollups import (
+    ANYWHERE,
+    CALLED_BACK,
+    COUNTS,
+    SAME_CITY,
+    SAME_SOURCE,
+    CallDayLinks,
+    CallDayStats,
+    table_rows_sql,
+)
 from models.reports.queries import BY_CAMPAIGN, TOTAL, ZERO, Filters, Requests, Scope
 from models.reports.rollups import rollup_zone_matches
 from models.requests.money import to_money
@@ -61,69 +70,106 @@ def next_month(day: date) -> date:
 
 # ---- calls ----------------------------------------------------------------------------------------
 
-def _call_rows():
-    """call_day_stats, or the same rows computed from `calls` while the rollup is in another zone."""
+def _call_tables():
+    """call_day_stats and call_day_links, or their rows computed from `calls` while the rollups' days
+    are in another zone."""
     if queries.USE_ROLLUPS and rollup_zone_matches(Session):
-        return CallDayStats.__table__
+        return CallDayStats.__table__, CallDayLinks.__table__
     zone = business_tz().key.replace("'", "''")
-    columns = {"day": Date, "city_id": Integer, "campaign_id": Integer, "line": String,
-               "prev_source_day": Date, "prev_city_day": Date, "prev_any_day": Date, "callback_day": Date,
-               "calls": Integer, "missed": Integer}
-    return text(table_rows_sql(f"'{zone}'")).columns(**columns).subquery("call_rows")
+    stats_sql, links_sql = table_rows_sql(f"'{zone}'")
+    key = {"day": Date, "city_id": Integer, "campaign_id": Integer, "line": String}
+    stats = text(stats_sql).columns(**key, **{name: Integer for name in COUNTS}).subquery("call_stats")
+    links = text(links_sql).columns(kind=Integer, **key, ref_day=Date, calls=Integer).subquery("call_links")
+    return stats, links
 
 
-def _first_in_range(prev, first):
-    """The call is its caller's first since `first` (a date or a date expression; None: ever)."""
-    never = cast(literal("-infinity"), Date)
-    return or_(prev == never, prev < first) if first is not None else prev == never
+def _keys(table, group: str) -> list:
+    if group == "campaign":
+        return [table.c.campaign_id, table.c.line]
+    if group == "city":
+        return [table.c.city_id]
+    return [cast(func.date_trunc("month", table.c.day), Date)]
+
+
+def _key(values, group: str) -> Key:
+    if group == "campaign":
+        return Key(campaign_id=values[0] or None, line=(values[1] or None) if not values[0] else None)
+    if group == "city":
+        return Key(city_id=values[0] or None)
+    return Key(month=values[0])
+
+
+def _total(column, condition=None):
+    summed = func.sum(column) if condition is None else func.sum(column).filter(condition)
+    return func.coalesce(summed, 0)
 
 
 def _call_figures(filters: Filters, scope: Scope, group: str) -> tuple[dict[Key, dict], int]:
-    """{key: calls, unique_callers, missed, called_back}, and the unique callers of the whole range."""
-    rows = _call_rows()
-    c = rows.c
-    where = [*queries._cities(c.city_id, filters, scope)]  # noqa: SLF001 - the reports' own helper
-    if filters.date_from is not None:
-        where.append(c.day >= filters.date_from)
-    if filters.date_to is not None:
-        where.append(c.day <= filters.date_to)
+    """{key: calls, unique_callers, missed, called_back}, and the unique callers of the whole range.
+
+    A call is its caller's first in [a, b] when its previous call is before a: first-ever calls (the
+    stats) plus the links to a previous day before a; per month, the calls first in their month,
+    except in a month the range starts inside. A missed call is called back within the range when
+    called back the same day (the stats) or has a callback link up to b (models/reports/call_rollups.py)."""
+    stats, links = _call_tables()
+    first, last = filters.date_from, filters.date_to
     one_city = scope.city_id is not None or filters.city_id is not None
-    overall_prev = c.prev_city_day if one_city else c.prev_any_day
-    if filters.date_to is not None:
-        called_back = c.callback_day <= filters.date_to
-    else:
-        called_back = c.callback_day != cast(literal("infinity"), Date)
+    overall_first = stats.c.first_city if one_city else stats.c.first_any
+    overall_kind = SAME_CITY if one_city else ANYWHERE
 
+    def where(table) -> list:
+        conditions = [*queries._cities(table.c.city_id, filters, scope)]  # noqa: SLF001 - the reports' own helper
+        if first is not None:
+            conditions.append(table.c.day >= first)
+        if last is not None:
+            conditions.append(table.c.day <= last)
+        return conditions
+
+    keys = _keys(stats, group)
     if group == "campaign":
-        keys, prev, first = [c.campaign_id, c.line], c.prev_source_day, filters.date_from
+        unique = _total(stats.c.first_source)
     elif group == "city":
-        keys, prev, first = [c.city_id], c.prev_city_day, filters.date_from
+        unique = _total(stats.c.first_city)
     else:
-        month = cast(func.date_trunc("month", c.day), Date)
-        keys, prev = [month], overall_prev
-        first = month if filters.date_from is None else func.greatest(month, filters.date_from)
-
-    def total(column, condition=None):
-        summed = func.sum(column) if condition is None else func.sum(column).filter(condition)
-        return func.coalesce(summed, 0)
-
-    stmt = select(*keys, total(c.calls).label("calls"),
-                  total(c.calls, _first_in_range(prev, first)).label("unique_callers"),
-                  total(c.missed).label("missed"), total(c.missed, called_back).label("called_back"),
-                  ).where(*where).group_by(*keys)
+        month_first = stats.c.first_month_city if one_city else stats.c.first_month_any
+        unique = _total(month_first if first is None else case((keys[0] >= first, month_first), else_=overall_first))
+    # One pass: the rows per key, and (the empty grouping set) the range's own first-ever callers.
+    stmt = select(*keys, func.grouping(*keys).label("is_total"), _total(stats.c.calls).label("calls"),
+                  unique.label("unique_callers"), _total(stats.c.missed).label("missed"),
+                  _total(stats.c.called_back_same_day).label("called_back"),
+                  _total(overall_first).label("unique_overall"),
+                  ).where(*where(stats)).group_by(func.grouping_sets(tuple_(*keys), tuple_()))
     figures: dict[Key, dict] = {}
+    unique_total = 0
     for values in Session.execute(stmt):
-        if group == "campaign":
-            key = Key(campaign_id=values[0] or None, line=(values[1] or None) if not values[0] else None)
-        elif group == "city":
-            key = Key(city_id=values[0] or None)
-        else:
-            key = Key(month=values[0])
-        figures[key] = {name: int(values._mapping[name])
-                        for name in ("calls", "unique_callers", "missed", "called_back")}
-    unique = Session.execute(
-        select(total(c.calls, _first_in_range(overall_prev, filters.date_from))).where(*where)).scalar()
-    return figures, int(unique or 0)
+        if values.is_total:
+            unique_total = int(values.unique_overall)
+            continue
+        figures[_key(values, group)] = {name: int(values._mapping[name])
+                                        for name in ("calls", "unique_callers", "missed", "called_back")}
+
+    def add_links(kind: int, condition, name: str, days: list | None = None) -> None:
+        link_keys = _keys(links, group)
+        conditions = where(links) if days is None else [
+            *queries._cities(links.c.city_id, filters, scope), *days]  # noqa: SLF001
+        stmt = select(*link_keys, _total(links.c.calls)).where(links.c.kind == kind, condition, *conditions)
+        stmt = stmt.group_by(*link_keys)
+        for values in Session.execute(stmt):
+            row = figures.setdefault(_key(values, group), {**EMPTY_CALLS})
+            row[name] += int(values[-1])
+
+    if first is not None:
+        if group != "month":
+            add_links(SAME_SOURCE if group == "campaign" else SAME_CITY, links.c.ref_day < first, "unique_callers")
+        elif first.day != 1:  # the month the range starts inside: first since `first`, not since the 1st
+            month_end = min(next_month(first) - timedelta(days=1), last or date.max)
+            add_links(overall_kind, links.c.ref_day < first, "unique_callers",
+                      days=[links.c.day >= first, links.c.day <= month_end])
+        unique_total += int(Session.execute(
+            select(_total(links.c.calls)).where(links.c.kind == overall_kind, links.c.ref_day < first,
+                                                *where(links))).scalar())
+    add_links(CALLED_BACK, links.c.ref_day <= last if last is not None else true(), "called_back")
+    return figures, unique_total
 
 
 # ---- requests -------------------------------------------------------------------------------------

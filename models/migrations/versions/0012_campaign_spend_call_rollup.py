@@ -1,8 +1,10 @@
 """Campaign spend and the daily rollup of inbound calls (models/advertising, models/reports/call_rollups.py).
 
 `campaign_spend`: an amount per campaign and period of days (the ROI report prorates it by days).
-`call_day_stats`: inbound calls per business-local day, city, campaign (or line without one) and the
-days that make unique callers and called-back missed calls exact for any range; kept by triggers on
+`call_day_stats`: inbound calls per business-local day, city, campaign (or line without one), with
+the counts of first-ever callers and same-day callbacks; `call_day_links`: the day of a repeat
+caller's previous call and of a later callback, which make unique callers and called-back missed
+calls exact for any range. Both kept by triggers on
 `calls` (a write recomputes the contributions of every call of the numbers it touched) and on
 `advertising_campaigns` (a change of city recomputes it). Filled here from the existing calls, in the
 zone recorded in `report_rollups` (none: the triggers are idle, as the request rollup's).
@@ -36,140 +38,201 @@ FUNCTIONS = [
             IF TG_OP = 'INSERT' THEN
 PERFORM pg_advisory_xact_lock(7212, hashtext(n.client_phone)) FROM (SELECT client_phone FROM new_rows WHERE client_phone IS NOT NULL ORDER BY 1) AS n;
 
-INSERT INTO call_day_stats AS s (day, city_id, campaign_id, line, prev_source_day, prev_city_day, prev_any_day, callback_day, calls, missed)
-
-SELECT x.day, x.city_id, x.campaign_id, x.line, x.prev_source_day, x.prev_city_day, x.prev_any_day, x.callback_day,
-       sum(x.sign)::int AS calls,
-       coalesce(sum(x.sign) FILTER (WHERE x.missed), 0)::int AS missed
+WITH p AS MATERIALIZED (
+SELECT w.sign, (timezone(zone, w.at))::date AS day, w.city_id, w.campaign_id, w.line, w.missed,
+       w.client_phone IS NOT NULL AS known,
+       (timezone(zone, w.prev_source_at))::date AS prev_source_day,
+       (timezone(zone, w.prev_city_at))::date AS prev_city_day,
+       (timezone(zone, w.prev_any_at))::date AS prev_any_day,
+       CASE WHEN w.missed THEN (timezone(zone, w.called_back_at))::date END AS callback_day
 FROM (
-    SELECT w.sign, w.missed, w.city_id, w.campaign_id, w.line,
-           (timezone(zone, w.at))::date AS day,
-           CASE WHEN w.client_phone IS NULL THEN 'infinity'::date
-                ELSE coalesce((timezone(zone, w.prev_source_at))::date, '-infinity'::date) END AS prev_source_day,
-           CASE WHEN w.client_phone IS NULL THEN 'infinity'::date
-                ELSE coalesce((timezone(zone, w.prev_city_at))::date, '-infinity'::date) END AS prev_city_day,
-           CASE WHEN w.client_phone IS NULL THEN 'infinity'::date
-                ELSE coalesce((timezone(zone, w.prev_any_at))::date, '-infinity'::date) END AS prev_any_day,
-           CASE WHEN w.missed THEN coalesce((timezone(zone, w.called_back_at))::date, 'infinity'::date)
-                ELSE 'infinity'::date END AS callback_day
+    SELECT v.*,
+           lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.campaign_id, v.line
+                           ORDER BY v.at, v.id) AS prev_source_at,
+           lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.city_id
+                           ORDER BY v.at, v.id) AS prev_city_at,
+           lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound ORDER BY v.at, v.id) AS prev_any_at,
+           CASE WHEN v.client_phone IS NOT NULL THEN min(CASE WHEN v.answered_at IS NOT NULL THEN v.at END) OVER (PARTITION BY v.sign, v.client_phone ORDER BY v.at, v.id ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) END AS called_back_at
     FROM (
-        SELECT v.*,
-               lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.campaign_id, v.line
-                               ORDER BY v.at, v.id) AS prev_source_at,
-               lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.city_id
-                               ORDER BY v.at, v.id) AS prev_city_at,
-               lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound ORDER BY v.at, v.id) AS prev_any_at,
-               CASE WHEN v.client_phone IS NOT NULL THEN min(CASE WHEN v.answered_at IS NOT NULL THEN v.at END) OVER (PARTITION BY v.sign, v.client_phone ORDER BY v.at, v.id ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) END AS called_back_at
-        FROM (
-            SELECT c.sign, c.id, c.client_phone, coalesce(c.started_at, c.created_at) AS at,
-                   c.direction = 'in' AS inbound, coalesce(c.missed, false) AS missed, c.answered_at,
-                   coalesce(c.campaign_id, 0) AS campaign_id,
-                   CASE WHEN c.campaign_id IS NULL THEN coalesce(c.line_number, '') ELSE '' END AS line,
-                   coalesce(a.city_id, 0) AS city_id
-            FROM (SELECT -1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM calls WHERE client_phone IN (SELECT client_phone FROM new_rows WHERE client_phone IS NOT NULL) AND id NOT IN (SELECT id FROM new_rows) UNION ALL SELECT 1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM calls WHERE client_phone IN (SELECT client_phone FROM new_rows WHERE client_phone IS NOT NULL) UNION ALL SELECT 1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM new_rows WHERE client_phone IS NULL) AS c LEFT JOIN advertising_campaigns AS a ON a.id = c.campaign_id
-        ) AS v
-    ) AS w
-    WHERE w.inbound
-) AS x
-GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
-HAVING sum(x.sign) <> 0 OR coalesce(sum(x.sign) FILTER (WHERE x.missed), 0) <> 0
-ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
+        SELECT c.sign, c.id, c.client_phone, coalesce(c.started_at, c.created_at) AS at,
+               c.direction = 'in' AS inbound, coalesce(c.missed, false) AS missed, c.answered_at,
+               coalesce(c.campaign_id, 0) AS campaign_id,
+               CASE WHEN c.campaign_id IS NULL THEN coalesce(c.line_number, '') ELSE '' END AS line,
+               coalesce(a.city_id, 0) AS city_id
+        FROM (SELECT -1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM calls WHERE client_phone IN (SELECT client_phone FROM new_rows WHERE client_phone IS NOT NULL) AND id NOT IN (SELECT id FROM new_rows) UNION ALL SELECT 1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM calls WHERE client_phone IN (SELECT client_phone FROM new_rows WHERE client_phone IS NOT NULL) UNION ALL SELECT 1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM new_rows WHERE client_phone IS NULL) AS c LEFT JOIN advertising_campaigns AS a ON a.id = c.campaign_id
+    ) AS v
+) AS w
+WHERE w.inbound
+),
+stats AS (
+    INSERT INTO call_day_stats AS s (day, city_id, campaign_id, line, calls, missed, called_back_same_day, first_source, first_city, first_any, first_month_city, first_month_any)
+    
+SELECT * FROM (
+    SELECT p.day, p.city_id, p.campaign_id, p.line,
+           sum(p.sign)::int AS calls,
+           coalesce(sum(p.sign) FILTER (WHERE p.missed), 0)::int AS missed,
+           coalesce(sum(p.sign) FILTER (WHERE p.callback_day = p.day), 0)::int AS called_back_same_day,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND p.prev_source_day IS NULL), 0)::int AS first_source,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND p.prev_city_day IS NULL), 0)::int AS first_city,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND p.prev_any_day IS NULL), 0)::int AS first_any,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND (p.prev_city_day IS NULL
+                    OR p.prev_city_day < date_trunc('month', p.day)::date)), 0)::int AS first_month_city,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND (p.prev_any_day IS NULL
+                    OR p.prev_any_day < date_trunc('month', p.day)::date)), 0)::int AS first_month_any
+    FROM p
+    GROUP BY 1, 2, 3, 4
+) AS d
+WHERE calls <> 0 OR missed <> 0 OR called_back_same_day <> 0 OR first_source <> 0 OR first_city <> 0
+   OR first_any <> 0 OR first_month_city <> 0 OR first_month_any <> 0
+ORDER BY 1, 2, 3, 4
 
-ON CONFLICT (day, city_id, campaign_id, line, prev_source_day, prev_city_day, prev_any_day, callback_day) DO UPDATE
-SET calls = s.calls + excluded.calls, missed = s.missed + excluded.missed
+    ON CONFLICT (day, city_id, campaign_id, line) DO UPDATE SET calls = s.calls + excluded.calls, missed = s.missed + excluded.missed, called_back_same_day = s.called_back_same_day + excluded.called_back_same_day, first_source = s.first_source + excluded.first_source, first_city = s.first_city + excluded.first_city, first_any = s.first_any + excluded.first_any, first_month_city = s.first_month_city + excluded.first_month_city, first_month_any = s.first_month_any + excluded.first_month_any
+)
+INSERT INTO call_day_links AS s (kind, day, city_id, campaign_id, line, ref_day, calls)
+
+SELECT l.kind, p.day, p.city_id, p.campaign_id, p.line, l.ref_day, sum(p.sign)::int AS calls
+FROM p CROSS JOIN LATERAL (VALUES (1, p.prev_source_day), (2, p.prev_city_day), (3, p.prev_any_day),
+                                  (4, p.callback_day)) AS l(kind, ref_day)
+WHERE l.ref_day IS NOT NULL AND CASE WHEN l.kind = 4 THEN l.ref_day > p.day ELSE p.known AND l.ref_day < p.day END
+GROUP BY 1, 2, 3, 4, 5, 6
+HAVING sum(p.sign) <> 0
+ORDER BY 1, 2, 3, 4, 5, 6
+
+ON CONFLICT (kind, day, city_id, campaign_id, line, ref_day) DO UPDATE SET calls = s.calls + excluded.calls
 ;
 ELSIF TG_OP = 'DELETE' THEN
 PERFORM pg_advisory_xact_lock(7212, hashtext(n.client_phone)) FROM (SELECT client_phone FROM old_rows WHERE client_phone IS NOT NULL ORDER BY 1) AS n;
 
-INSERT INTO call_day_stats AS s (day, city_id, campaign_id, line, prev_source_day, prev_city_day, prev_any_day, callback_day, calls, missed)
-
-SELECT x.day, x.city_id, x.campaign_id, x.line, x.prev_source_day, x.prev_city_day, x.prev_any_day, x.callback_day,
-       sum(x.sign)::int AS calls,
-       coalesce(sum(x.sign) FILTER (WHERE x.missed), 0)::int AS missed
+WITH p AS MATERIALIZED (
+SELECT w.sign, (timezone(zone, w.at))::date AS day, w.city_id, w.campaign_id, w.line, w.missed,
+       w.client_phone IS NOT NULL AS known,
+       (timezone(zone, w.prev_source_at))::date AS prev_source_day,
+       (timezone(zone, w.prev_city_at))::date AS prev_city_day,
+       (timezone(zone, w.prev_any_at))::date AS prev_any_day,
+       CASE WHEN w.missed THEN (timezone(zone, w.called_back_at))::date END AS callback_day
 FROM (
-    SELECT w.sign, w.missed, w.city_id, w.campaign_id, w.line,
-           (timezone(zone, w.at))::date AS day,
-           CASE WHEN w.client_phone IS NULL THEN 'infinity'::date
-                ELSE coalesce((timezone(zone, w.prev_source_at))::date, '-infinity'::date) END AS prev_source_day,
-           CASE WHEN w.client_phone IS NULL THEN 'infinity'::date
-                ELSE coalesce((timezone(zone, w.prev_city_at))::date, '-infinity'::date) END AS prev_city_day,
-           CASE WHEN w.client_phone IS NULL THEN 'infinity'::date
-                ELSE coalesce((timezone(zone, w.prev_any_at))::date, '-infinity'::date) END AS prev_any_day,
-           CASE WHEN w.missed THEN coalesce((timezone(zone, w.called_back_at))::date, 'infinity'::date)
-                ELSE 'infinity'::date END AS callback_day
+    SELECT v.*,
+           lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.campaign_id, v.line
+                           ORDER BY v.at, v.id) AS prev_source_at,
+           lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.city_id
+                           ORDER BY v.at, v.id) AS prev_city_at,
+           lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound ORDER BY v.at, v.id) AS prev_any_at,
+           CASE WHEN v.client_phone IS NOT NULL THEN min(CASE WHEN v.answered_at IS NOT NULL THEN v.at END) OVER (PARTITION BY v.sign, v.client_phone ORDER BY v.at, v.id ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) END AS called_back_at
     FROM (
-        SELECT v.*,
-               lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.campaign_id, v.line
-                               ORDER BY v.at, v.id) AS prev_source_at,
-               lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.city_id
-                               ORDER BY v.at, v.id) AS prev_city_at,
-               lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound ORDER BY v.at, v.id) AS prev_any_at,
-               CASE WHEN v.client_phone IS NOT NULL THEN min(CASE WHEN v.answered_at IS NOT NULL THEN v.at END) OVER (PARTITION BY v.sign, v.client_phone ORDER BY v.at, v.id ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) END AS called_back_at
-        FROM (
-            SELECT c.sign, c.id, c.client_phone, coalesce(c.started_at, c.created_at) AS at,
-                   c.direction = 'in' AS inbound, coalesce(c.missed, false) AS missed, c.answered_at,
-                   coalesce(c.campaign_id, 0) AS campaign_id,
-                   CASE WHEN c.campaign_id IS NULL THEN coalesce(c.line_number, '') ELSE '' END AS line,
-                   coalesce(a.city_id, 0) AS city_id
-            FROM (SELECT -1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM calls WHERE client_phone IN (SELECT client_phone FROM old_rows WHERE client_phone IS NOT NULL) UNION ALL SELECT -1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM old_rows UNION ALL SELECT 1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM calls WHERE client_phone IN (SELECT client_phone FROM old_rows WHERE client_phone IS NOT NULL)) AS c LEFT JOIN advertising_campaigns AS a ON a.id = c.campaign_id
-        ) AS v
-    ) AS w
-    WHERE w.inbound
-) AS x
-GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
-HAVING sum(x.sign) <> 0 OR coalesce(sum(x.sign) FILTER (WHERE x.missed), 0) <> 0
-ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
+        SELECT c.sign, c.id, c.client_phone, coalesce(c.started_at, c.created_at) AS at,
+               c.direction = 'in' AS inbound, coalesce(c.missed, false) AS missed, c.answered_at,
+               coalesce(c.campaign_id, 0) AS campaign_id,
+               CASE WHEN c.campaign_id IS NULL THEN coalesce(c.line_number, '') ELSE '' END AS line,
+               coalesce(a.city_id, 0) AS city_id
+        FROM (SELECT -1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM calls WHERE client_phone IN (SELECT client_phone FROM old_rows WHERE client_phone IS NOT NULL) UNION ALL SELECT -1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM old_rows UNION ALL SELECT 1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM calls WHERE client_phone IN (SELECT client_phone FROM old_rows WHERE client_phone IS NOT NULL)) AS c LEFT JOIN advertising_campaigns AS a ON a.id = c.campaign_id
+    ) AS v
+) AS w
+WHERE w.inbound
+),
+stats AS (
+    INSERT INTO call_day_stats AS s (day, city_id, campaign_id, line, calls, missed, called_back_same_day, first_source, first_city, first_any, first_month_city, first_month_any)
+    
+SELECT * FROM (
+    SELECT p.day, p.city_id, p.campaign_id, p.line,
+           sum(p.sign)::int AS calls,
+           coalesce(sum(p.sign) FILTER (WHERE p.missed), 0)::int AS missed,
+           coalesce(sum(p.sign) FILTER (WHERE p.callback_day = p.day), 0)::int AS called_back_same_day,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND p.prev_source_day IS NULL), 0)::int AS first_source,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND p.prev_city_day IS NULL), 0)::int AS first_city,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND p.prev_any_day IS NULL), 0)::int AS first_any,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND (p.prev_city_day IS NULL
+                    OR p.prev_city_day < date_trunc('month', p.day)::date)), 0)::int AS first_month_city,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND (p.prev_any_day IS NULL
+                    OR p.prev_any_day < date_trunc('month', p.day)::date)), 0)::int AS first_month_any
+    FROM p
+    GROUP BY 1, 2, 3, 4
+) AS d
+WHERE calls <> 0 OR missed <> 0 OR called_back_same_day <> 0 OR first_source <> 0 OR first_city <> 0
+   OR first_any <> 0 OR first_month_city <> 0 OR first_month_any <> 0
+ORDER BY 1, 2, 3, 4
 
-ON CONFLICT (day, city_id, campaign_id, line, prev_source_day, prev_city_day, prev_any_day, callback_day) DO UPDATE
-SET calls = s.calls + excluded.calls, missed = s.missed + excluded.missed
+    ON CONFLICT (day, city_id, campaign_id, line) DO UPDATE SET calls = s.calls + excluded.calls, missed = s.missed + excluded.missed, called_back_same_day = s.called_back_same_day + excluded.called_back_same_day, first_source = s.first_source + excluded.first_source, first_city = s.first_city + excluded.first_city, first_any = s.first_any + excluded.first_any, first_month_city = s.first_month_city + excluded.first_month_city, first_month_any = s.first_month_any + excluded.first_month_any
+)
+INSERT INTO call_day_links AS s (kind, day, city_id, campaign_id, line, ref_day, calls)
+
+SELECT l.kind, p.day, p.city_id, p.campaign_id, p.line, l.ref_day, sum(p.sign)::int AS calls
+FROM p CROSS JOIN LATERAL (VALUES (1, p.prev_source_day), (2, p.prev_city_day), (3, p.prev_any_day),
+                                  (4, p.callback_day)) AS l(kind, ref_day)
+WHERE l.ref_day IS NOT NULL AND CASE WHEN l.kind = 4 THEN l.ref_day > p.day ELSE p.known AND l.ref_day < p.day END
+GROUP BY 1, 2, 3, 4, 5, 6
+HAVING sum(p.sign) <> 0
+ORDER BY 1, 2, 3, 4, 5, 6
+
+ON CONFLICT (kind, day, city_id, campaign_id, line, ref_day) DO UPDATE SET calls = s.calls + excluded.calls
 ;
 ELSIF TG_OP = 'UPDATE' THEN
 PERFORM pg_advisory_xact_lock(7212, hashtext(n.client_phone)) FROM (SELECT client_phone FROM old_rows WHERE client_phone IS NOT NULL UNION SELECT client_phone FROM new_rows WHERE client_phone IS NOT NULL ORDER BY 1) AS n;
 
-INSERT INTO call_day_stats AS s (day, city_id, campaign_id, line, prev_source_day, prev_city_day, prev_any_day, callback_day, calls, missed)
-
-SELECT x.day, x.city_id, x.campaign_id, x.line, x.prev_source_day, x.prev_city_day, x.prev_any_day, x.callback_day,
-       sum(x.sign)::int AS calls,
-       coalesce(sum(x.sign) FILTER (WHERE x.missed), 0)::int AS missed
+WITH p AS MATERIALIZED (
+SELECT w.sign, (timezone(zone, w.at))::date AS day, w.city_id, w.campaign_id, w.line, w.missed,
+       w.client_phone IS NOT NULL AS known,
+       (timezone(zone, w.prev_source_at))::date AS prev_source_day,
+       (timezone(zone, w.prev_city_at))::date AS prev_city_day,
+       (timezone(zone, w.prev_any_at))::date AS prev_any_day,
+       CASE WHEN w.missed THEN (timezone(zone, w.called_back_at))::date END AS callback_day
 FROM (
-    SELECT w.sign, w.missed, w.city_id, w.campaign_id, w.line,
-           (timezone(zone, w.at))::date AS day,
-           CASE WHEN w.client_phone IS NULL THEN 'infinity'::date
-                ELSE coalesce((timezone(zone, w.prev_source_at))::date, '-infinity'::date) END AS prev_source_day,
-           CASE WHEN w.client_phone IS NULL THEN 'infinity'::date
-                ELSE coalesce((timezone(zone, w.prev_city_at))::date, '-infinity'::date) END AS prev_city_day,
-           CASE WHEN w.client_phone IS NULL THEN 'infinity'::date
-                ELSE coalesce((timezone(zone, w.prev_any_at))::date, '-infinity'::date) END AS prev_any_day,
-           CASE WHEN w.missed THEN coalesce((timezone(zone, w.called_back_at))::date, 'infinity'::date)
-                ELSE 'infinity'::date END AS callback_day
+    SELECT v.*,
+           lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.campaign_id, v.line
+                           ORDER BY v.at, v.id) AS prev_source_at,
+           lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.city_id
+                           ORDER BY v.at, v.id) AS prev_city_at,
+           lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound ORDER BY v.at, v.id) AS prev_any_at,
+           CASE WHEN v.client_phone IS NOT NULL THEN min(CASE WHEN v.answered_at IS NOT NULL THEN v.at END) OVER (PARTITION BY v.sign, v.client_phone ORDER BY v.at, v.id ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) END AS called_back_at
     FROM (
-        SELECT v.*,
-               lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.campaign_id, v.line
-                               ORDER BY v.at, v.id) AS prev_source_at,
-               lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.city_id
-                               ORDER BY v.at, v.id) AS prev_city_at,
-               lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound ORDER BY v.at, v.id) AS prev_any_at,
-               CASE WHEN v.client_phone IS NOT NULL THEN min(CASE WHEN v.answered_at IS NOT NULL THEN v.at END) OVER (PARTITION BY v.sign, v.client_phone ORDER BY v.at, v.id ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) END AS called_back_at
-        FROM (
-            SELECT c.sign, c.id, c.client_phone, coalesce(c.started_at, c.created_at) AS at,
-                   c.direction = 'in' AS inbound, coalesce(c.missed, false) AS missed, c.answered_at,
-                   coalesce(c.campaign_id, 0) AS campaign_id,
-                   CASE WHEN c.campaign_id IS NULL THEN coalesce(c.line_number, '') ELSE '' END AS line,
-                   coalesce(a.city_id, 0) AS city_id
-            FROM (SELECT -1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM calls WHERE client_phone IN (SELECT client_phone FROM old_rows WHERE client_phone IS NOT NULL UNION SELECT client_phone FROM new_rows WHERE client_phone IS NOT NULL) AND id NOT IN (SELECT id FROM new_rows) UNION ALL SELECT -1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM old_rows UNION ALL SELECT 1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM calls WHERE client_phone IN (SELECT client_phone FROM old_rows WHERE client_phone IS NOT NULL UNION SELECT client_phone FROM new_rows WHERE client_phone IS NOT NULL) UNION ALL SELECT 1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM new_rows WHERE client_phone IS NULL) AS c LEFT JOIN advertising_campaigns AS a ON a.id = c.campaign_id
-        ) AS v
-    ) AS w
-    WHERE w.inbound
-) AS x
-GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
-HAVING sum(x.sign) <> 0 OR coalesce(sum(x.sign) FILTER (WHERE x.missed), 0) <> 0
-ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
+        SELECT c.sign, c.id, c.client_phone, coalesce(c.started_at, c.created_at) AS at,
+               c.direction = 'in' AS inbound, coalesce(c.missed, false) AS missed, c.answered_at,
+               coalesce(c.campaign_id, 0) AS campaign_id,
+               CASE WHEN c.campaign_id IS NULL THEN coalesce(c.line_number, '') ELSE '' END AS line,
+               coalesce(a.city_id, 0) AS city_id
+        FROM (SELECT -1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM calls WHERE client_phone IN (SELECT client_phone FROM old_rows WHERE client_phone IS NOT NULL UNION SELECT client_phone FROM new_rows WHERE client_phone IS NOT NULL) AND id NOT IN (SELECT id FROM new_rows) UNION ALL SELECT -1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM old_rows UNION ALL SELECT 1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM calls WHERE client_phone IN (SELECT client_phone FROM old_rows WHERE client_phone IS NOT NULL UNION SELECT client_phone FROM new_rows WHERE client_phone IS NOT NULL) UNION ALL SELECT 1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM new_rows WHERE client_phone IS NULL) AS c LEFT JOIN advertising_campaigns AS a ON a.id = c.campaign_id
+    ) AS v
+) AS w
+WHERE w.inbound
+),
+stats AS (
+    INSERT INTO call_day_stats AS s (day, city_id, campaign_id, line, calls, missed, called_back_same_day, first_source, first_city, first_any, first_month_city, first_month_any)
+    
+SELECT * FROM (
+    SELECT p.day, p.city_id, p.campaign_id, p.line,
+           sum(p.sign)::int AS calls,
+           coalesce(sum(p.sign) FILTER (WHERE p.missed), 0)::int AS missed,
+           coalesce(sum(p.sign) FILTER (WHERE p.callback_day = p.day), 0)::int AS called_back_same_day,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND p.prev_source_day IS NULL), 0)::int AS first_source,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND p.prev_city_day IS NULL), 0)::int AS first_city,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND p.prev_any_day IS NULL), 0)::int AS first_any,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND (p.prev_city_day IS NULL
+                    OR p.prev_city_day < date_trunc('month', p.day)::date)), 0)::int AS first_month_city,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND (p.prev_any_day IS NULL
+                    OR p.prev_any_day < date_trunc('month', p.day)::date)), 0)::int AS first_month_any
+    FROM p
+    GROUP BY 1, 2, 3, 4
+) AS d
+WHERE calls <> 0 OR missed <> 0 OR called_back_same_day <> 0 OR first_source <> 0 OR first_city <> 0
+   OR first_any <> 0 OR first_month_city <> 0 OR first_month_any <> 0
+ORDER BY 1, 2, 3, 4
 
-ON CONFLICT (day, city_id, campaign_id, line, prev_source_day, prev_city_day, prev_any_day, callback_day) DO UPDATE
-SET calls = s.calls + excluded.calls, missed = s.missed + excluded.missed
+    ON CONFLICT (day, city_id, campaign_id, line) DO UPDATE SET calls = s.calls + excluded.calls, missed = s.missed + excluded.missed, called_back_same_day = s.called_back_same_day + excluded.called_back_same_day, first_source = s.first_source + excluded.first_source, first_city = s.first_city + excluded.first_city, first_any = s.first_any + excluded.first_any, first_month_city = s.first_month_city + excluded.first_month_city, first_month_any = s.first_month_any + excluded.first_month_any
+)
+INSERT INTO call_day_links AS s (kind, day, city_id, campaign_id, line, ref_day, calls)
+
+SELECT l.kind, p.day, p.city_id, p.campaign_id, p.line, l.ref_day, sum(p.sign)::int AS calls
+FROM p CROSS JOIN LATERAL (VALUES (1, p.prev_source_day), (2, p.prev_city_day), (3, p.prev_any_day),
+                                  (4, p.callback_day)) AS l(kind, ref_day)
+WHERE l.ref_day IS NOT NULL AND CASE WHEN l.kind = 4 THEN l.ref_day > p.day ELSE p.known AND l.ref_day < p.day END
+GROUP BY 1, 2, 3, 4, 5, 6
+HAVING sum(p.sign) <> 0
+ORDER BY 1, 2, 3, 4, 5, 6
+
+ON CONFLICT (kind, day, city_id, campaign_id, line, ref_day) DO UPDATE SET calls = s.calls + excluded.calls
 ;
 END IF;
             DELETE FROM call_day_stats WHERE calls = 0;
+            DELETE FROM call_day_links WHERE calls = 0;
             RETURN NULL;
         END
         $fn$
@@ -193,48 +256,69 @@ END IF;
             END IF;
             LOCK TABLE calls IN SHARE MODE;
             DELETE FROM call_day_stats;
-
-INSERT INTO call_day_stats AS s (day, city_id, campaign_id, line, prev_source_day, prev_city_day, prev_any_day, callback_day, calls, missed)
-
-SELECT x.day, x.city_id, x.campaign_id, x.line, x.prev_source_day, x.prev_city_day, x.prev_any_day, x.callback_day,
-       sum(x.sign)::int AS calls,
-       coalesce(sum(x.sign) FILTER (WHERE x.missed), 0)::int AS missed
+            DELETE FROM call_day_links;
+            
+WITH p AS MATERIALIZED (
+SELECT w.sign, (timezone(zone, w.at))::date AS day, w.city_id, w.campaign_id, w.line, w.missed,
+       w.client_phone IS NOT NULL AS known,
+       (timezone(zone, w.prev_source_at))::date AS prev_source_day,
+       (timezone(zone, w.prev_city_at))::date AS prev_city_day,
+       (timezone(zone, w.prev_any_at))::date AS prev_any_day,
+       CASE WHEN w.missed THEN (timezone(zone, w.called_back_at))::date END AS callback_day
 FROM (
-    SELECT w.sign, w.missed, w.city_id, w.campaign_id, w.line,
-           (timezone(zone, w.at))::date AS day,
-           CASE WHEN w.client_phone IS NULL THEN 'infinity'::date
-                ELSE coalesce((timezone(zone, w.prev_source_at))::date, '-infinity'::date) END AS prev_source_day,
-           CASE WHEN w.client_phone IS NULL THEN 'infinity'::date
-                ELSE coalesce((timezone(zone, w.prev_city_at))::date, '-infinity'::date) END AS prev_city_day,
-           CASE WHEN w.client_phone IS NULL THEN 'infinity'::date
-                ELSE coalesce((timezone(zone, w.prev_any_at))::date, '-infinity'::date) END AS prev_any_day,
-           CASE WHEN w.missed THEN coalesce((timezone(zone, w.called_back_at))::date, 'infinity'::date)
-                ELSE 'infinity'::date END AS callback_day
+    SELECT v.*,
+           lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.campaign_id, v.line
+                           ORDER BY v.at, v.id) AS prev_source_at,
+           lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.city_id
+                           ORDER BY v.at, v.id) AS prev_city_at,
+           lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound ORDER BY v.at, v.id) AS prev_any_at,
+           CASE WHEN v.client_phone IS NOT NULL THEN min(CASE WHEN v.answered_at IS NOT NULL THEN v.at END) OVER (PARTITION BY v.sign, v.client_phone ORDER BY v.at, v.id ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) END AS called_back_at
     FROM (
-        SELECT v.*,
-               lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.campaign_id, v.line
-                               ORDER BY v.at, v.id) AS prev_source_at,
-               lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.city_id
-                               ORDER BY v.at, v.id) AS prev_city_at,
-               lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound ORDER BY v.at, v.id) AS prev_any_at,
-               CASE WHEN v.client_phone IS NOT NULL THEN min(CASE WHEN v.answered_at IS NOT NULL THEN v.at END) OVER (PARTITION BY v.sign, v.client_phone ORDER BY v.at, v.id ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) END AS called_back_at
-        FROM (
-            SELECT c.sign, c.id, c.client_phone, coalesce(c.started_at, c.created_at) AS at,
-                   c.direction = 'in' AS inbound, coalesce(c.missed, false) AS missed, c.answered_at,
-                   coalesce(c.campaign_id, 0) AS campaign_id,
-                   CASE WHEN c.campaign_id IS NULL THEN coalesce(c.line_number, '') ELSE '' END AS line,
-                   coalesce(a.city_id, 0) AS city_id
-            FROM (SELECT 1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM calls) AS c LEFT JOIN advertising_campaigns AS a ON a.id = c.campaign_id
-        ) AS v
-    ) AS w
-    WHERE w.inbound
-) AS x
-GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
-HAVING sum(x.sign) <> 0 OR coalesce(sum(x.sign) FILTER (WHERE x.missed), 0) <> 0
-ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
+        SELECT c.sign, c.id, c.client_phone, coalesce(c.started_at, c.created_at) AS at,
+               c.direction = 'in' AS inbound, coalesce(c.missed, false) AS missed, c.answered_at,
+               coalesce(c.campaign_id, 0) AS campaign_id,
+               CASE WHEN c.campaign_id IS NULL THEN coalesce(c.line_number, '') ELSE '' END AS line,
+               coalesce(a.city_id, 0) AS city_id
+        FROM (SELECT 1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM calls) AS c LEFT JOIN advertising_campaigns AS a ON a.id = c.campaign_id
+    ) AS v
+) AS w
+WHERE w.inbound
+),
+stats AS (
+    INSERT INTO call_day_stats AS s (day, city_id, campaign_id, line, calls, missed, called_back_same_day, first_source, first_city, first_any, first_month_city, first_month_any)
+    
+SELECT * FROM (
+    SELECT p.day, p.city_id, p.campaign_id, p.line,
+           sum(p.sign)::int AS calls,
+           coalesce(sum(p.sign) FILTER (WHERE p.missed), 0)::int AS missed,
+           coalesce(sum(p.sign) FILTER (WHERE p.callback_day = p.day), 0)::int AS called_back_same_day,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND p.prev_source_day IS NULL), 0)::int AS first_source,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND p.prev_city_day IS NULL), 0)::int AS first_city,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND p.prev_any_day IS NULL), 0)::int AS first_any,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND (p.prev_city_day IS NULL
+                    OR p.prev_city_day < date_trunc('month', p.day)::date)), 0)::int AS first_month_city,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND (p.prev_any_day IS NULL
+                    OR p.prev_any_day < date_trunc('month', p.day)::date)), 0)::int AS first_month_any
+    FROM p
+    GROUP BY 1, 2, 3, 4
+) AS d
+WHERE calls <> 0 OR missed <> 0 OR called_back_same_day <> 0 OR first_source <> 0 OR first_city <> 0
+   OR first_any <> 0 OR first_month_city <> 0 OR first_month_any <> 0
+ORDER BY 1, 2, 3, 4
 
-ON CONFLICT (day, city_id, campaign_id, line, prev_source_day, prev_city_day, prev_any_day, callback_day) DO UPDATE
-SET calls = s.calls + excluded.calls, missed = s.missed + excluded.missed
+    ON CONFLICT (day, city_id, campaign_id, line) DO UPDATE SET calls = s.calls + excluded.calls, missed = s.missed + excluded.missed, called_back_same_day = s.called_back_same_day + excluded.called_back_same_day, first_source = s.first_source + excluded.first_source, first_city = s.first_city + excluded.first_city, first_any = s.first_any + excluded.first_any, first_month_city = s.first_month_city + excluded.first_month_city, first_month_any = s.first_month_any + excluded.first_month_any
+)
+INSERT INTO call_day_links AS s (kind, day, city_id, campaign_id, line, ref_day, calls)
+
+SELECT l.kind, p.day, p.city_id, p.campaign_id, p.line, l.ref_day, sum(p.sign)::int AS calls
+FROM p CROSS JOIN LATERAL (VALUES (1, p.prev_source_day), (2, p.prev_city_day), (3, p.prev_any_day),
+                                  (4, p.callback_day)) AS l(kind, ref_day)
+WHERE l.ref_day IS NOT NULL AND CASE WHEN l.kind = 4 THEN l.ref_day > p.day ELSE p.known AND l.ref_day < p.day END
+GROUP BY 1, 2, 3, 4, 5, 6
+HAVING sum(p.sign) <> 0
+ORDER BY 1, 2, 3, 4, 5, 6
+
+ON CONFLICT (kind, day, city_id, campaign_id, line, ref_day) DO UPDATE SET calls = s.calls + excluded.calls
 ;
             RETURN NULL;
         END
@@ -244,6 +328,7 @@ SET calls = s.calls + excluded.calls, missed = s.missed + excluded.missed
         CREATE FUNCTION call_day_stats_truncated() RETURNS trigger LANGUAGE plpgsql AS $fn$
         BEGIN
             DELETE FROM call_day_stats;
+            DELETE FROM call_day_links;
             RETURN NULL;
         END
         $fn$
@@ -273,44 +358,69 @@ UNINSTALL = [
 
 # Filled from the calls in the zone report_rollups records (no row: nothing, like the triggers).
 FILL = [
-    """TRUNCATE call_day_stats""",
-    """INSERT INTO call_day_stats (day, city_id, campaign_id, line, prev_source_day, prev_city_day, prev_any_day, callback_day, calls, missed) 
-SELECT x.day, x.city_id, x.campaign_id, x.line, x.prev_source_day, x.prev_city_day, x.prev_any_day, x.callback_day,
-       sum(x.sign)::int AS calls,
-       coalesce(sum(x.sign) FILTER (WHERE x.missed), 0)::int AS missed
+    """TRUNCATE call_day_stats, call_day_links""",
+    """
+WITH p AS MATERIALIZED (
+SELECT w.sign, (timezone((SELECT time_zone FROM report_rollups WHERE id = 1), w.at))::date AS day, w.city_id, w.campaign_id, w.line, w.missed,
+       w.client_phone IS NOT NULL AS known,
+       (timezone((SELECT time_zone FROM report_rollups WHERE id = 1), w.prev_source_at))::date AS prev_source_day,
+       (timezone((SELECT time_zone FROM report_rollups WHERE id = 1), w.prev_city_at))::date AS prev_city_day,
+       (timezone((SELECT time_zone FROM report_rollups WHERE id = 1), w.prev_any_at))::date AS prev_any_day,
+       CASE WHEN w.missed THEN (timezone((SELECT time_zone FROM report_rollups WHERE id = 1), w.called_back_at))::date END AS callback_day
 FROM (
-    SELECT w.sign, w.missed, w.city_id, w.campaign_id, w.line,
-           (timezone((SELECT time_zone FROM report_rollups WHERE id = 1), w.at))::date AS day,
-           CASE WHEN w.client_phone IS NULL THEN 'infinity'::date
-                ELSE coalesce((timezone((SELECT time_zone FROM report_rollups WHERE id = 1), w.prev_source_at))::date, '-infinity'::date) END AS prev_source_day,
-           CASE WHEN w.client_phone IS NULL THEN 'infinity'::date
-                ELSE coalesce((timezone((SELECT time_zone FROM report_rollups WHERE id = 1), w.prev_city_at))::date, '-infinity'::date) END AS prev_city_day,
-           CASE WHEN w.client_phone IS NULL THEN 'infinity'::date
-                ELSE coalesce((timezone((SELECT time_zone FROM report_rollups WHERE id = 1), w.prev_any_at))::date, '-infinity'::date) END AS prev_any_day,
-           CASE WHEN w.missed THEN coalesce((timezone((SELECT time_zone FROM report_rollups WHERE id = 1), w.called_back_at))::date, 'infinity'::date)
-                ELSE 'infinity'::date END AS callback_day
+    SELECT v.*,
+           lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.campaign_id, v.line
+                           ORDER BY v.at, v.id) AS prev_source_at,
+           lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.city_id
+                           ORDER BY v.at, v.id) AS prev_city_at,
+           lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound ORDER BY v.at, v.id) AS prev_any_at,
+           CASE WHEN v.client_phone IS NOT NULL THEN min(CASE WHEN v.answered_at IS NOT NULL THEN v.at END) OVER (PARTITION BY v.sign, v.client_phone ORDER BY v.at, v.id ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) END AS called_back_at
     FROM (
-        SELECT v.*,
-               lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.campaign_id, v.line
-                               ORDER BY v.at, v.id) AS prev_source_at,
-               lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound, v.city_id
-                               ORDER BY v.at, v.id) AS prev_city_at,
-               lag(v.at) OVER (PARTITION BY v.sign, v.client_phone, v.inbound ORDER BY v.at, v.id) AS prev_any_at,
-               CASE WHEN v.client_phone IS NOT NULL THEN min(CASE WHEN v.answered_at IS NOT NULL THEN v.at END) OVER (PARTITION BY v.sign, v.client_phone ORDER BY v.at, v.id ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) END AS called_back_at
-        FROM (
-            SELECT c.sign, c.id, c.client_phone, coalesce(c.started_at, c.created_at) AS at,
-                   c.direction = 'in' AS inbound, coalesce(c.missed, false) AS missed, c.answered_at,
-                   coalesce(c.campaign_id, 0) AS campaign_id,
-                   CASE WHEN c.campaign_id IS NULL THEN coalesce(c.line_number, '') ELSE '' END AS line,
-                   coalesce(a.city_id, 0) AS city_id
-            FROM (SELECT 1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM calls) AS c LEFT JOIN advertising_campaigns AS a ON a.id = c.campaign_id
-        ) AS v
-    ) AS w
-    WHERE w.inbound
-) AS x
-GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
-HAVING sum(x.sign) <> 0 OR coalesce(sum(x.sign) FILTER (WHERE x.missed), 0) <> 0
-ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
+        SELECT c.sign, c.id, c.client_phone, coalesce(c.started_at, c.created_at) AS at,
+               c.direction = 'in' AS inbound, coalesce(c.missed, false) AS missed, c.answered_at,
+               coalesce(c.campaign_id, 0) AS campaign_id,
+               CASE WHEN c.campaign_id IS NULL THEN coalesce(c.line_number, '') ELSE '' END AS line,
+               coalesce(a.city_id, 0) AS city_id
+        FROM (SELECT 1 AS sign, id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at FROM calls) AS c LEFT JOIN advertising_campaigns AS a ON a.id = c.campaign_id
+    ) AS v
+) AS w
+WHERE w.inbound
+),
+stats AS (
+    INSERT INTO call_day_stats AS s (day, city_id, campaign_id, line, calls, missed, called_back_same_day, first_source, first_city, first_any, first_month_city, first_month_any)
+    
+SELECT * FROM (
+    SELECT p.day, p.city_id, p.campaign_id, p.line,
+           sum(p.sign)::int AS calls,
+           coalesce(sum(p.sign) FILTER (WHERE p.missed), 0)::int AS missed,
+           coalesce(sum(p.sign) FILTER (WHERE p.callback_day = p.day), 0)::int AS called_back_same_day,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND p.prev_source_day IS NULL), 0)::int AS first_source,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND p.prev_city_day IS NULL), 0)::int AS first_city,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND p.prev_any_day IS NULL), 0)::int AS first_any,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND (p.prev_city_day IS NULL
+                    OR p.prev_city_day < date_trunc('month', p.day)::date)), 0)::int AS first_month_city,
+           coalesce(sum(p.sign) FILTER (WHERE p.known AND (p.prev_any_day IS NULL
+                    OR p.prev_any_day < date_trunc('month', p.day)::date)), 0)::int AS first_month_any
+    FROM p
+    GROUP BY 1, 2, 3, 4
+) AS d
+WHERE calls <> 0 OR missed <> 0 OR called_back_same_day <> 0 OR first_source <> 0 OR first_city <> 0
+   OR first_any <> 0 OR first_month_city <> 0 OR first_month_any <> 0
+ORDER BY 1, 2, 3, 4
+
+    ON CONFLICT (day, city_id, campaign_id, line) DO UPDATE SET calls = s.calls + excluded.calls, missed = s.missed + excluded.missed, called_back_same_day = s.called_back_same_day + excluded.called_back_same_day, first_source = s.first_source + excluded.first_source, first_city = s.first_city + excluded.first_city, first_any = s.first_any + excluded.first_any, first_month_city = s.first_month_city + excluded.first_month_city, first_month_any = s.first_month_any + excluded.first_month_any
+)
+INSERT INTO call_day_links AS s (kind, day, city_id, campaign_id, line, ref_day, calls)
+
+SELECT l.kind, p.day, p.city_id, p.campaign_id, p.line, l.ref_day, sum(p.sign)::int AS calls
+FROM p CROSS JOIN LATERAL (VALUES (1, p.prev_source_day), (2, p.prev_city_day), (3, p.prev_any_day),
+                                  (4, p.callback_day)) AS l(kind, ref_day)
+WHERE l.ref_day IS NOT NULL AND CASE WHEN l.kind = 4 THEN l.ref_day > p.day ELSE p.known AND l.ref_day < p.day END
+GROUP BY 1, 2, 3, 4, 5, 6
+HAVING sum(p.sign) <> 0
+ORDER BY 1, 2, 3, 4, 5, 6
+
+ON CONFLICT (kind, day, city_id, campaign_id, line, ref_day) DO UPDATE SET calls = s.calls + excluded.calls
 """,
 ]
 
@@ -343,16 +453,26 @@ def upgrade() -> None:
         sa.Column("city_id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("campaign_id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("line", sa.String(length=20), nullable=False),
-        sa.Column("prev_source_day", sa.Date(), nullable=False),
-        sa.Column("prev_city_day", sa.Date(), nullable=False),
-        sa.Column("prev_any_day", sa.Date(), nullable=False),
-        sa.Column("callback_day", sa.Date(), nullable=False),
-        sa.Column("calls", sa.Integer(), nullable=False),
-        sa.Column("missed", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("day", "city_id", "campaign_id", "line", "prev_source_day", "prev_city_day",
-                                "prev_any_day", "callback_day", name=op.f("pk_call_day_stats")),
+        *(sa.Column(name, sa.Integer(), nullable=False) for name in (
+            "calls", "missed", "called_back_same_day", "first_source", "first_city", "first_any", "first_month_city",
+            "first_month_any")),
+        sa.PrimaryKeyConstraint("day", "city_id", "campaign_id", "line", name=op.f("pk_call_day_stats")),
     )
     op.create_index("ix_call_day_stats_empty", "call_day_stats", ["day"], postgresql_where=sa.text("calls = 0"))
+    op.create_table(
+        "call_day_links",
+        sa.Column("kind", sa.SmallInteger(), autoincrement=False, nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("city_id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("campaign_id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("line", sa.String(length=20), nullable=False),
+        sa.Column("ref_day", sa.Date(), nullable=False),
+        sa.Column("calls", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("kind", "day", "city_id", "campaign_id", "line", "ref_day",
+                                name=op.f("pk_call_day_links")),
+    )
+    op.create_index("ix_call_day_links_kind_ref_day", "call_day_links", ["kind", "ref_day"])
+    op.create_index("ix_call_day_links_empty", "call_day_links", ["kind"], postgresql_where=sa.text("calls = 0"))
     for statement in (*FUNCTIONS, *TRIGGERS):
         op.execute(statement)
     connection = op.get_bind()
@@ -364,6 +484,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     for statement in UNINSTALL:
         op.execute(statement)
+    op.drop_index("ix_call_day_links_empty", table_name="call_day_links")
+    op.drop_index("ix_call_day_links_kind_ref_day", table_name="call_day_links")
+    op.drop_table("call_day_links")
     op.drop_index("ix_call_day_stats_empty", table_name="call_day_stats")
     op.drop_table("call_day_stats")
     op.drop_index("ix_campaign_spend_date_to", table_name="campaign_spend")
