@@ -10,10 +10,11 @@ Per campaign, city or month over a range of business-local days:
   (models/advertising/rules.prorated); cost per call, per request, per completed job;
   ROMI = (income − spend) / spend, as a percentage with one decimal, null without spend.
 
-Calls come from the call rollup (call_day_stats), requests from the request rollup, like the other
-reports (models/reports/queries.py), with the same fallback to the tables while a rollup's days are in
-another zone. A call belongs to its campaign's city; calls on a line with no campaign have no city,
-appear as «Без кампании» per line, and only to readers who see every city.
+Calls come from the call rollups (call_day_stats, call_day_links: models/reports/call_rollups.py),
+requests from the request rollup, like the other reports (models/reports/queries.py), with the same
+fallback to the tables while a rollup's days are in another zone. A call belongs to its campaign's
+city; calls on a line with no campaign have no city, appear as «Без кампании» per line, and only to
+readers who see every city.
 """
 from __future__ import annotations
 
