@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 
-from models import AdvertisingCampaign, Call, CallDayStats, Request, RequestType
+from models import AdvertisingCampaign, Call, CallDayLinks, CallDayStats, Request, RequestType
 from models.core.business_time import business_tz
 from models.reports import queries, roi
+from models.reports.call_rollups import table_rows_sql
 from models.reports.queries import Filters, Scope
 from models.reports.rollups import rollup_zone_matches
-from tests.support import bearer
+from tests.support import bearer, wait_for
 
 RANGE = {"date_from": "2026-03-10", "date_to": "2026-03-20"}
 LINE_NO_CAMPAIGN = "79000000099"
@@ -296,3 +298,61 @@ def test_spend_crud_and_validation(client, world, make_user):
     assert gone.status_code == 200
     assert client.delete(f"/api/advertising-campaigns/{spare.id}", headers=headers).status_code == 200
     assert client.get(f"/api/advertising-campaigns/{spare.id}/spend", headers=headers).status_code == 404
+
+
+def _rollup_rows(session) -> tuple[set, set]:
+    stats = {tuple(row) for row in session.execute(select(CallDayStats.__table__))}
+    links = {tuple(row) for row in session.execute(select(CallDayLinks.__table__))}
+    return stats, links
+
+
+def _rows_from_calls(session) -> tuple[set, set]:
+    stats_sql, links_sql = table_rows_sql(f"'{business_tz().key}'")
+    return ({tuple(row) for row in session.execute(text(stats_sql))},
+            {tuple(row) for row in session.execute(text(links_sql))})
+
+
+def test_two_writers_of_one_number_are_applied_in_order(committed):
+    """The second writer of a number waits for the first (an advisory lock per number), then reads its
+    call: the missed call counts as called back and the second call as a repeat, as from the table."""
+    from models import get_engine
+
+    insert = text("INSERT INTO calls (entry_id, direction, client_phone, line_number, started_at, answered_at, "
+                  "missed, created_at, updated_at) VALUES (:entry, 'in', '79110000077', :line, :at, :answered, "
+                  ":missed, now(), now())")
+    engine = get_engine()
+    first, second, observer = engine.connect(), engine.connect(), engine.connect()
+    try:
+        first.begin()
+        first.execute(insert, {"entry": "race-1", "line": LINE_NO_CAMPAIGN, "at": local("2026-03-12 10:00"),
+                               "answered": None, "missed": True})
+        second_pid = second.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        second.commit()
+        done = threading.Event()
+
+        def other_writer():
+            with second.begin():
+                second.execute(insert, {"entry": "race-2", "line": LINE_NO_CAMPAIGN, "at": local("2026-03-13 10:00"),
+                                        "answered": local("2026-03-13 10:00:05"), "missed": False})
+            done.set()
+
+        thread = threading.Thread(target=other_writer)
+        thread.start()
+
+        def waiting_for_the_number() -> bool:
+            observer.rollback()
+            return observer.execute(text("SELECT wait_event = 'advisory' FROM pg_stat_activity WHERE pid = :pid"),
+                                    {"pid": second_pid}).scalar()
+
+        wait_for(waiting_for_the_number, timeout=10)
+        assert not done.is_set()
+        first.commit()
+        thread.join(10)
+        assert done.is_set()
+    finally:
+        for connection in (first, second, observer):
+            connection.close()
+    assert _rollup_rows(committed) == _rows_from_calls(committed)
+    data = roi.roi(Filters(*RANGE_DATES), Scope.everything())
+    assert (data["summary"]["calls"], data["summary"]["unique_callers"], data["summary"]["missed"],
+            data["summary"]["called_back"]) == (2, 1, 1, 1)
