@@ -146,6 +146,9 @@ def register_blueprints(app: Flask) -> None:
         api.register_blueprint(blp)
     for blp in (directories_blp, transactions_blp):
         api.register_blueprint(blp)
+    from api.advertising.routes import blp as advertising_blp
+
+    api.register_blueprint(advertising_blp)
     from api.files.routes import blp as files_blp
 
     api.register_blueprint(files_blp)

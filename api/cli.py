@@ -136,8 +136,10 @@ def rebuild_rollups() -> None:
     with get_engine().begin() as connection:
         rollups.rebuild(connection)
         counts = connection.execute(text("SELECT (SELECT count(*) FROM request_day_stats), "
-                                         "(SELECT count(*) FROM transaction_day_stats)")).one()
-    click.echo(f"rollups: rebuilt in {business_tz().key} ({counts[0]} request rows, {counts[1]} cash-book rows)")
+                                         "(SELECT count(*) FROM transaction_day_stats), "
+                                         "(SELECT count(*) FROM call_day_stats)")).one()
+    click.echo(f"rollups: rebuilt in {business_tz().key} ({counts[0]} request rows, {counts[1]} cash-book rows, "
+               f"{counts[2]} call rows)")
 
 
 @click.command("digest")

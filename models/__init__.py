@@ -1,4 +1,5 @@
 """Data model: every table, the session, and the pure data rules shared by API and workers."""
+from models.advertising.tables import CampaignSpend
 from models.cash.tables import Transaction
 from models.core.base import Base
 from models.core.db import Session, configure, get_engine
@@ -7,6 +8,7 @@ from models.files.tables import File
 from models.ops.tables import Alert, AlertSilence, Job
 from models.people.tables import User
 from models.recordings.tables import MailboxState, Recording
+from models.reports.call_rollups import CallDayLinks, CallDayStats
 from models.reports.digest import DigestRun
 from models.reports.rollups import ReportRollups, RequestDayStats, TransactionDayStats
 from models.requests.tables import Request, RequestEvent
@@ -19,7 +21,10 @@ __all__ = [
     "AlertSilence",
     "Base",
     "Call",
+    "CallDayLinks",
+    "CallDayStats",
     "CallLeg",
+    "CampaignSpend",
     "City",
     "DigestRun",
     "Direction",

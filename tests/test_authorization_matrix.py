@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Callable
 
 import pytest
@@ -17,6 +18,7 @@ from sqlalchemy import select
 
 from api.security import issue_token
 from models import AdvertisingCampaign, Call, City, Direction, MangoEvent, Recording, Request, Transaction, User
+from models.advertising.tables import CampaignSpend
 from models.directories.tables import RequestType, Role, TransactionType
 from models.ops.tables import Alert, AlertSilence, Job
 from tests.factories import create_user
@@ -59,6 +61,8 @@ class World:
     recording: int = 0
     tx_own_request: int = 0
     tx_other_master: int = 0
+    spend_campaign: int = 0
+    spend_a: int = 0
 
     def ids(self) -> dict[str, object]:
         return {
@@ -74,6 +78,7 @@ class World:
             "alert": self.alert, "silenced_rule": "inbox_lag", "maintenance_task": "index_report",
             "recording": self.recording, "tx_own_request": self.tx_own_request,
             "tx_other_master": self.tx_other_master,
+            "spend_campaign": self.spend_campaign, "spend_a": self.spend_a,
         }
 
 
@@ -126,10 +131,22 @@ def world(db) -> World:
                                   request_id=other_master.id)
     db.add_all([call_a, call_b, failed, alert, silence, recording, tx_own_request, tx_other_master])
     db.commit()
-    return World(a.id, b.id, users, master_b, master_a2, master_free, employee, other_admin, own.id, other_master.id,
-                 in_b.id, tx_a.id, tx_b.id, campaign.id, direction.id, spare.id, income, str(job.id),
-                 db.scalar(select(Role.id).where(Role.name == "callcentr")), spare_role.id, spare_rt.id, spare_tt.id,
-                 call_a.id, call_b.id, failed.id, alert.id, recording.id, tx_own_request.id, tx_other_master.id)
+    # A campaign with spend (its own: a campaign with spend cannot be deleted, campaign_a is).
+    spend_campaign = AdvertisingCampaign(city_id=a.id, name="Яндекс А", phone_number="+7 (900) 000-00-02",
+                                         phone="79000000002")
+    db.add(spend_campaign)
+    db.flush()
+    spend = CampaignSpend(campaign_id=spend_campaign.id, date_from=date(2026, 1, 1), date_to=date(2026, 1, 31),
+                          amount=Decimal("3100.00"))
+    db.add(spend)
+    db.commit()
+    world = World(a.id, b.id, users, master_b, master_a2, master_free, employee, other_admin, own.id,
+                  other_master.id, in_b.id, tx_a.id, tx_b.id, campaign.id, direction.id, spare.id, income, str(job.id),
+                  db.scalar(select(Role.id).where(Role.name == "callcentr")), spare_role.id, spare_rt.id,
+                  spare_tt.id, call_a.id, call_b.id, failed.id, alert.id, recording.id, tx_own_request.id,
+                  tx_other_master.id)
+    world.spend_campaign, world.spend_a = spend_campaign.id, spend.id
+    return world
 
 
 @dataclass(frozen=True)
@@ -269,6 +286,16 @@ CASES = [
     case("campaign update (short path)", "PUT", "/api/advertising-campaigns/{campaign_a}", MANAGEMENT,
          lambda ids: {"is_active": False}),
     case("campaign delete (SPA path)", "DELETE", "/api/requests/advertising-campaigns/{campaign_a}/", MANAGEMENT),
+    # campaign spend: management and the avitolog, every city
+    *[case(f"campaign spend {name}", method, path, MANAGEMENT | {"avitolog"}, body) for name, method, path, body in [
+        ("list", "GET", "/api/advertising-campaigns/{spend_campaign}/spend", None),
+        ("create", "POST", "/api/advertising-campaigns/{spend_campaign}/spend",
+         lambda ids: {"month": "2026-02", "amount": "2800.00"}),
+        ("read", "GET", "/api/advertising-campaigns/{spend_campaign}/spend/{spend_a}", None),
+        ("update", "PUT", "/api/advertising-campaigns/{spend_campaign}/spend/{spend_a}",
+         lambda ids: {"amount": 3000, "comment": "счёт №2"}),
+        ("delete", "DELETE", "/api/advertising-campaigns/{spend_campaign}/spend/{spend_a}", None),
+    ]],
     # reports
     *[case(f"report {name}", "GET", f"/api/reports/{name}{REPORT_QUERY}", OFFICE)
       for name in ("dashboard", "cities", "masters", "advertising", "cash")],
@@ -276,6 +303,9 @@ CASES = [
     *[case(f"report {name} other city", "GET", f"/api/reports/{name}{REPORT_QUERY}&city_id={{city_b}}",
            MANAGEMENT)
       for name in ("dashboard", "cities", "masters", "advertising", "cash")],
+    case("report roi", "GET", f"/api/reports/roi{REPORT_QUERY}", OFFICE | {"avitolog"}),
+    case("report roi other city", "GET", f"/api/reports/roi{REPORT_QUERY}&city_id={{city_b}}&group=city",
+         MANAGEMENT | {"avitolog"}),
     case("report callcenter other city", "GET", f"/api/reports/callcenter{REPORT_QUERY}&city_id={{city_b}}",
          MANAGEMENT | {"callcentr"}),
     # jobs

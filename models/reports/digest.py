@@ -29,6 +29,7 @@ from models.core.business_time import local_day_start, now_utc, to_local
 from models.core.db import Session, unit_of_work
 from models.directories.tables import City
 from models.reports import queries
+from models.reports import roi as roi_report
 from models.reports.chart import render_png
 from models.telegram.bot import Answer, BotApi
 
@@ -111,10 +112,15 @@ def figures(day: date, s: Any) -> dict[str, Any]:
         "cities": cities,
         "calls": missed_calls(day, getattr(s, "CALLBACK_SLA_MIN", DEFAULT_CALLBACK_SLA_MIN)),
         "days": days,
-        # {"name", "romi"} per campaign, from the ROI report (issue 19, part 3) once it exists; until
-        # then the digest has no campaign section.
-        "campaigns": [],
+        # {"name", "romi"} per campaign of the day, from the ROI report (romi there in per cent)
+        "campaigns": campaigns(one_day, scope),
     }
+
+
+def campaigns(one_day: queries.Filters, scope: queries.Scope) -> list[dict[str, Any]]:
+    """The campaigns of the ROI report for the day (spend prorated to it), ROMI as a fraction."""
+    return [{"name": row["campaign_name"], "romi": None if row["romi"] is None else row["romi"] / 100}
+            for row in roi_report.roi(one_day, scope, "campaign")["rows"] if row["campaign_id"]]
 
 
 def best_and_worst(rows: list[dict[str, Any]], count: int = 3) -> tuple[list[dict], list[dict]]:
