@@ -1,4 +1,5 @@
 """Data model: every table, the session, and the pure data rules shared by API and workers."""
+from models.callbacks.tables import Callback, CallbackCall
 from models.cash.tables import Transaction
 from models.core.base import Base
 from models.core.db import Session, configure, get_engine
@@ -18,6 +19,8 @@ __all__ = [
     "Base",
     "Call",
     "CallLeg",
+    "Callback",
+    "CallbackCall",
     "City",
     "Direction",
     "File",
