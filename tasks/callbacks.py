@@ -36,7 +36,8 @@ from tasks.retry import TransientFailure, backoff, describe, is_transient
 log = logging.getLogger(__name__)
 
 PLACE_MAX_RETRIES = 5
-UNSURE = "Команда могла быть отправлена, но ответ Mango не получен: проверьте, был ли звонок, и повторите при необходимости"
+UNSURE = ("Команда могла быть отправлена, но ответ Mango не получен: проверьте, был ли звонок, "
+          "и повторите при необходимости")
 
 
 class CommandRefused(Exception):

@@ -17,8 +17,8 @@ from sqlalchemy import select
 
 from api.security import issue_token
 from models import AdvertisingCampaign, Call, City, Direction, MangoEvent, Recording, Request, Transaction, User
-from models.directories.tables import RequestType, Role, TransactionType
 from models.callbacks.tables import Callback
+from models.directories.tables import RequestType, Role, TransactionType
 from models.ops.tables import Alert, AlertSilence, Job
 from tests.factories import create_user
 from tests.telephony_support import signing

@@ -20,8 +20,7 @@ from api.jobs.schemas import JobAcceptedSchema
 from api.listing import json_response, list_response
 from api.security import roles_required
 from models.access import requests_visible_to
-from models.callbacks import commands
-from models.callbacks import rules
+from models.callbacks import commands, rules
 from models.callbacks.tables import Callback
 from models.core.db import Session
 from models.directories.tables import AdvertisingCampaign, City
@@ -130,7 +129,8 @@ class CallbackClose(MethodView):
         request_id = body.get("request_id")
         if request_id is not None and Session.scalar(
                 select(Request.id).where(Request.id == request_id, requests_visible_to(g.current_user))) is None:
-            raise ApiError(422, "Заявка не найдена", code="unknown_request", errors={"request_id": ["Заявка не найдена"]})
+            raise ApiError(422, "Заявка не найдена", code="unknown_request",
+                           errors={"request_id": ["Заявка не найдена"]})
         rules.close(callback_id, g.current_user, body["outcome"], request_id)
         Session.commit()
         return json_response(one(callback_id))

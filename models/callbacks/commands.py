@@ -25,7 +25,7 @@ JOB_KIND = "calls.callback"
 RESULT_EVENT = "result/callback"
 SUCCESS = 1000
 
-# Mango's result codes (API VPBX §4 «Список кодов результатов»), by class.
+# Mango's result codes, by class (their first digit).
 RESULT_REASONS = {
     2: "звонок запрещён биллингом ВАТС (нет средств или доступ ограничен)",
     3: "Mango отклонил параметры команды (добавочный или номер)",

@@ -188,7 +188,7 @@ def close(callback_id: int, user: User, outcome: str, request_id: int | None) ->
     live claim closes it; managers and admins may close any."""
     if outcome not in MANUAL_OUTCOMES:
         raise Invalid("Недопустимый результат", code="validation_error",
-                            errors={"outcome": ["Допустимые значения: " + ", ".join(MANUAL_OUTCOMES)]})
+                      errors={"outcome": ["Допустимые значения: " + ", ".join(MANUAL_OUTCOMES)]})
     item = visible_item(callback_id, user, lock=True)
     if item.status != "open":
         raise Conflict("Перезвон уже закрыт", code="callback_closed")
