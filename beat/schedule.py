@@ -53,7 +53,8 @@ SCHEDULE = {
     "recordings-match-pending": every(900, "recordings.match_pending", "heavy"),
     # Rows pending longer than MANGO_SWEEP_AFTER_SECONDS are queued again; a lost sweep is harmless.
     "mango-sweep-inbox": every(30, "telephony.sweep_inbox", "light"),
-    # Callbacks still open CALLBACK_EXPIRE_HOURS after their last missed call expire.
+    # Callbacks still open CALLBACK_EXPIRE_HOURS after their last missed call expire; placed calls whose
+    # result/callback never came are failed.
     "callbacks-expire": every(600, "callbacks.expire", "light"),
 }
 

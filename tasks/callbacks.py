@@ -13,7 +13,7 @@ the failure is known to be transient. A message delivered again after its worker
 finds the mark and fails the job instead of calling a second time ("may have been placed").
 
 `callbacks.expire` (beat) marks items still open CALLBACK_EXPIRE_HOURS after their last missed call
-as expired.
+as expired, and fails the jobs of commands whose result/callback has not come within 10 minutes.
 """
 from __future__ import annotations
 
@@ -146,6 +146,7 @@ def place_call(self, job_id: str) -> str:
 def expire() -> dict:
     with unit_of_work():
         expired = callback_rules.expire_stale()
-    if expired:
-        log.info("callbacks: %s open items expired", expired)
-    return {"expired": expired}
+        unanswered = commands.fail_unanswered()
+    if expired or unanswered:
+        log.info("callbacks: %s open items expired, %s placed calls without a result failed", expired, unanswered)
+    return {"expired": expired, "unanswered": unanswered}

@@ -412,3 +412,24 @@ def test_mango_extension_is_set_by_the_manager(app, committed):
     assert bad.status_code == 422 and "Добавочный номер" in bad.json["detail"]
     cleared = manager.put(f"/api/users/employees/{first.id}", json={"mango_extension": ""})
     assert cleared.status_code == 200 and cleared.json["mango_extension"] is None
+
+
+def test_stale_items_expire_and_unanswered_commands_fail(app, committed):
+    from models import Session
+    from tasks.callbacks import expire
+
+    stale = open_item(minutes=(settings.CALLBACK_EXPIRE_HOURS + 1) * 60)
+    recent = open_item(OTHER_CLIENT, minutes=60)
+    started = datetime.now(timezone.utc) - timedelta(minutes=11)
+    waiting = Job(kind="calls.callback", status="running", params={"command_id": "c-1", "sent": True},
+                  started_at=started)
+    fresh = Job(kind="calls.callback", status="running", params={"command_id": "c-2", "sent": True},
+                started_at=datetime.now(timezone.utc))
+    Session.add_all([waiting, fresh])
+    Session.commit()
+    assert expire.run() == {"expired": 1, "unanswered": 1}
+    manager, _ = signed_in(app, "manager")
+    assert {i["id"]: i["status"] for i in items(manager)} == {stale: "expired", recent: "open"}
+    assert [i["id"] for i in items(manager, status="expired")] == [stale]
+    assert job_of(committed, waiting.id).status == "failed" and "result/callback" in job_of(committed, waiting.id).error
+    assert job_of(committed, fresh.id).status == "running"

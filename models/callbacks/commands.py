@@ -82,6 +82,20 @@ def apply_result(payload: dict[str, Any]) -> None:
     })
 
 
+UNANSWERED_AFTER_MIN = 10
+FAIL_UNANSWERED = text("""
+    UPDATE jobs SET status = 'failed', finished_at = now(),
+                    error = 'Mango не сообщил результат команды (result/callback) за ' || :minutes || ' мин'
+    WHERE kind = :kind AND status = 'running' AND started_at < now() - make_interval(mins => :minutes)
+""")
+
+
+def fail_unanswered(minutes: int = UNANSWERED_AFTER_MIN) -> int:
+    """Jobs whose command went out but whose result/callback never came (the webhook's result address is
+    not registered in Mango's cabinet, or the event was lost): failed, so nobody waits on them forever."""
+    return Session.execute(FAIL_UNANSWERED, {"kind": JOB_KIND, "minutes": minutes}).rowcount
+
+
 # ---- the call a command placed ----------------------------------------------------------------------
 
 @dataclass(frozen=True)
