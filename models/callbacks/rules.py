@@ -37,8 +37,15 @@ from settings import settings
 CALLBACK_ROLES = (CALLCENTR, DIRECTOR, MANAGER)
 OVERRIDE_ROLES = (ADMIN, MANAGER)  # may close an item another operator holds
 
-LOCK_PHONE = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
-COUNTED = text("SELECT 1 FROM callback_calls WHERE call_id = :call_id")
+# One round trip each where the order allows it. The lock on the number comes first, in a statement of its
+# own: a statement's snapshot is taken as it starts, so what depends on other transactions' commits
+# (ANSWERED_SINCE, the upsert) must be read by later statements, after the lock was granted. What this
+# statement reads alongside is this call's own (its row is locked by the folding).
+LOCK_AND_COUNTED = text("""
+    SELECT pg_advisory_xact_lock(hashtextextended(:key, 0)),
+           EXISTS (SELECT 1 FROM callback_calls WHERE call_id = :call_id) AS counted,
+           (SELECT answered_at FROM calls WHERE id = :call_id) AS answered_at
+""")
 ANSWERED_SINCE = text("""
     SELECT 1 FROM calls
     WHERE client_phone = :phone AND id <> :call_id AND missed IS FALSE AND answered_at >= :since
@@ -46,6 +53,7 @@ ANSWERED_SINCE = text("""
     LIMIT 1
 """)
 ADD_MISSED = text("""
+    WITH item AS (
     INSERT INTO callbacks AS cb (phone, status, campaign_id, city_id, line_number, missed_calls,
                                  first_missed_at, last_missed_at, due_at, request_id)
     VALUES (:phone, 'open', :campaign_id,
@@ -62,9 +70,9 @@ ADD_MISSED = text("""
         line_number = COALESCE(cb.line_number, EXCLUDED.line_number),
         request_id = COALESCE(cb.request_id, EXCLUDED.request_id),
         updated_at = now()
-    RETURNING id
+    RETURNING id)
+    INSERT INTO callback_calls (call_id, callback_id) SELECT :call_id, id FROM item
 """)
-COUNT_CALL = text("INSERT INTO callback_calls (call_id, callback_id) VALUES (:call_id, :callback_id)")
 # An answered call closes the open item of its number when it came after the item's last missed call
 # (a missed call after it is still owed a callback), and the item a click-to-call was placed for.
 CLOSE_ANSWERED = text("""
@@ -81,10 +89,6 @@ class Conflict(RuleViolation):
     status = 409
 
 
-def _lock_phone(phone: str) -> None:
-    Session.execute(LOCK_PHONE, {"key": f"leadline:callbacks:phone:{phone}"})
-
-
 # ---- fed by call folding ----------------------------------------------------------------------------
 
 def after_call_folded(facts: Any, request_id: int | None) -> None:
@@ -97,33 +101,29 @@ def after_call_folded(facts: Any, request_id: int | None) -> None:
     if placed is not None and placed.request_id is not None:
         request_id = placed.request_id
     phone = facts.client_phone
-    if not phone or facts.direction not in ("in", "out"):
+    if not phone or facts.direction not in ("in", "out") or (facts.missed and facts.direction != "in"):
         return
-    _lock_phone(phone)
+    own = Session.execute(LOCK_AND_COUNTED, {"key": f"leadline:callbacks:phone:{phone}", "call_id": facts.id}).one()
     if facts.missed:
-        if facts.direction == "in":
+        if not own.counted:
             _add_missed(facts, phone, request_id)
         return
-    answered_at = Session.scalar(text("SELECT answered_at FROM calls WHERE id = :id"), {"id": facts.id})
-    at = answered_at or facts.started_at or facts.ended_at
     Session.execute(CLOSE_ANSWERED, {
-        "outcome": "answered_inbound" if facts.direction == "in" else "called_back", "at": at,
+        "outcome": "answered_inbound" if facts.direction == "in" else "called_back",
+        "at": own.answered_at or facts.started_at or facts.ended_at,
         "call_id": facts.id, "request_id": request_id, "phone": phone,
         "callback_id": placed.callback_id if placed is not None else None,
     })
 
 
 def _add_missed(facts: Any, phone: str, request_id: int | None) -> None:
-    if Session.execute(COUNTED, {"call_id": facts.id}).first() is not None:
-        return
     at = facts.started_at or facts.ended_at
     if Session.execute(ANSWERED_SINCE, {"phone": phone, "call_id": facts.id, "since": at}).first() is not None:
         return  # answered, or called back, after this call already
-    callback_id = Session.execute(ADD_MISSED, {
-        "phone": phone, "campaign_id": facts.campaign_id, "request_id": request_id,
+    Session.execute(ADD_MISSED, {
+        "phone": phone, "campaign_id": facts.campaign_id, "request_id": request_id, "call_id": facts.id,
         "line_number": facts.line_number, "at": at, "sla": settings.CALLBACK_SLA_MIN,
-    }).scalar_one()
-    Session.execute(COUNT_CALL, {"call_id": facts.id, "callback_id": callback_id})
+    })
 
 
 # ---- who sees what --------------------------------------------------------------------------------
