@@ -203,6 +203,13 @@ class Settings:
     MANGO_CLOSE_WITHOUT_SUMMARY_MIN: int = setting(
         10, group="Mango Office", doc="close a call whose summary never came after this"
     )
+    CALLBACK_SLA_MIN: int = setting(15, group="Mango Office", doc="a missed caller is due a callback within this")
+    CALLBACK_CLAIM_MIN: int = setting(
+        30, group="Mango Office", doc="an operator's claim on a callback lapses after this unless it is closed"
+    )
+    CALLBACK_EXPIRE_HOURS: int = setting(
+        72, group="Mango Office", doc="an open callback whose last missed call is older than this expires"
+    )
 
     # IMAP
     IMAP_HOST: str = setting(None, group="IMAP", aliases=("RAMBLER_IMAP_HOST",))
@@ -227,6 +234,9 @@ class Settings:
     ALERT_QUEUE_AGE_SECONDS: int = setting(300, group="alerts")
     ALERT_BEAT_SILENT_SECONDS: int = setting(180, group="alerts")
     ALERT_INBOX_LAG_SECONDS: int = setting(120, group="alerts")
+    ALERT_CALLBACKS_OVERDUE: int = setting(
+        5, group="alerts", doc="open callbacks past their due time above this fire an alert"
+    )
     ALERT_DISK_FREE_PERCENT: float = setting(10.0, group="alerts")
     ALERT_DB_CONNECTIONS_PERCENT: float = setting(80.0, group="alerts")
     ALERT_INSTANCE_NAME: str = setting("leadline", group="alerts", doc="names this installation in every alert message")

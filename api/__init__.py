@@ -159,6 +159,9 @@ def register_blueprints(app: Flask) -> None:
     for blp in (mango_webhook_blp, calls_blp):
         api.register_blueprint(blp)
     warn_if_unsigned()
+    from api.callbacks.routes import blp as callbacks_blp
+
+    api.register_blueprint(callbacks_blp)
     from api.recordings.routes import blp as recordings_blp
 
     api.register_blueprint(recordings_blp)

@@ -59,6 +59,9 @@ SCHEDULE = {
     "telegram-deliver": every(30, "telegram.deliver", "light"),
     # Yesterday's digest once DIGEST_HOUR (business-local) has come; sent once per day (a row per day).
     "telegram-digest": every(settings.DIGEST_CHECK_SECONDS, "telegram.send_digest", "heavy"),
+    # Callbacks still open CALLBACK_EXPIRE_HOURS after their last missed call expire; placed calls whose
+    # result/callback never came are failed.
+    "callbacks-expire": every(600, "callbacks.expire", "light"),
 }
 
 

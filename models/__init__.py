@@ -1,5 +1,6 @@
 """Data model: every table, the session, and the pure data rules shared by API and workers."""
 from models.advertising.tables import CampaignSpend
+from models.callbacks.tables import Callback, CallbackCall
 from models.cash.tables import Transaction
 from models.core.base import Base
 from models.core.db import Session, configure, get_engine
@@ -24,6 +25,8 @@ __all__ = [
     "CallDayLinks",
     "CallDayStats",
     "CallLeg",
+    "Callback",
+    "CallbackCall",
     "CampaignSpend",
     "City",
     "DigestRun",

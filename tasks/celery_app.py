@@ -73,6 +73,7 @@ def make_celery() -> Celery:
         task_routes={
             "telephony.*": {"queue": LIGHT},
             "alerts.*": {"queue": LIGHT},
+            "callbacks.*": {"queue": LIGHT},
             "jobs.*": {"queue": LIGHT},
             "telegram.send_digest": {"queue": HEAVY},
             "telegram.*": {"queue": LIGHT},
@@ -109,6 +110,7 @@ import tasks.signals  # noqa: E402,F401 - message stamps, request id, task metri
 def register_task_modules() -> None:
     """Task modules register themselves on import."""
     import tasks.alerts  # noqa: F401
+    import tasks.callbacks  # noqa: F401
     import tasks.files  # noqa: F401
     import tasks.jobs  # noqa: F401
     import tasks.leases  # noqa: F401 - a dead worker's messages queued again within a minute
