@@ -78,6 +78,12 @@ class Storage(ABC):
         """Copy the quarantined bytes to their media path, atomically; repeating it is harmless."""
 
     @abstractmethod
+    def adopt(self, source: Path, relative_path: str) -> bool:
+        """Put a copy of a file from outside (the old system's media folder) at its media path,
+        atomically, leaving the source where it is; nothing is written when a file of the same size
+        is there already. True when it wrote."""
+
+    @abstractmethod
     def delete_media(self, relative_path: str) -> None: ...
 
     @abstractmethod
@@ -198,6 +204,30 @@ class LocalStorage(Storage):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
         _fsync_directory(target.parent)
+
+    def adopt(self, source: Path, relative_path: str) -> bool:
+        target = self.media_path(relative_path)
+        try:
+            if target.stat().st_size == source.stat().st_size:
+                return False
+        except FileNotFoundError:
+            pass
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            try:  # the same filesystem: a second name for the same bytes, nothing copied
+                os.link(source, temporary, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    raise
+                shutil.copyfile(source, temporary, follow_symlinks=False)
+                with open(temporary, "rb") as copied:
+                    os.fsync(copied.fileno())
+            os.replace(temporary, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+        return True
 
     def delete_media(self, relative_path: str) -> None:
         try:
