@@ -191,7 +191,8 @@ class TerminalProgress:
 
 
 @click.command("import-legacy")
-@click.option("--source", required=True, help="The old backend's database: postgresql://user:pass@host/db (read only).")
+@click.option("--source", required=True,
+              help="The old backend's database URL, postgresql://user@host/db (read only).")
 @click.option("--media", "media_dir", default=None,
               help="The old media folder (the one holding zayvka/ and gorod/); default MEDIA_ROOT.")
 @click.option("--dry-run", is_flag=True, help="Read and check everything, write nothing.")

@@ -1,5 +1,5 @@
-"""An old backend's database and media folder, built in PostgreSQL exactly as
-reference/original-backend.md §1 describes its schema (constraints and defaults included), filled
+"""An old backend's database and media folder, built in PostgreSQL exactly as the old backend's
+schema was (its tables, constraints, defaults and foreign-key rules), filled
 with a realistic mix: the three user tables with bcrypt hashes (colliding logins among them),
 English, Russian, odd and unknown statuses, phones as people type them, Готово requests with and
 without their income (and one with two), positive and negative cash, file paths of every shape the
@@ -18,7 +18,7 @@ from pathlib import Path
 import bcrypt
 import psycopg
 
-# §1: every table as the old app's create_all made it, with the FK rules of its migration 41b7968bb5eb
+# Every table as the old app's create_all made it, with the FK rules of its migration 41b7968bb5eb
 # and requests.updated_at of migration 001.
 OLD_SCHEMA = """
 CREATE TABLE cities (id SERIAL PRIMARY KEY, name VARCHAR(100) NOT NULL UNIQUE);
@@ -271,7 +271,8 @@ def fill(conn: psycopg.Connection, *, requests: int = 300, transactions: int = 1
             cur.execute(
                 "INSERT INTO administrators (id, name, role_id, status, login, password_hash) "
                 "VALUES (%s, %s, %s, %s, %s, %s)",
-                (i, f"Администратор {i}", role_id["admin"], "active", login, _hash(password_of("administrators", i), rng)))
+                (i, f"Администратор {i}", role_id["admin"], "active", login,
+                 _hash(password_of("administrators", i), rng)))
             out.users.append(("administrators", i, login))
         del shared
 
@@ -374,9 +375,9 @@ def fill(conn: psycopg.Connection, *, requests: int = 300, transactions: int = 1
                                      rng.choice((None, "Расходники", "Аренда")), file_path, day,
                                      "Оплата" if type_id != 1 else "Сдача мастера", receipt,
                                      datetime.combine(day, datetime.min.time(), MSK)))
-        with cur.copy("COPY requests (id, advertising_campaign_id, city_id, request_type_id, client_phone, client_name, "
-                      "address, meeting_date, direction_id, problem, status, master_id, master_notes, result, "
-                      "expenses, net_amount, master_handover, ats_number, call_center_name, call_center_notes, "
+        with cur.copy("COPY requests (id, advertising_campaign_id, city_id, request_type_id, client_phone, "
+                      "client_name, address, meeting_date, direction_id, problem, status, master_id, master_notes, "
+                      "result, expenses, net_amount, master_handover, ats_number, call_center_name, call_center_notes, "
                       "bso_file_path, expense_file_path, recording_file_path, avito_chat_id, created_at, updated_at) "
                       "FROM STDIN") as copy:
             for row in request_rows:

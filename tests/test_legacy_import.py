@@ -1,5 +1,5 @@
-"""Moving in from the old backend: an old database built exactly as reference/original-backend.md §1
-describes it (tests/legacy_source.py), with a media folder, imported into leadline and checked row by
+"""Moving in from the old backend: an old database built exactly as the old schema was
+(tests/legacy_source.py), with a media folder, imported into leadline and checked row by
 row; imported again after changes (updated, not duplicated); killed in the middle and run again; old
 users signing in with their old passwords; verify-legacy agreeing, then failing on a changed row."""
 from __future__ import annotations
@@ -80,7 +80,7 @@ def expected_status(raw: str | None) -> str:
 
 def test_import_brings_every_row_over_by_the_rules(committed, media, old, tmp_path):
     source, media_dir, generated = old
-    report_path = tmp_path / "report.md"
+    report_path = tmp_path / "import-report.markdown"
     report, verification = run_import(source, media_dir=str(media_dir), report_path=str(report_path))
     assert verification.ok, verification.differences
     assert report.tables["requests"].imported == OLD_REQUESTS and report.tables["requests"].refused == 0
@@ -312,6 +312,50 @@ def test_verify_legacy_says_when_the_old_database_cannot_be_reached(app):
     result = runner.invoke(args=["verify-legacy", "--source", "postgresql://nobody:secret-pw@127.0.0.1:1/none"])
     assert result.exit_code != 0
     assert "старая база недоступна" in result.output and "secret-pw" not in result.output
+
+
+# ---- as a job, for an operator without a shell ---------------------------------------------------------
+
+def test_the_import_runs_as_a_job_on_a_real_worker(committed, media, old, client, celery_worker_thread, monkeypatch):
+    import dataclasses
+
+    import api.legacy.routes as legacy_routes
+    import tasks.legacy as legacy_task
+    from settings import settings
+    from tests.factories import create_user
+    from tests.support import login
+
+    source, media_dir, _generated = old
+    for role in ("manager", "director", "callcentr", "master"):
+        client.post("/api/auth/logout", headers=SPA)
+        login(client, create_user(role))
+        assert client.post("/api/admin/import-legacy", json={}, headers=SPA).status_code == 403
+        assert client.get("/api/admin/import-legacy").status_code == 403
+    client.post("/api/auth/logout", headers=SPA)
+    login(client, create_user("admin"))
+    refused = client.post("/api/admin/import-legacy", json={}, headers=SPA)
+    assert refused.status_code == 409 and "LEGACY_DATABASE_URL" in refused.json["detail"]
+    configured = dataclasses.replace(settings, LEGACY_DATABASE_URL=source, LEGACY_MEDIA_DIR=str(media_dir))
+    monkeypatch.setattr(legacy_routes, "settings", configured)
+    monkeypatch.setattr(legacy_task, "settings", configured)
+    named = client.post("/api/admin/import-legacy", json={"source": "postgresql://elsewhere/db"}, headers=SPA)
+    assert named.status_code == 422 and "source" in named.json["errors"]
+
+    accepted = client.post("/api/admin/import-legacy", json={}, headers=SPA)
+    assert accepted.status_code == 202, accepted.json
+    job_id = accepted.json["job_id"]
+
+    def finished():
+        state = client.get(f"/api/jobs/{job_id}").json
+        return state if state["status"] in ("succeeded", "failed") else None
+
+    state = wait_for(finished, timeout=120, interval=0.2)
+    assert state["status"] == "succeeded", state["error"]
+    assert state["result"]["tables"]["requests"]["imported"] == OLD_REQUESTS
+    assert state["result"]["verification"] == [] and "# Импорт из старой системы" in state["result"]["report"]
+    last = client.get("/api/admin/import-legacy").json
+    assert last["configured"] and last["last_job"]["id"] == job_id
+    assert new_rows("SELECT count(*) FROM requests")[0][0] == OLD_REQUESTS
 
 
 # ---- the rules alone -----------------------------------------------------------------------------------

@@ -157,8 +157,8 @@ class Importer:
         self.dst.execute(
             f"INSERT INTO legacy_map (old_table, old_id, new_id, fingerprint, refused) "  # nosec B608 - fixed names
             f"SELECT %s, old_id, new_id, fp, NULL FROM {stage} "
-            "ON CONFLICT (old_table, old_id) DO UPDATE SET new_id = excluded.new_id, fingerprint = excluded.fingerprint, "
-            "refused = NULL, imported_at = now()", (table,))
+            "ON CONFLICT (old_table, old_id) DO UPDATE SET new_id = excluded.new_id, "
+            "fingerprint = excluded.fingerprint, refused = NULL, imported_at = now()", (table,))
 
     def _move_sequence(self, table: str, max_old_id: int) -> None:
         """The table's id sequence past its ids and the old ids: nextval() never takes an old id."""
@@ -169,7 +169,7 @@ class Importer:
     def _allocate_ids(self, stage: str, table: str) -> None:
         """New rows keep their old id when it is free in `table`, else take the next of its sequence."""
         self.dst.execute(
-            f"UPDATE {stage} s SET new_id = CASE WHEN EXISTS (SELECT 1 FROM {table} t WHERE t.id = s.old_id) "  # nosec B608
+            f"UPDATE {stage} s SET new_id = CASE WHEN EXISTS (SELECT 1 FROM {table} t WHERE t.id = s.old_id) "  # nosec
             f"THEN nextval(pg_get_serial_sequence('{table}', 'id')) ELSE s.old_id END WHERE s.is_new")
         renumbered = self.dst.execute(
             f"SELECT old_id, new_id FROM {stage} WHERE is_new AND new_id <> old_id").fetchall()  # nosec B608
@@ -370,8 +370,8 @@ class Importer:
                 if new_login != login.strip():
                     self.report.note("login_renamed", table, old_id, f"{login} → {new_login}")
                 new_id = self.dst.execute(
-                    "INSERT INTO users (login, password_hash, role_id, status, city_id, full_name, phone_number, phone, "
-                    "birth_date, passport, chat_id, notes, created_at, updated_at) VALUES (%(login)s, %(hash)s, "
+                    "INSERT INTO users (login, password_hash, role_id, status, city_id, full_name, phone_number, "
+                    "phone, birth_date, passport, chat_id, notes, created_at, updated_at) VALUES (%(login)s, %(hash)s, "
                     "%(role_id)s, %(status)s, %(city_id)s, %(full_name)s, %(phone_number)s, %(phone)s, %(birth_date)s, "
                     "%(passport)s, %(chat_id)s, %(notes)s, %(created_at)s, %(created_at)s) RETURNING id",
                     {**values, "login": new_login, "hash": password_hash, "created_at": created_at or _now()},
@@ -396,9 +396,10 @@ class Importer:
                     "status = %(status)s, city_id = %(city_id)s, full_name = %(full_name)s, "
                     "phone_number = %(phone_number)s, phone = %(phone)s, birth_date = %(birth_date)s, "
                     "passport = %(passport)s, chat_id = %(chat_id)s, notes = %(notes)s, updated_at = now(), "
-                    "session_epoch = session_epoch + CASE WHEN role_id <> %(role_id)s OR city_id IS DISTINCT FROM "
-                    "%(city_id)s OR password_hash <> %(hash)s OR %(status)s NOT IN ('active', 'busy') THEN 1 ELSE 0 END "
-                    "WHERE id = %(id)s", {**values, "login": wanted_login, "hash": new_hash, "id": new_id})
+                    "session_epoch = session_epoch + CASE WHEN role_id <> %(role_id)s "
+                    "OR city_id IS DISTINCT FROM %(city_id)s OR password_hash <> %(hash)s "
+                    "OR %(status)s NOT IN ('active', 'busy') THEN 1 ELSE 0 END WHERE id = %(id)s",
+                    {**values, "login": wanted_login, "hash": new_hash, "id": new_id})
                 counts.updated += 1
                 changed_users.append(new_id)
             self._remember(table, [(old_id, new_id, fp, None)])
@@ -607,9 +608,10 @@ class Importer:
             "created_at = s.created_at, updated_at = now(), request_id = NULL "
             "FROM stage_transactions s WHERE NOT s.is_new AND t.id = s.new_id").rowcount
         inserted = cur.execute(
-            "INSERT INTO transactions (id, city_id, transaction_type_id, amount, notes, specified_date, payment_reason, "
-            "created_at, updated_at) SELECT new_id, city_id, transaction_type_id, amount, notes, specified_date, "
-            "payment_reason, created_at, created_at FROM stage_transactions WHERE is_new ORDER BY new_id").rowcount
+            "INSERT INTO transactions (id, city_id, transaction_type_id, amount, notes, specified_date, "
+            "payment_reason, created_at, updated_at) SELECT new_id, city_id, transaction_type_id, amount, notes, "
+            "specified_date, payment_reason, created_at, created_at FROM stage_transactions WHERE is_new "
+            "ORDER BY new_id").rowcount
         self._link_incomes()
         self._remember_stage("transactions", "stage_transactions")
         counts.imported += inserted
@@ -756,7 +758,6 @@ class Importer:
         self._copy("stage_files", self.FILE_COLUMNS, staged)
         cur = self.dst
         cur.execute("UPDATE stage_files SET new_id = nextval(pg_get_serial_sequence('files', 'id')) WHERE is_new")
-        owner = ("LEFT JOIN legacy_map m ON m.old_table = s.owner_table AND m.old_id = s.owner_old_id")
         updated = cur.execute(
             "UPDATE files f SET kind = s.kind, "
             "request_id = CASE WHEN s.owner_table = 'requests' THEN m.new_id END, "
@@ -764,14 +765,18 @@ class Importer:
             "original_name = s.original_name, size_bytes = s.size_bytes, sha256 = s.sha256, "
             "sniffed_type = s.sniffed_type, status = s.status, reject_reason = s.reject_reason, "
             "storage_path = s.storage_path, validated_at = CASE WHEN s.status = 'ready' THEN now() END "
-            f"FROM stage_files s {owner} WHERE NOT s.is_new AND f.id = s.new_id").rowcount
+            "FROM stage_files s LEFT JOIN legacy_map m "
+            "ON m.old_table = s.owner_table AND m.old_id = s.owner_old_id "
+            "WHERE NOT s.is_new AND f.id = s.new_id").rowcount
         inserted = cur.execute(
             "INSERT INTO files (id, kind, request_id, transaction_id, original_name, size_bytes, sha256, sniffed_type, "
             "status, reject_reason, storage_path, created_at, validated_at) "
             "SELECT s.new_id, s.kind, CASE WHEN s.owner_table = 'requests' THEN m.new_id END, "
             "CASE WHEN s.owner_table = 'transactions' THEN m.new_id END, s.original_name, s.size_bytes, s.sha256, "
             "s.sniffed_type, s.status, s.reject_reason, s.storage_path, s.created_at, "
-            f"CASE WHEN s.status = 'ready' THEN now() END FROM stage_files s {owner} WHERE s.is_new").rowcount
+            "CASE WHEN s.status = 'ready' THEN now() END FROM stage_files s "
+            "LEFT JOIN legacy_map m ON m.old_table = s.owner_table AND m.old_id = s.owner_old_id "
+            "WHERE s.is_new").rowcount
         cur.execute(
             "INSERT INTO legacy_map (old_table, old_id, new_id, fingerprint) SELECT 'media', key, new_id, fp "
             "FROM stage_files ON CONFLICT (old_table, old_id) DO UPDATE SET new_id = excluded.new_id, "

@@ -35,8 +35,8 @@ FINDINGS = {
     "file_type_unexpected": "содержимое файла не из разрешённых для этого вида типов",
     "file_shared": "один файл у нескольких владельцев: привязан к первому",
     "file_renamed": "путь не подходит к раскладке leadline: файлу дано новое имя",
-    "old_row_gone": "строка удалена в старой системе после прошлого импорта: заявка или операция кассы удалена и здесь, "
-                    "пользователь отключён, РК оставлена",
+    "old_row_gone": "строка удалена в старой системе после прошлого импорта: заявка или операция кассы "
+                    "удалена и здесь, пользователь отключён, РК оставлена",
     "renumbered": "номер занят в leadline: строке дан новый номер",
 }
 KEEP_PER_KIND = 5000  # findings kept per kind (the counts stay exact)
@@ -95,13 +95,15 @@ class Report:
         for kind, count in sorted(self.finding_counts.items()):
             lines.append(f"  {kind}: {count} — {FINDINGS.get(kind, kind)}")
         if self.verification is not None:
-            lines.append("verification: " + ("ok" if not self.verification else f"{len(self.verification)} differences"))
+            found = len(self.verification)
+            lines.append("verification: " + (f"{found} differences" if found else "ok"))
         return lines
 
     def markdown(self) -> str:
         out = io.StringIO()
         out.write(f"# Импорт из старой системы{' (пробный запуск, ничего не записано)' if self.dry_run else ''}\n\n")
-        out.write("| таблица | прочитано | добавлено | обновлено | без изменений | отказано |\n|---|---|---|---|---|---|\n")
+        out.write("| таблица | прочитано | добавлено | обновлено | без изменений | отказано |\n")
+        out.write("|---|---|---|---|---|---|\n")
         for name, c in self.tables.items():
             out.write(f"| {name} | {c.read} | {c.imported} | {c.updated} | {c.skipped} | {c.refused} |\n")
         for name, c in self.tables.items():

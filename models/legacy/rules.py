@@ -1,6 +1,6 @@
 """How an old row becomes a new one: pure functions, no database (the importer applies them).
 
-- Statuses: SPEC's Russian set whatever the case and spacing, the English keys of the old code and
+- Statuses: the product's Russian set whatever the case and spacing, the English keys of the old code and
   of its migration 002; anything else becomes Новая (the call-centre queue: no money, no income) and
   the original is kept in the request's history.
 - Users: three old tables become one; a login used more than once (case-insensitively, as leadline
@@ -108,7 +108,7 @@ def assign_logins(users: list[tuple[str, int, str]], taken: set[str]) -> dict[tu
 
 def money_notes(result: Decimal | None, expenses: Decimal | None, net: Decimal | None,
                 handover: Decimal | None) -> tuple[Decimal, list[str]]:
-    """(the net amount to store, what differs from SPEC's rule): net = result − expenses is always
+    """(the net amount to store, what differs from the product's money rule): net = result − expenses is always
     derived; the handover is kept as stored (the old cash book booked it), a difference from
     net × MASTER_SHARE is only reported."""
     computed_net, computed_handover = request_money(result, expenses)

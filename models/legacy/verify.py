@@ -63,10 +63,6 @@ def _counts(src, dst, out: Verification) -> None:
             out.notes.append(f"{old_table}: отказано {refused} (см. отчёт импорта)")
 
 
-def _month(column: str) -> str:
-    return f"to_char(timezone('{settings.BUSINESS_TZ}', {column}), 'YYYY-MM')"
-
-
 def _compare(out: Verification, what: str, old: dict, new: dict, labels: tuple[str, ...]) -> None:
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
@@ -78,15 +74,16 @@ def _compare(out: Verification, what: str, old: dict, new: dict, labels: tuple[s
 
 
 def _request_money(src, dst, out: Verification) -> None:
-    old_sql = (f"SELECT c.name, {_month('r.created_at')}, count(*), sum(coalesce(r.result, 0)), "
-               "sum(coalesce(r.expenses, 0)), sum(coalesce(r.master_handover, 0)) "
+    old_sql = ("SELECT c.name, to_char(timezone(%(zone)s, r.created_at), 'YYYY-MM'), count(*), "
+               "sum(coalesce(r.result, 0)), sum(coalesce(r.expenses, 0)), sum(coalesce(r.master_handover, 0)) "
                "FROM requests r JOIN cities c ON c.id = r.city_id GROUP BY 1, 2")
-    new_sql = (f"SELECT c.name, {_month('r.created_at')}, count(*), sum(coalesce(r.result, 0)), "
-               "sum(coalesce(r.expenses, 0)), sum(coalesce(r.master_handover, 0)) "
+    new_sql = ("SELECT c.name, to_char(timezone(%(zone)s, r.created_at), 'YYYY-MM'), count(*), "
+               "sum(coalesce(r.result, 0)), sum(coalesce(r.expenses, 0)), sum(coalesce(r.master_handover, 0)) "
                "FROM legacy_map m JOIN requests r ON r.id = m.new_id JOIN cities c ON c.id = r.city_id "
                "WHERE m.old_table = 'requests' GROUP BY 1, 2")
-    old = {(row[0], row[1]): tuple(row[2:]) for row in src.execute(old_sql)}
-    new = {(row[0], row[1]): tuple(row[2:]) for row in dst.execute(new_sql)}
+    zone = {"zone": settings.BUSINESS_TZ}
+    old = {(row[0], row[1]): tuple(row[2:]) for row in src.execute(old_sql, zone)}
+    new = {(row[0], row[1]): tuple(row[2:]) for row in dst.execute(new_sql, zone)}
     _compare(out, "заявки", old, new, ("количество", "итог", "расходы", "сдача"))
 
 
@@ -138,5 +135,5 @@ def _files(src, dst, out: Verification) -> None:
         else:
             missing += 1
     if missing:
-        out.notes.append(f"файлы: {missing} не перенесены (нет в старой папке или отклонены; строки сохранены, см. отчёт)")
-
+        out.notes.append(f"файлы: {missing} не перенесены (нет в старой папке или отклонены; "
+                         "строки сохранены, см. отчёт)")
