@@ -178,6 +178,14 @@ def test_import_brings_every_row_over_by_the_rules(committed, media, old, tmp_pa
         assert files[relative.rpartition("/")[2]].status == "rejected"
     assert report.finding_counts["file_missing"] >= len(generated.missing_files)
 
+    # The reports' daily rollups were rebuilt after the bulk load and agree with the tables.
+    assert new_rows("SELECT (SELECT sum(requests) FROM request_day_stats WHERE dimension = 0), "
+                    "(SELECT count(*) FROM requests), (SELECT count(*) FROM report_rollups)")[0] == (
+        OLD_REQUESTS, OLD_REQUESTS, 1)
+    sums = new_rows("SELECT (SELECT sum(income + expense) FROM transaction_day_stats), "
+                    "(SELECT sum(amount) FROM transactions)")[0]
+    assert sums[0] == sums[1]
+
     written = report_path.read_text(encoding="utf-8")
     assert "| requests | 1500 | 1500 | 0 | 0 | 0 |" in written and "login_renamed" in written
 
@@ -283,6 +291,7 @@ def test_an_import_killed_in_the_middle_completes_when_run_again(committed, medi
     assert report.tables["requests"].skipped == imported
     assert new_rows("SELECT count(*), count(DISTINCT id) FROM requests")[0] == (OLD_REQUESTS, OLD_REQUESTS)
     assert new_rows("SELECT count(*) FROM request_events WHERE action = 'created'")[0][0] == OLD_REQUESTS
+    assert new_rows("SELECT sum(requests) FROM request_day_stats WHERE dimension = 0")[0][0] == OLD_REQUESTS
 
 
 # ---- verification --------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ class TableCounts:
     updated: int = 0
     skipped: int = 0
     refused: int = 0
+    seconds: float = 0.0
     reasons: Counter = field(default_factory=Counter)
 
 
@@ -60,6 +61,7 @@ class Report:
         self.verification: list[str] | None = None
         self.dry_run = False
         self.seconds = 0.0
+        self.verify_seconds = 0.0
 
     def table(self, name: str) -> TableCounts:
         return self.tables.setdefault(name, TableCounts())
@@ -82,21 +84,25 @@ class Report:
         return {
             "dry_run": self.dry_run,
             "seconds": round(self.seconds, 1),
+            "verify_seconds": round(self.verify_seconds, 1),
             "tables": {name: {"read": c.read, "imported": c.imported, "updated": c.updated, "skipped": c.skipped,
-                              "refused": c.refused, "reasons": dict(c.reasons)} for name, c in self.tables.items()},
+                              "refused": c.refused, "seconds": round(c.seconds, 2), "reasons": dict(c.reasons)}
+                       for name, c in self.tables.items()},
             "findings": dict(self.finding_counts),
             "verification": self.verification,
         }
 
     def summary_lines(self) -> list[str]:
-        lines = [f"{'table':<22}{'read':>9}{'imported':>10}{'updated':>9}{'skipped':>9}{'refused':>9}"]
+        lines = [f"{'table':<22}{'read':>9}{'imported':>10}{'updated':>9}{'skipped':>9}{'refused':>9}{'seconds':>9}"]
         for name, c in self.tables.items():
-            lines.append(f"{name:<22}{c.read:>9}{c.imported:>10}{c.updated:>9}{c.skipped:>9}{c.refused:>9}")
+            lines.append(f"{name:<22}{c.read:>9}{c.imported:>10}{c.updated:>9}{c.skipped:>9}{c.refused:>9}"
+                         f"{c.seconds:>9.1f}")
         for kind, count in sorted(self.finding_counts.items()):
             lines.append(f"  {kind}: {count} — {FINDINGS.get(kind, kind)}")
         if self.verification is not None:
             found = len(self.verification)
-            lines.append("verification: " + (f"{found} differences" if found else "ok"))
+            lines.append("verification: " + (f"{found} differences" if found else "ok")
+                         + f" ({self.verify_seconds:.1f} s)")
         return lines
 
     def markdown(self) -> str:

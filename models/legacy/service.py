@@ -1,6 +1,8 @@
 """The import as the CLI and the worker run it: import, verify, write the report."""
 from __future__ import annotations
 
+import time
+
 from models.legacy.importer import Importer, Progress
 from models.legacy.report import Report
 from models.legacy.verify import Verification, verify
@@ -15,8 +17,10 @@ def run_import(source_url: str, *, media_dir: str | None = None, dry_run: bool =
                       batch_size=batch_size).run()
     verification = None
     if not dry_run:
+        started = time.monotonic()
         verification = verify(source_url)
         report.verification = verification.differences
+        report.verify_seconds = time.monotonic() - started
     if report_path:
         report.write(report_path)
     return report, verification
