@@ -119,7 +119,7 @@ def main() -> None:
         env = {**os.environ, "DATABASE_URL": args.database_url, "REDIS_URL": args.redis_url, "APP_ENV": "development",
                "MEDIA_ROOT": str(target_media), "QUARANTINE_ROOT": str(work / "quarantine"),
                "PYTHONPATH": str(REPO_ROOT), "LOG_LEVEL": "WARNING", "MANGO_ENABLED": "false"}
-        full = run_import(env, source_url, media, work / "full.md")
+        full = run_import(env, source_url, media, work / "full-report.markdown")
         print(f"full import: {full['seconds']} s wall, {full['cpu_seconds']} s CPU (importer process), "
               f"peak RSS {full['peak_rss_mb']} MB, {args.requests / full['seconds']:.0f} requests/s")
         for line in full["summary"]:
@@ -129,7 +129,7 @@ def main() -> None:
 
         with psycopg.connect(source_url) as conn:
             changes = legacy_source.change(conn, fraction=args.changed)
-        delta = run_import(env, source_url, media, work / "delta.md")
+        delta = run_import(env, source_url, media, work / "delta-report.markdown")
         print(f"delta import ({changes}): {delta['seconds']} s wall, {delta['cpu_seconds']} s CPU, "
               f"peak RSS {delta['peak_rss_mb']} MB")
         for line in delta["summary"]:

@@ -219,15 +219,25 @@ def test_a_second_import_updates_what_changed_and_adds_what_is_new(committed, me
     before = new_rows("SELECT count(*) FROM requests")[0][0]
     with psycopg.connect(source) as conn:
         changes = legacy_source.change(conn, fraction=0.02, seed=7)
+        victim = conn.execute(
+            "SELECT id FROM requests WHERE status = 'Новая' AND coalesce(bso_file_path, expense_file_path, "
+            "recording_file_path) IS NULL AND id NOT IN (SELECT request_id FROM files WHERE request_id IS NOT NULL) "
+            "AND id <= %s ORDER BY id LIMIT 1", (OLD_REQUESTS,)).fetchone()[0]
+        saved = conn.execute("SELECT row_to_json(r)::text FROM requests r WHERE id = %s", (victim,)).fetchone()[0]
+        conn.execute("DELETE FROM requests WHERE id = %s", (victim,))
     try:
         report, verification = run_import(source, media_dir=str(media_dir))
         assert verification.ok, verification.differences
         requests = report.tables["requests"]
         assert (requests.imported, requests.updated) == (changes["requests_added"], changes["requests_updated"])
-        assert requests.skipped == OLD_REQUESTS - changes["requests_updated"]
+        assert requests.skipped == OLD_REQUESTS - 1 - changes["requests_updated"]
         assert report.tables["transactions"].updated == changes["transactions_updated"]
-        assert report.finding_counts["old_row_gone"] == changes["transactions_deleted"] == 1
-        assert new_rows("SELECT count(*) FROM requests")[0][0] == before + changes["requests_added"]
+        assert report.finding_counts["old_row_gone"] == changes["transactions_deleted"] + 1 == 2
+        # Deleted in the old system since: deleted here too, its history kept.
+        assert new_rows("SELECT count(*) FROM requests")[0][0] == before + changes["requests_added"] - 1
+        assert new_rows("SELECT count(*) FROM requests WHERE id = :v", v=victim)[0][0] == 0
+        assert new_rows("SELECT action FROM request_events WHERE request_id = :v ORDER BY id DESC LIMIT 1",
+                        v=victim)[0][0] == "deleted"
         old_count = old_rows(source, "SELECT count(*) FROM transactions")[0][0]
         assert new_rows("SELECT count(*) FROM transactions")[0][0] == old_count
         events = new_rows("SELECT count(*) FROM request_events WHERE source = 'import' AND field = 'result'")[0][0]
@@ -236,6 +246,7 @@ def test_a_second_import_updates_what_changed_and_adds_what_is_new(committed, me
     finally:
         with psycopg.connect(source) as conn:
             conn.execute("DELETE FROM requests WHERE id > %s", (OLD_REQUESTS,))
+            conn.execute("INSERT INTO requests SELECT * FROM json_populate_record(NULL::requests, %s::json)", (saved,))
 
 
 def test_a_dry_run_checks_everything_and_writes_nothing(committed, media, old):
