@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -188,6 +189,7 @@ def test_import_brings_every_row_over_by_the_rules(committed, media, old, tmp_pa
 
     written = report_path.read_text(encoding="utf-8")
     assert "| requests | 1500 | 1500 | 0 | 0 | 0 |" in written and "login_renamed" in written
+    assert "zayvka/zapis/" in written and not re.search(r"\d{10}", written)  # no phone, not even in a file name
 
 
 def test_old_users_sign_in_with_their_old_password_and_get_the_new_hash(committed, media, old, client):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -40,6 +41,12 @@ FINDINGS = {
     "renumbered": "номер занят в leadline: строке дан новый номер",
 }
 KEEP_PER_KIND = 5000  # findings kept per kind (the counts stay exact)
+# Phone-shaped runs of digits (recording file names carry the caller's number): masked in findings.
+PHONE_DIGITS = re.compile(r"(?<!\d)(\d{3})\d{5,9}(\d{2})(?!\d)")
+
+
+def masked(detail: str) -> str:
+    return PHONE_DIGITS.sub(r"\1***\2", detail)
 
 
 @dataclass
@@ -69,7 +76,7 @@ class Report:
     def note(self, kind: str, table: str, old_id: object, detail: str = "") -> None:
         self.finding_counts[kind] += 1
         if len(self.findings[kind]) < KEEP_PER_KIND:
-            self.findings[kind].append((table, old_id, detail))
+            self.findings[kind].append((table, old_id, masked(detail)))
 
     def refuse(self, table: str, old_id: object, reason: str) -> None:
         counts = self.table(table)
