@@ -77,11 +77,29 @@ class Storage(ABC):
     def promote(self, token: str, relative_path: str) -> None:
         """Copy the quarantined bytes to their media path, atomically; repeating it is harmless."""
 
-    @abstractmethod
     def adopt(self, source: Path, relative_path: str) -> bool:
         """Put a copy of a file from outside (the old system's media folder) at its media path,
-        atomically, leaving the source where it is; nothing is written when a file of the same size
-        is there already. True when it wrote."""
+        atomically, leaving the source where it is; nothing is written when the file is there
+        already. True when it wrote.
+
+        This default goes through the backend's own quarantine and promotion, so any backend can
+        adopt files; LocalStorage hard-links instead when it can."""
+        if self.media_exists(relative_path):
+            return False
+        writer = self.quarantine_writer(max_bytes=source.stat().st_size)
+        try:
+            with open(source, "rb") as handle:
+                while chunk := handle.read(1024 * 1024):
+                    writer.write(chunk)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        try:
+            self.promote(writer.token, relative_path)
+        finally:
+            self.delete_quarantined(writer.token)
+        return True
 
     @abstractmethod
     def delete_media(self, relative_path: str) -> None: ...

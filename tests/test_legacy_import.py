@@ -418,3 +418,18 @@ def test_old_paths_are_normalised_and_fit_the_layout(raw, kind, relative, stored
 def test_money_keeps_the_handover_and_derives_the_net():
     net, notes = rules.money_notes(Decimal("2500"), Decimal("450"), Decimal("2050"), Decimal("1230"))
     assert net == Decimal("2050.00") and notes == ["master_handover 1230 kept (by the rule: 1025.00)"]
+
+
+def test_old_files_are_adopted_by_hard_link_or_through_any_backends_promotion(tmp_path):
+    from storage.backend import LocalStorage, Storage
+
+    source = tmp_path / "old" / "scan.jpg"
+    source.parent.mkdir()
+    source.write_bytes(legacy_source.JPEG + b"x" * 5000)
+    store = LocalStorage(tmp_path / "media", tmp_path / "quarantine")
+    assert store.adopt(source, "zayvka/bso/a.jpg") and not store.adopt(source, "zayvka/bso/a.jpg")
+    assert (tmp_path / "media/zayvka/bso/a.jpg").stat().st_ino == source.stat().st_ino  # a link, not a copy
+    # The backend-neutral path (what an S3 backend gets unless it overrides it): quarantine, then promote.
+    assert Storage.adopt(store, source, "zayvka/bso/b.jpg") and not Storage.adopt(store, source, "zayvka/bso/b.jpg")
+    assert (tmp_path / "media/zayvka/bso/b.jpg").read_bytes() == source.read_bytes()
+    assert source.exists() and not any((tmp_path / "quarantine").iterdir())
