@@ -280,6 +280,20 @@ class Settings:
     )
     MAINTENANCE_BATCH_SIZE: int = setting(5000, group="maintenance", doc="rows deleted per transaction by the purges")
 
+    # moving in from the old backend
+    LEGACY_DATABASE_URL: str = setting(
+        None, group="legacy import", secret=True,
+        doc="the old backend's PostgreSQL, read only: the one source POST /api/admin/import-legacy imports from",
+    )
+    LEGACY_MEDIA_DIR: str = setting(
+        None, group="legacy import",
+        doc="the old media folder (holding zayvka/, gorod/) for that import; unset: MEDIA_ROOT",
+    )
+    LEGACY_IMPORT_TIME_LIMIT: int = setting(
+        3000, group="legacy import",
+        doc="hard limit of one import run as a job, seconds (below BROKER_VISIBILITY_TIMEOUT)",
+    )
+
     # workers
     TASK_SOFT_TIME_LIMIT: int = setting(300, group="workers")
     TASK_TIME_LIMIT: int = setting(360, group="workers")

@@ -166,9 +166,10 @@ def register_blueprints(app: Flask) -> None:
 
     api.register_blueprint(recordings_blp)
     from api.alerts.routes import blp as alerts_blp
+    from api.legacy.routes import blp as legacy_blp
     from api.maintenance.routes import blp as maintenance_blp
 
-    for blp in (alerts_blp, maintenance_blp):
+    for blp in (alerts_blp, maintenance_blp, legacy_blp):
         api.register_blueprint(blp)
     from api.telegram.routes import blp as telegram_blp
 

@@ -20,7 +20,7 @@ from settings import BASE_DIR, Settings, settings
 
 def init_cli(app: Flask) -> None:
     for command in (stack, migrate, downgrade, create_admin, check_db, seed_demo, rebuild_rollups, settings_table,
-                    digest):
+                    digest, import_legacy, verify_legacy):
         app.cli.add_command(command)
 
 
@@ -196,6 +196,94 @@ def seed_demo(request_count: int, random_seed: int) -> None:
         click.echo(f"demo users' password (shown once; every demo login): {password}")
     else:
         click.echo("demo users existed already: their passwords are unchanged")
+
+
+# ---- moving in from the old backend ---------------------------------------------------------------
+
+class TerminalProgress:
+    """A progress bar per table on a terminal; nothing elsewhere (the summary follows at the end)."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stdout.isatty()
+        self.bar = None
+        self.table = None
+
+    def __call__(self, table: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if table != self.table:
+            self.close()
+            self.table = table
+            self.bar = click.progressbar(length=max(total, 1), label=f"{table:<22}", show_pos=True)
+            self.bar.__enter__()
+            self.done = 0
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+@click.command("import-legacy")
+@click.option("--source", required=True,
+              help="The old backend's database URL, postgresql://user@host/db (read only).")
+@click.option("--media", "media_dir", default=None,
+              help="The old media folder (the one holding zayvka/ and gorod/); default MEDIA_ROOT.")
+@click.option("--dry-run", is_flag=True, help="Read and check everything, write nothing.")
+@click.option("--report", "report_path", default=None, help="Write the full report here (.md, or .csv).")
+@click.option("--batch-size", default=5000, show_default=True)
+def import_legacy(source: str, media_dir: str | None, dry_run: bool, report_path: str | None,
+                  batch_size: int) -> None:
+    """Import the old FastAPI backend's database and media folder (again: only what changed), then
+    verify it. Exits 1 when the verification finds a difference."""
+    from models.legacy.importer import ImportRefused
+    from models.legacy.service import run_import
+    from models.legacy.source import SourceUnavailable
+
+    progress = TerminalProgress()
+    try:
+        report, verification = run_import(source, media_dir=media_dir, dry_run=dry_run, report_path=report_path,
+                                          progress=progress, batch_size=batch_size)
+    except (ImportRefused, SourceUnavailable) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        progress.close()
+    for line in report.summary_lines():
+        click.echo(line)
+    click.echo(f"{'dry run: nothing written; ' if dry_run else ''}{report.seconds:.1f} s"
+               + (f"; report: {report_path}" if report_path else ""))
+    if verification is not None:
+        _print_verification(verification)
+        if not verification.ok:
+            sys.exit(1)
+
+
+def _print_verification(verification) -> None:
+    for line in verification.notes:
+        click.echo(f"  {line}")
+    for line in verification.differences:
+        click.echo(f"DIFFERENCE: {line}", err=True)
+    click.echo("verify-legacy: " + ("old and new agree" if verification.ok
+                                    else f"{len(verification.differences)} differences"))
+
+
+@click.command("verify-legacy")
+@click.option("--source", required=True, help="The old backend's database (read only).")
+def verify_legacy(source: str) -> None:
+    """Compare the old database with what was imported: counts, money per city and month, users by
+    login, file paths. Prints every difference; exits 1 when there is one."""
+    from models.legacy.source import SourceUnavailable
+    from models.legacy.verify import verify
+
+    try:
+        verification = verify(source)
+    except SourceUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    _print_verification(verification)
+    if not verification.ok:
+        sys.exit(1)
 
 
 # ---- the README's settings table ------------------------------------------------------------------

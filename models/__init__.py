@@ -6,6 +6,7 @@ from models.core.base import Base
 from models.core.db import Session, configure, get_engine
 from models.directories.tables import AdvertisingCampaign, City, Direction, RequestType, Role, TransactionType
 from models.files.tables import File
+from models.legacy.tables import LegacyMap
 from models.ops.tables import Alert, AlertSilence, Job
 from models.people.tables import User
 from models.recordings.tables import MailboxState, Recording
@@ -33,6 +34,7 @@ __all__ = [
     "Direction",
     "File",
     "Job",
+    "LegacyMap",
     "MailboxState",
     "MangoEvent",
     "Recording",

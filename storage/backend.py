@@ -77,6 +77,30 @@ class Storage(ABC):
     def promote(self, token: str, relative_path: str) -> None:
         """Copy the quarantined bytes to their media path, atomically; repeating it is harmless."""
 
+    def adopt(self, source: Path, relative_path: str) -> bool:
+        """Put a copy of a file from outside (the old system's media folder) at its media path,
+        atomically, leaving the source where it is; nothing is written when the file is there
+        already. True when it wrote.
+
+        This default goes through the backend's own quarantine and promotion, so any backend can
+        adopt files; LocalStorage hard-links instead when it can."""
+        if self.media_exists(relative_path):
+            return False
+        writer = self.quarantine_writer(max_bytes=source.stat().st_size)
+        try:
+            with open(source, "rb") as handle:
+                while chunk := handle.read(1024 * 1024):
+                    writer.write(chunk)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        try:
+            self.promote(writer.token, relative_path)
+        finally:
+            self.delete_quarantined(writer.token)
+        return True
+
     @abstractmethod
     def delete_media(self, relative_path: str) -> None: ...
 
@@ -198,6 +222,30 @@ class LocalStorage(Storage):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
         _fsync_directory(target.parent)
+
+    def adopt(self, source: Path, relative_path: str) -> bool:
+        target = self.media_path(relative_path)
+        try:
+            if target.stat().st_size == source.stat().st_size:
+                return False
+        except FileNotFoundError:
+            pass
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            try:  # the same filesystem: a second name for the same bytes, nothing copied
+                os.link(source, temporary, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    raise
+                shutil.copyfile(source, temporary, follow_symlinks=False)
+                with open(temporary, "rb") as copied:
+                    os.fsync(copied.fileno())
+            os.replace(temporary, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+        return True
 
     def delete_media(self, relative_path: str) -> None:
         try:

@@ -82,6 +82,7 @@ def make_celery() -> Celery:
             "recordings.*": {"queue": HEAVY},
             "maintenance.heartbeat": {"queue": LIGHT},
             "maintenance.*": {"queue": HEAVY},
+            "legacy.*": {"queue": HEAVY},
         },
         task_send_sent_event=True,
         worker_send_task_events=True,
@@ -114,6 +115,7 @@ def register_task_modules() -> None:
     import tasks.files  # noqa: F401
     import tasks.jobs  # noqa: F401
     import tasks.leases  # noqa: F401 - a dead worker's messages queued again within a minute
+    import tasks.legacy  # noqa: F401
     import tasks.maintenance  # noqa: F401
     import tasks.recordings  # noqa: F401
     import tasks.telegram  # noqa: F401

@@ -360,6 +360,7 @@ CASES = [
     case("alert silence delete", "DELETE", "/api/alerts/silences/{silenced_rule}", ADMIN),
     case("maintenance reports", "GET", "/api/maintenance/reports", ADMIN),
     case("maintenance report", "GET", "/api/maintenance/reports/{maintenance_task}", ADMIN),
+    case("legacy import state", "GET", "/api/admin/import-legacy", ADMIN),
     # recordings: the mailbox and the inbox for management; a request's recordings like the request
     case("recordings list", "GET", "/api/recordings/?status=unmatched", MANAGEMENT),
     case("recordings import status", "GET", "/api/recordings/status", MANAGEMENT),
@@ -394,6 +395,8 @@ NOT_IN_MATRIX = {
     ("POST", "/api/webhook/mango/events/<int:event_id>/replay"),
     # Enqueues work on the heavy queue outside the test transaction (tests/test_maintenance.py).
     ("POST", "/api/maintenance/<name>/run"),
+    # Enqueues the import of the old backend outside the test transaction (tests/test_legacy_import.py).
+    ("POST", "/api/admin/import-legacy"),
     # Enqueues the mailbox import outside the test transaction; serves bytes the world has not got
     # (roles of both in tests/test_recordings_api.py).
     ("POST", "/api/recordings/download"),

@@ -98,6 +98,19 @@ def claim(job_id: str | uuid.UUID) -> int:
         return mark_running(job_id)
 
 
+def record_progress(job_id: str | uuid.UUID, progress: dict[str, Any]) -> None:
+    """How far a running job is (its result until it finishes), committed at once."""
+    with unit_of_work():
+        Session.execute(update(Job).where(Job.id == _key(job_id), Job.status == "running")
+                        .values(result={"progress": progress}))
+
+
+def params_of(job_id: str | uuid.UUID) -> dict[str, Any]:
+    with unit_of_work(read_only=True):
+        job = Session.get(Job, _key(job_id))
+        return dict(job.params or {}) if job is not None else {}
+
+
 def mark_succeeded(job_id: str | uuid.UUID, result: dict[str, Any] | None = None) -> None:
     """The running job has succeeded, in the caller's transaction (committed with the task's rows)."""
     Session.execute(

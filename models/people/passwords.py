@@ -1,10 +1,13 @@
 """Passwords: the policy every new password meets, and Argon2id hashing.
 
-Hashes are never returned by the API nor logged. The policy applies when a password is set (an
+Hashes are never returned by the API nor logged. Users imported from the old backend keep its bcrypt
+hashes (`$2a$`/`$2b$`/`$2y$`, made by passlib): they are verified as bcrypt and need a rehash, so the
+first successful sign-in replaces them with Argon2id (api/auth/routes.py). The policy applies when a password is set (an
 account created, a password changed or reset); a password set before it keeps working until changed.
 """
 from __future__ import annotations
 
+import bcrypt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -26,7 +29,25 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+
+
+def is_bcrypt(password_hash: str | None) -> bool:
+    return bool(password_hash) and password_hash.startswith(BCRYPT_PREFIXES)
+
+
+def _verify_bcrypt(password_hash: str, password: str) -> bool:
+    # bcrypt reads 72 bytes; passlib (the old backend) cut longer passwords there too, silently.
+    secret = password.encode("utf-8")[:72]
+    try:
+        return bcrypt.checkpw(secret, password_hash.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        return False
+
+
 def verify_password(password_hash: str | None, password: str) -> bool:
+    if is_bcrypt(password_hash):
+        return _verify_bcrypt(password_hash, password)
     try:
         return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
     except (VerificationError, InvalidHashError):
@@ -34,4 +55,10 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 
 
 def needs_rehash(password_hash: str) -> bool:
-    return _hasher.check_needs_rehash(password_hash)
+    """An imported bcrypt hash always; an Argon2 hash made with older parameters."""
+    if is_bcrypt(password_hash):
+        return True
+    try:
+        return _hasher.check_needs_rehash(password_hash)
+    except (InvalidHashError, ValueError):
+        return True

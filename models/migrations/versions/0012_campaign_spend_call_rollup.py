@@ -12,7 +12,7 @@ zone recorded in `report_rollups` (none: the triggers are idle, as the request r
 The SQL is the one models/reports/call_rollups.py generated when this revision was written, frozen.
 
 Revision ID: 0012
-Revises: 0009
+Revises: 0011
 Create Date: 2026-12-06
 """
 from __future__ import annotations

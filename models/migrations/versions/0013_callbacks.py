@@ -2,7 +2,7 @@
 jobs of placed calls found by their Mango command id.
 
 Revision ID: 0013
-Revises: 0009
+Revises: 0012
 Create Date: 2026-12-06
 """
 from __future__ import annotations
