@@ -318,17 +318,15 @@ def run_cleanup(now: datetime | None = None) -> dict[str, int]:
 
     with unit_of_work(read_only=True):
         pending_tokens = set(Session.scalars(select(File.quarantine_path).where(File.status == "pending")).all())
-    for token, modified, _finished in storage.quarantine_entries():
+    for token, modified, finished in storage.quarantine_entries():
         if token not in pending_tokens and modified < quarantine_cutoff.timestamp():
-            storage.delete_quarantined(token)
+            if finished:
+                storage.delete_quarantined(token)
+            else:
+                storage.delete_unfinished(token)
             counts["quarantine_removed"] += 1
 
-    for path in storage.stale_temporaries(now.timestamp() - MEDIA_TEMPORARY_MAX_AGE):
-        try:
-            path.unlink()
-            counts["temporaries_removed"] += 1
-        except FileNotFoundError:
-            pass
+    counts["temporaries_removed"] = storage.remove_stale_temporaries(now.timestamp() - MEDIA_TEMPORARY_MAX_AGE)
 
     with unit_of_work():
         counts["owners_gone"] = Session.execute(
