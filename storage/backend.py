@@ -326,6 +326,22 @@ class LocalStorage(Storage):
         return os.fdopen(fd, "rb")
 
 
+def storage_unreachable(error: BaseException) -> bool:
+    """The storage server could not be reached or answered with a server error (not a bug of the request:
+    the client may retry). Local disk errors are not among them."""
+    import sys
+
+    if "botocore" not in sys.modules:
+        return False
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(error, (ConnectionError, HTTPClientError)):
+        return True
+    if isinstance(error, ClientError):
+        return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0) >= 500
+    return False
+
+
 def _read_chunks(handle, start: int | None, end: int | None, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
     with handle:
         if start:

@@ -25,7 +25,7 @@ from models.ops.tables import Job
 from models.requests.tables import RequestEvent
 from settings import settings
 from storage import validation
-from storage.backend import get_storage
+from storage.backend import get_storage, storage_unreachable
 from storage.kinds import KINDS
 from storage.names import check_name
 from storage.rejections import REASONS, Rejected
@@ -85,7 +85,9 @@ def run_validation(file_id: int, job_id: str | None = None) -> str:
         return _reject(file_id, job_id, token, Rejected("missing"), facts)
     except SoftTimeLimitExceeded:
         return _reject(file_id, job_id, token, Rejected("timeout"), facts)
-    except Exception:  # a parser tripped over this file in a way nobody foresaw: it is not trusted
+    except Exception as exc:  # a parser tripped over this file in a way nobody foresaw: it is not trusted
+        if storage_unreachable(exc):  # not the file's fault: it stays pending, files.sweep sends it again
+            raise
         log.exception("file %s: validation failed unexpectedly", file_id)
         return _reject(file_id, job_id, token, Rejected("check_failed"), facts)
 

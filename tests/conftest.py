@@ -190,7 +190,6 @@ def media(request, tmp_path):
     backend.configure(previous)
 
 
-
 # ---- data: the factories of tests/factories.py, as fixtures of tests that use the db fixture ---------
 
 @pytest.fixture()

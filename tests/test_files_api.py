@@ -20,7 +20,7 @@ from storage.rejections import REASONS
 from tasks import files as file_tasks
 from tests.factories import create_user, make_city, make_request, make_transaction
 from tests.file_samples import attack_corpus, jpeg_bytes, mp3_bytes, pdf_bytes, png_bytes, valid_samples
-from tests.storage_support import both_backends, media_bytes, media_files, put_media, quarantined
+from tests.storage_support import both_backends, media_bytes, media_files, quarantined
 from tests.support import BOUNDARY, SPA, bearer, login, multipart
 
 # Refused by the API itself, before a file row exists (422): the name, the extension, an empty body.
@@ -592,6 +592,24 @@ def test_an_upload_the_broker_could_not_take_is_sent_by_the_next_sweep(client, w
 
 
 @both_backends
+def test_an_unreachable_s3_server_is_a_503_and_nothing_is_recorded(client, world, db, tmp_path):
+    from embedded import free_port
+    from storage import backend
+    from storage.s3 import S3Storage
+
+    down = S3Storage("leadline", endpoint_url=f"http://127.0.0.1:{free_port()}", scratch_root=tmp_path / "scratch",
+                     access_key_id="leadline-test-key", secret_access_key="leadline-test-secret-value")
+    previous = backend.configure(down)
+    try:
+        login(client, create_user("admin"))
+        response = upload(client, f"/api/requests/{world['request'].id}/upload-bso", "a.jpg", jpeg_bytes())
+    finally:
+        backend.configure(previous)
+    assert response.status_code == 503 and response.json["code"] == "storage_unavailable"
+    assert response.json["detail"] == "Хранилище файлов недоступно, повторите позже"
+    assert db.scalar(select(File.id)) is None and list((tmp_path / "scratch").iterdir()) == []
+
+
 def test_a_validator_crash_rejects_instead_of_trusting(client, world, db, media, monkeypatch):
     def broken(*_args, **_kwargs):
         raise IndexError("a parser bug")
