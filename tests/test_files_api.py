@@ -610,6 +610,27 @@ def test_an_unreachable_s3_server_is_a_503_and_nothing_is_recorded(client, world
     assert db.scalar(select(File.id)) is None and list((tmp_path / "scratch").iterdir()) == []
 
 
+@pytest.mark.parametrize("media", ["s3"], indirect=True)
+def test_a_worker_that_cannot_reach_s3_leaves_the_file_pending_for_the_next_try(client, world, db, media, queued):
+    from embedded import free_port
+    from storage import backend
+    from storage.s3 import S3Storage
+
+    login(client, create_user("admin"))
+    body = upload(client, f"/api/requests/{world['request'].id}/upload-bso", "a.jpg", jpeg_bytes()).json
+    down = S3Storage(media.bucket, endpoint_url=f"http://127.0.0.1:{free_port()}", scratch_root=media.scratch_root,
+                     **{"access_key_id": media.access_key_id, "secret_access_key": media.secret_access_key})
+    backend.configure(down)
+    try:
+        with pytest.raises(Exception) as failed:
+            file_tasks.run_validation(body["file_id"], body["job_id"])
+        assert backend.storage_unreachable(failed.value)
+    finally:
+        backend.configure(media)
+    assert db.get(File, body["file_id"], populate_existing=True).status == "pending"
+    assert validate_now(db, body).status == "ready"  # S3 back: the next delivery validates it
+
+
 def test_a_validator_crash_rejects_instead_of_trusting(client, world, db, media, monkeypatch):
     def broken(*_args, **_kwargs):
         raise IndexError("a parser bug")

@@ -165,10 +165,13 @@ def _assert_settled_exactly_once(accepted: dict, request_id: int, media: backend
     return row
 
 
+POOL_KILLS = [("local", "after_claim"), ("local", "after_promote"), ("local", "after_commit"),
+              ("s3", "after_promote")]  # S3 once, where it matters: copied, not yet committed
+
+
 @pytest.mark.worker
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["after_claim", "after_promote", "after_commit"])
-@both_backends
+@pytest.mark.parametrize("media, point", POOL_KILLS, indirect=["media"])
 def test_pool_process_killed_mid_validation_is_redelivered(app, committed, media, monkeypatch, tmp_path, point):
     """The pool child running the validation dies (SIGKILL, as the OOM killer would): the parent
     requeues the message (acks late, reject on worker lost) and the next child finishes the file."""

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ import requests
 
 from embedded import free_port
 from models import Recording
+from models.core.business_time import business_tz
 from tasks.celery_app import celery_app
 from tasks.queues import HEAVY
 from tests.factories import TEST_PASSWORD, create_user, make_campaign, make_city, make_request
@@ -26,7 +28,6 @@ from tests.file_samples import jpeg_bytes
 from tests.imap_server import imap_server_fixture, mango_mail, mp3_bytes, recording_name
 from tests.storage_support import S3_TEST_CREDENTIALS
 from tests.support import CELERY, REPO, multipart, stop_process_group, wait_for
-from tests.test_recordings_api import local_now
 
 imap_server = imap_server_fixture()
 LINE = "74951000077"
@@ -162,7 +163,8 @@ def test_upload_on_a_validated_by_b_served_by_both_and_a_recording_of_b_served_b
 
         # A recording imported by B (from the mailbox, on B's worker) is served by A.
         audio = mp3_bytes(15_000, 901)
-        imap_server.append([mango_mail([(recording_name(local_now(10), "79160000077", LINE), audio)])], folder=folder)
+        ten_minutes_ago = (datetime.now(timezone.utc) - timedelta(minutes=10)).astimezone(business_tz())
+        imap_server.append([mango_mail([(recording_name(ten_minutes_ago, "79160000077", LINE), audio)])], folder=folder)
         run = sessions["b"].post(f"{b.url}/api/recordings/download", json={"days_back": 3}, timeout=30)
         assert run.status_code == 202, run.text
 
