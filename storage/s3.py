@@ -30,7 +30,7 @@ from storage.paths import BadPath, PathNotFound, check_relative_path
 from storage.rejections import Rejected
 
 PART_SIZE = 5 * 1024 * 1024  # S3's smallest part (but the last)
-READ_CHUNK = 256 * 1024
+READ_CHUNK = 1024 * 1024
 QUARANTINE_PREFIX = "quarantine/"
 MEDIA_PREFIX = "media/"
 MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
