@@ -129,9 +129,13 @@ class S3Storage(Storage):
             self._client = boto3.session.Session().client(
                 "s3", endpoint_url=self.endpoint_url, region_name=self.region,
                 aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key,
+                # Checksums only where S3 requires them: the newer default (trailing CRC32 on every PUT)
+                # is refused by several S3-compatible servers; the worker hashes every file anyway.
                 config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
                               retries={"max_attempts": 3, "mode": "standard"},
-                              connect_timeout=5, read_timeout=60, max_pool_connections=32),
+                              connect_timeout=5, read_timeout=60, max_pool_connections=32,
+                              request_checksum_calculation="when_required",
+                              response_checksum_validation="when_required"),
             )
             self._client_pid = os.getpid()
         return self._client
