@@ -105,6 +105,10 @@ class Storage(ABC):
     def environment(self) -> dict[str, str]:
         """The settings a child process needs to use this same storage."""
 
+    def check(self) -> str:
+        """Whether the storage answers (for the readiness check); raises when it does not."""
+        return "ok"
+
     def delete_unfinished(self, token: str) -> None:
         """Forget an upload that was cut off before its commit."""
         self.delete_quarantined(token)

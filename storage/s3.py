@@ -150,6 +150,10 @@ class S3Storage(Storage):
                 env[name] = value
         return env
 
+    def check(self) -> str:
+        self.client.head_bucket(Bucket=self.bucket)
+        return f"bucket {self.bucket} answers"
+
     def ensure_bucket(self) -> None:
         try:
             self.client.head_bucket(Bucket=self.bucket)
