@@ -215,6 +215,13 @@ class Settings:
     MANGO_CLOSE_WITHOUT_SUMMARY_MIN: int = setting(
         10, group="Mango Office", doc="close a call whose summary never came after this"
     )
+    CALLBACK_SLA_MIN: int = setting(15, group="Mango Office", doc="a missed caller is due a callback within this")
+    CALLBACK_CLAIM_MIN: int = setting(
+        30, group="Mango Office", doc="an operator's claim on a callback lapses after this unless it is closed"
+    )
+    CALLBACK_EXPIRE_HOURS: int = setting(
+        72, group="Mango Office", doc="an open callback whose last missed call is older than this expires"
+    )
 
     # IMAP
     IMAP_HOST: str = setting(None, group="IMAP", aliases=("RAMBLER_IMAP_HOST",))
@@ -239,6 +246,9 @@ class Settings:
     ALERT_QUEUE_AGE_SECONDS: int = setting(300, group="alerts")
     ALERT_BEAT_SILENT_SECONDS: int = setting(180, group="alerts")
     ALERT_INBOX_LAG_SECONDS: int = setting(120, group="alerts")
+    ALERT_CALLBACKS_OVERDUE: int = setting(
+        5, group="alerts", doc="open callbacks past their due time above this fire an alert"
+    )
     ALERT_DISK_FREE_PERCENT: float = setting(10.0, group="alerts")
     ALERT_DB_CONNECTIONS_PERCENT: float = setting(80.0, group="alerts")
     ALERT_INSTANCE_NAME: str = setting("leadline", group="alerts", doc="names this installation in every alert message")
@@ -262,11 +272,24 @@ class Settings:
     )
     TELEGRAM_TIMEOUT_SECONDS: float = setting(10.0, group="alerts")
 
+    # Telegram for masters and the daily digest (the same bot as the alerts: TELEGRAM_BOT_TOKEN)
+    TELEGRAM_BOT_USERNAME: str = setting(
+        None, group="telegram", doc="the bot's @name without @, for the link a master opens (t.me/<name>?start=<code>)"
+    )
+    TELEGRAM_POLL_SECONDS: int = setting(10, group="telegram", doc="how often the bot's updates are read (getUpdates)")
+    TELEGRAM_MAX_PER_SECOND: int = setting(25, group="telegram", doc="messages per second the bot sends, at most")
+    DIGEST_CHAT_ID: str = setting(None, group="telegram", doc="chat of the daily digest (default: TELEGRAM_CHAT_ID)")
+    DIGEST_HOUR: int = setting(9, group="telegram", doc="business-local hour the digest of the day before is sent")
+    DIGEST_CHECK_SECONDS: int = setting(300, group="telegram", doc="how often beat asks whether the digest is due")
+
     # database maintenance
     MAINTENANCE_HOUR_UTC: int = setting(0, group="maintenance", doc="hour (UTC) the nightly maintenance starts")
     RETENTION_INBOX_DAYS: int = setting(30, group="maintenance", doc="processed Mango deliveries kept this long")
     RETENTION_JOBS_DAYS: int = setting(30, group="maintenance", doc="finished job rows kept this long")
     RETENTION_ALERTS_DAYS: int = setting(90, group="maintenance", doc="resolved alerts kept this long")
+    RETENTION_TELEGRAM_DAYS: int = setting(
+        30, group="maintenance", doc="Telegram messages sent (or given up) kept this long"
+    )
     MAINTENANCE_BATCH_SIZE: int = setting(5000, group="maintenance", doc="rows deleted per transaction by the purges")
 
     # workers
@@ -284,6 +307,10 @@ class Settings:
     @property
     def broker_url(self) -> str | None:
         return self.CELERY_BROKER_URL or self.REDIS_URL
+
+    @property
+    def digest_chat_id(self) -> str | None:
+        return self.DIGEST_CHAT_ID or self.TELEGRAM_CHAT_ID
 
     @property
     def cookie_secure(self) -> bool:
@@ -369,14 +396,17 @@ def _legacy_redis_url(env: dict[str, str]) -> str | None:
     return f"redis://{auth}{host}:{env.get('REDIS_PORT', '6379')}/{env.get('REDIS_DB', '0')}"
 
 
-def _is_rate_limit(text: str) -> bool:
-    from limits import parse
+# The rate-limit notation of the `limits` package ("10/minute", "100 per 2 hours"; several joined by
+# , ; or |), checked here without importing it: `limits` brings asyncio and its storage back-ends
+# into every worker, beat and Flower, which never rate-limit. tests/test_settings.py holds the two
+# in agreement.
+_RATE_LIMIT_PART = re.compile(r"\s*[0-9]+\s*(/|\s*per\s*)\s*([0-9]+)?\s*(second|minute|hour|day|month|year)s?\s*",
+                              re.IGNORECASE)
 
-    try:
-        parse(text)
-    except ValueError:
-        return False
-    return True
+
+def _is_rate_limit(text: str) -> bool:
+    parts = re.split(r"[,;|]", text)
+    return all(_RATE_LIMIT_PART.fullmatch(part) for part in parts)
 
 
 def _weak_production_secrets(built: Settings) -> list[str]:
@@ -444,6 +474,10 @@ def load(env: dict[str, str] | None = None) -> Settings:
         problems.append("S3_PRESIGN_SECONDS must be between 0 and 604800 (7 days)")
     if not 0 <= built.MAINTENANCE_HOUR_UTC <= 23:
         problems.append("MAINTENANCE_HOUR_UTC must be between 0 and 23")
+    if not 0 <= built.DIGEST_HOUR <= 23:
+        problems.append("DIGEST_HOUR must be between 0 and 23")
+    if not 1 <= built.TELEGRAM_MAX_PER_SECOND <= 30:
+        problems.append("TELEGRAM_MAX_PER_SECOND must be between 1 and 30 (Telegram's own limit)")
     if not Decimal("0") <= built.MASTER_SHARE <= Decimal("1"):
         problems.append("MASTER_SHARE must be between 0 and 1")
     # Request money is NUMERIC(12,2): a larger bound could not be stored.

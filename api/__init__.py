@@ -146,6 +146,9 @@ def register_blueprints(app: Flask) -> None:
         api.register_blueprint(blp)
     for blp in (directories_blp, transactions_blp):
         api.register_blueprint(blp)
+    from api.advertising.routes import blp as advertising_blp
+
+    api.register_blueprint(advertising_blp)
     from api.files.routes import blp as files_blp
 
     api.register_blueprint(files_blp)
@@ -156,6 +159,9 @@ def register_blueprints(app: Flask) -> None:
     for blp in (mango_webhook_blp, calls_blp):
         api.register_blueprint(blp)
     warn_if_unsigned()
+    from api.callbacks.routes import blp as callbacks_blp
+
+    api.register_blueprint(callbacks_blp)
     from api.recordings.routes import blp as recordings_blp
 
     api.register_blueprint(recordings_blp)
@@ -164,6 +170,9 @@ def register_blueprints(app: Flask) -> None:
 
     for blp in (alerts_blp, maintenance_blp):
         api.register_blueprint(blp)
+    from api.telegram.routes import blp as telegram_blp
+
+    api.register_blueprint(telegram_blp)
     from api.docs import init_docs
 
     init_docs(app)

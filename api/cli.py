@@ -20,7 +20,7 @@ from settings import BASE_DIR, Settings, settings
 
 def init_cli(app: Flask) -> None:
     for command in (stack, migrate, downgrade, create_admin, check_db, seed_demo, rebuild_rollups, settings_table,
-                    storage_migrate):
+                    digest, storage_migrate):
         app.cli.add_command(command)
 
 
@@ -136,8 +136,44 @@ def rebuild_rollups() -> None:
     with get_engine().begin() as connection:
         rollups.rebuild(connection)
         counts = connection.execute(text("SELECT (SELECT count(*) FROM request_day_stats), "
-                                         "(SELECT count(*) FROM transaction_day_stats)")).one()
-    click.echo(f"rollups: rebuilt in {business_tz().key} ({counts[0]} request rows, {counts[1]} cash-book rows)")
+                                         "(SELECT count(*) FROM transaction_day_stats), "
+                                         "(SELECT count(*) FROM call_day_stats)")).one()
+    click.echo(f"rollups: rebuilt in {business_tz().key} ({counts[0]} request rows, {counts[1]} cash-book rows, "
+               f"{counts[2]} call rows)")
+
+
+@click.command("digest")
+@click.option("--date", "day", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="The day the digest tells about (default: yesterday, business-local).")
+@click.option("--print", "print_only", is_flag=True,
+              help="Print the text (and write the chart with --chart); send nothing.")
+@click.option("--chart", "chart_path", type=click.Path(dir_okay=False), default=None,
+              help="With --print: write the PNG here.")
+@click.option("--force", is_flag=True, help="Send again even if that day's digest was sent.")
+def digest(day, print_only: bool, chart_path: str | None, force: bool) -> None:
+    """Send (or print) the daily digest of one day to the managers' Telegram chat (DIGEST_CHAT_ID)."""
+    from datetime import timedelta
+
+    from models.core.business_time import today_local
+    from models.reports import digest as daily
+
+    day = day.date() if day is not None else today_local() - timedelta(days=1)
+    if print_only:
+        found, message = daily.build(day, settings)
+        click.echo(message)
+        if chart_path:
+            with open(chart_path, "wb") as out:
+                out.write(daily.render_png(found["days"], f"Заявки за {daily.CHART_DAYS} дней"))
+            click.echo(f"chart: {chart_path}")
+        return
+    try:
+        result = daily.send(day, settings, force=force)
+    except daily.DigestNotSent as exc:
+        raise click.ClickException(f"digest {day}: not sent ({exc})") from None
+    if "skipped" in result:
+        again = " (--force sends it again)" if result["skipped"] == "уже отправлена" else ""
+        raise click.ClickException(f"digest {day}: {result['skipped']}{again}")
+    click.echo(f"digest {day}: sent")
 
 
 @click.command("storage-migrate")

@@ -242,8 +242,12 @@ def _live_families() -> list:
     def tasks() -> list:
         return _task_families(probes.task_stats())
 
+    def callbacks() -> list:
+        return _callback_families()
+
     for name, build in (("queues", queues), ("inbox", inbox), ("files", files), ("recordings", recordings),
-                        ("beat", beat), ("database", database), ("redis", redis_memory), ("tasks", tasks)):
+                        ("beat", beat), ("database", database), ("redis", redis_memory), ("tasks", tasks),
+                        ("callbacks", callbacks)):
         run(name, build)
     families.append(probe_ok)
     return families
@@ -265,6 +269,26 @@ def _task_families(stats: dict) -> list:
             buckets.append(("+Inf", observed))
             duration.add_metric([name, outcome], buckets, entry["sum"])
     return [count, duration]
+
+
+def _callback_families() -> list:
+    """The callback queue: open and overdue items, and the time from the first missed call to the
+    callback (or the answered call) of every item done, as a histogram read from the table."""
+    from models.callbacks import rules as callback_rules
+    from models.core.db import get_engine
+
+    with get_engine().connect() as conn:
+        figures = callback_rules.figures(conn)
+    histogram = HistogramMetricFamily("leadline_callback_time_to_callback_seconds",
+                                      "From the first missed call to the callback, items done")
+    buckets = [(repr(float(bound)), count) for bound, count in figures["buckets"]]
+    histogram.add_metric([], [*buckets, ("+Inf", figures["count"])], figures["sum"])
+    return [
+        _gauge("leadline_callbacks_open", "Missed callers waiting for a callback", figures["open"]),
+        _gauge("leadline_callbacks_overdue", "Open callbacks past their due time (CALLBACK_SLA_MIN)",
+               figures["overdue"]),
+        histogram,
+    ]
 
 
 def _business_families() -> list:

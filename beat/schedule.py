@@ -53,6 +53,15 @@ SCHEDULE = {
     "recordings-match-pending": every(900, "recordings.match_pending", "heavy"),
     # Rows pending longer than MANGO_SWEEP_AFTER_SECONDS are queued again; a lost sweep is harmless.
     "mango-sweep-inbox": every(30, "telephony.sweep_inbox", "light"),
+    # Masters link their chat by sending the bot a code: its updates are read (no public webhook).
+    "telegram-poll-updates": every(settings.TELEGRAM_POLL_SECONDS, "telegram.poll_updates", "light"),
+    # The outbox is sent after each commit that writes to it; this sends what a broker outage lost.
+    "telegram-deliver": every(30, "telegram.deliver", "light"),
+    # Yesterday's digest once DIGEST_HOUR (business-local) has come; sent once per day (a row per day).
+    "telegram-digest": every(settings.DIGEST_CHECK_SECONDS, "telegram.send_digest", "heavy"),
+    # Callbacks still open CALLBACK_EXPIRE_HOURS after their last missed call expire; placed calls whose
+    # result/callback never came are failed.
+    "callbacks-expire": every(600, "callbacks.expire", "light"),
 }
 
 

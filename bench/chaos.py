@@ -4,6 +4,7 @@ it came back, whether accepted work was lost or done twice.
     python -m bench.chaos                       # every fault in turn (about 15 minutes)
     python -m bench.chaos --fault heavy         # one fault (repeatable)
     python -m bench.chaos --quick               # shorter outages and waits (a trial run)
+    python -m bench.chaos --fault redis --redis-seconds 150   # a longer Redis outage
 
 The stack runs exactly as `make run` runs it (`flask --app api stack`, default settings, embedded
 PostgreSQL and Redis in a var folder of its own, free ports; bench.support.start_stack) with an
@@ -450,6 +451,10 @@ def inject(ctx: Context, fault: str) -> dict[str, Any]:
             info["burst"].start()
             time.sleep(1.0)
         before = pids(ctx.stack.pid)
+        deadline = now() + 15.0  # the heavy pool's child is forked when its first task arrives
+        while not before.get(role) and now() < deadline:
+            time.sleep(0.1)
+            before = pids(ctx.stack.pid)
         victims = sorted(before.get(role, ()))
         if not victims:
             raise RuntimeError(f"no {role} process in the stack: {before}")
@@ -769,10 +774,12 @@ def options() -> argparse.Namespace:
     parser.add_argument("--fault", action="append", choices=FAULTS, help="run only this fault (repeatable)")
     parser.add_argument("--quick", action="store_true", help="shorter outages and waits (Redis 20 s, PostgreSQL 10 s)")
     parser.add_argument("--redis-kill", action="store_true", help="SIGKILL the embedded Redis, not SHUTDOWN NOSAVE")
+    parser.add_argument("--redis-seconds", type=float,
+                        help="how long Redis stays down (default 60 s, 20 s with --quick)")
     parser.add_argument("--var-dir", type=Path, help="the stack's var folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    args.redis_seconds = 20.0 if args.quick else 60.0
+    args.redis_seconds = args.redis_seconds or (20.0 if args.quick else 60.0)
     args.postgres_seconds = 10.0 if args.quick else 20.0
     args.baseline = 3.0 if args.quick else 8.0
     args.settle = 3.0 if args.quick else 5.0

@@ -10,7 +10,7 @@ threads) the API is started on a free port of 127.0.0.1, and measured:
   peak RSS of the workers (VmHWM from /proc, summed, and the largest growth of one worker);
 - latency at concurrency 1 (one keep-alive connection): a filtered page
   (`status=Готово&city_id=<largest city>&page=1&page_size=100`), one request by id, and every report
-  over the last 30 and 365 days;
+  over the last 30 and 365 days (the ROI report per campaign, per city and per month);
 - throughput at `--clients` concurrent keep-alive clients for `--duration` seconds per scenario:
   pages of 100 requests (random city and page), single requests (random ids), pages of 1,000
   requests (random page), pages of 1,000 transactions (random page).
@@ -57,7 +57,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/leadline_bench_100k"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
-REPORTS = ("dashboard", "callcenter", "cities", "masters", "advertising", "cash")
+REPORTS = ("dashboard", "callcenter", "cities", "masters", "advertising", "cash", "roi", "roi_city", "roi_month")
+# Reports measured under a name of their own: (path, extra query).
+REPORT_VARIANTS = {"roi_city": ("roi", {"group": "city"}), "roi_month": ("roi", {"group": "month"})}
 REPORT_RANGES = (30, 365)
 MAX_PAGE = 20  # random pages are drawn from the first MAX_PAGE pages of a list
 PATHS_PER_SCENARIO = 4000
@@ -454,7 +456,9 @@ def reports(client: Client, tz: str, iterations: int, budget_s: float) -> dict[s
     out: dict[str, Any] = {}
     for name in REPORTS:
         for days, (start, end) in report_ranges(tz).items():
-            path = f"/api/reports/{name}?" + urlencode({"date_from": start.isoformat(), "date_to": end.isoformat()})
+            route, extra = REPORT_VARIANTS.get(name, (name, {}))
+            path = f"/api/reports/{route}?" + urlencode({"date_from": start.isoformat(), "date_to": end.isoformat(),
+                                                         **extra})
             status = client.get(path)[0]
             key = f"{name}_{days}d"
             if status == 404:

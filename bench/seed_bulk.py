@@ -15,7 +15,12 @@ What is loaded, all with INSERT ... SELECT over generate_series in one transacti
   masters on dispatched requests, money on Готово ones (net = result − expenses,
   handover = net × MASTER_SHARE), normalised 11-digit client phones, some repeat clients;
 - one income per Готово request (request_id set, amount = handover, booked on the completion day)
-  and manual incomes and expenses up to ≈ 0.6 × N transactions.
+  and manual incomes and expenses up to ≈ 0.6 × N transactions;
+- ≈ 1.35 × N calls: the answered inbound call of each request with a campaign (on its line, a few
+  minutes before the request), 0.2 × N missed inbound calls (60 % called back by an answered outbound
+  call within the hour), 0.03 × N inbound calls on a line without a campaign;
+- campaign spend over the last 13 months: a month per row, every third campaign per 14 days, the
+  amounts in proportion to N.
 
 The secondary indexes of requests and transactions are dropped during the load and rebuilt from
 their own definitions afterwards; foreign-key triggers are skipped while loading (the generated
@@ -42,8 +47,8 @@ MASTER_LOGIN_PREFIX = "bench_master_"
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/"
 BIG_TABLES = ("requests", "transactions")
 # Data tables emptied before a load; tables that reference them are emptied with them (CASCADE).
-DATA_TABLES = ("requests", "transactions", "request_events", "advertising_campaigns", "users", "cities",
-               "directions")
+DATA_TABLES = ("requests", "transactions", "request_events", "calls", "campaign_spend", "advertising_campaigns",
+               "users", "cities", "directions")
 
 # (name, area code, weight): the biggest cities get the most requests.
 CITIES = (
@@ -92,6 +97,12 @@ EXPENSES = (("Аренда офиса", 10000, 30000), ("Реклама", 3000, 
 MANUAL_INCOMES = (("Внесение наличных", 5000, 30000), ("Возврат от поставщика", 1000, 8000),
                   ("Безналичная оплата", 8000, 30000))
 TRANSACTIONS_PER_REQUEST = 0.6
+# Calls besides the answered inbound call of every request with a campaign: missed inbound calls (a share
+# of them called back by an outbound call), and inbound calls on a line without a campaign.
+MISSED_CALLS_PER_REQUEST = 0.2
+CALLED_BACK_SHARE = 0.6
+UNTRACKED_CALLS_PER_REQUEST = 0.03
+UNTRACKED_LINE = "78005550000"
 EXPENSE_SHARE = 0.8  # of the transactions that are not incomes of requests
 
 
@@ -139,8 +150,9 @@ def ensure_database(maintenance_url: str, name: str, reset: bool) -> None:
 def already_seeded(conn: psycopg.Connection, requests: int) -> bool:
     count = conn.execute("SELECT count(*) FROM requests").fetchone()[0]
     admin = conn.execute("SELECT 1 FROM users WHERE login = %s", (BENCH_ADMIN_LOGIN,)).fetchone()
+    calls = conn.execute("SELECT EXISTS (SELECT 1 FROM calls)").fetchone()[0]  # seeded before calls were: reload
     conn.rollback()
-    return count == requests and admin is not None
+    return count == requests and admin is not None and calls
 
 
 def ids_by_name(conn: psycopg.Connection, table: str) -> dict[str, int]:
@@ -450,6 +462,83 @@ def load_cash(conn: psycopg.Connection, n: int, ref: dict, tz: str) -> None:
     conn.execute(query)
 
 
+CALLS_SQL = """
+INSERT INTO calls (entry_id, direction, line_number, campaign_id, client_phone, started_at, answered_at, ended_at,
+                   talk_seconds, missed, summary_received, request_id, created_at, updated_at)
+SELECT 'bench-r' || r.id, 'in', r.ats_number, r.advertising_campaign_id, r.client_phone,
+       r.created_at - interval '4 minutes', r.created_at - interval '3 minutes 50 seconds',
+       r.created_at - interval '1 minute', 170, false, true, r.id, r.created_at, r.created_at
+FROM requests r
+WHERE r.advertising_campaign_id IS NOT NULL
+"""
+
+EXTRA_CALLS_SQL = """
+INSERT INTO calls (entry_id, direction, line_number, campaign_id, client_phone, started_at, answered_at, ended_at,
+                   talk_seconds, missed, summary_received, created_at, updated_at)
+WITH src AS MATERIALIZED (
+    SELECT g, random() AS r_campaign, random() AS r_phone, random() AS r_time, random() AS r_back
+    FROM generate_series(1, {missed} + {untracked}) AS g
+), shaped AS (
+    SELECT src.*, g <= {missed} AS tracked, now() - r_time * interval '365 days' AS at,
+           1 + floor(r_campaign * {n_campaigns})::int AS campaign_index,
+           CASE WHEN r_phone < 0.3 THEN '79' || lpad((floor(r_phone / 0.3 * 20000))::bigint::text, 9, '0')
+                ELSE '79' || lpad((floor(r_phone * 1000000000))::bigint::text, 9, '0') END AS phone
+    FROM src
+), made AS (
+    SELECT 'bench-m' || g AS entry_id, 'in' AS direction, ({campaign_phones})[campaign_index] AS line,
+           ({campaign_ids})[campaign_index] AS campaign_id, phone, at, NULL::timestamptz AS answered,
+           at + interval '40 seconds' AS ended, 0 AS talk, true AS missed
+    FROM shaped WHERE tracked
+    UNION ALL
+    SELECT 'bench-u' || g, 'in', {untracked_line}, NULL, phone, at, at + interval '8 seconds',
+           at + interval '3 minutes', 170, false
+    FROM shaped WHERE NOT tracked
+    UNION ALL
+    SELECT 'bench-b' || g, 'out', ({campaign_phones})[campaign_index], NULL, phone,
+           at + (5 + r_back * 50) * interval '1 minute',
+           at + (5 + r_back * 50) * interval '1 minute' + interval '9 seconds',
+           at + (5 + r_back * 50) * interval '1 minute' + interval '2 minutes', 110, false
+    FROM shaped WHERE tracked AND r_back < {called_back}
+)
+SELECT entry_id, direction, line, campaign_id, phone, at, answered, ended, talk, missed, true, at, at
+FROM made
+"""
+
+SPEND_SQL = """
+INSERT INTO campaign_spend (campaign_id, date_from, date_to, amount, comment, created_by_id, created_at, updated_at)
+SELECT c.id, m::date, (m + interval '1 month' - interval '1 day')::date,
+       round((5000 + random() * 55000)::numeric * {scale}, 2), 'Бюджет на месяц', {admin_id}, now(), now()
+FROM advertising_campaigns c,
+     generate_series(date_trunc('month', now() - interval '12 months'), date_trunc('month', now()),
+                     interval '1 month') m
+WHERE c.id % 3 <> 0
+UNION ALL
+SELECT c.id, d::date, (d + interval '13 days')::date, round((2000 + random() * 25000)::numeric * {scale}, 2),
+       'Оплата за две недели', {admin_id}, now(), now()
+FROM advertising_campaigns c, generate_series(now()::date - 392, now()::date, interval '14 days') d
+WHERE c.id % 3 = 0
+"""
+
+
+def load_calls_and_spend(conn: psycopg.Connection, n: int, ref: dict) -> None:
+    conn.execute(CALLS_SQL)
+    conn.execute(sql.SQL(EXTRA_CALLS_SQL).format(
+        missed=sql.Literal(round(n * MISSED_CALLS_PER_REQUEST)),
+        untracked=sql.Literal(round(n * UNTRACKED_CALLS_PER_REQUEST)),
+        n_campaigns=sql.Literal(len(ref["campaign_ids"])),
+        campaign_phones=literal_array(ref["campaign_phones"]),
+        campaign_ids=literal_array(ref["campaign_ids"]),
+        untracked_line=sql.Literal(UNTRACKED_LINE),
+        called_back=sql.Literal(CALLED_BACK_SHARE),
+    ))
+    load_spend(conn, n, ref["admin_id"])
+
+
+def load_spend(conn: psycopg.Connection, n: int, admin_id: int) -> None:
+    """Budgets in proportion to the volume of requests (per 100,000 requests a year)."""
+    conn.execute(sql.SQL(SPEND_SQL).format(admin_id=sql.Literal(admin_id), scale=sql.Literal(Decimal(n) / 100_000)))
+
+
 def seed(database_url: str, requests: int, cities: int, masters: int, random_seed: int,
          timings: dict[str, float]) -> dict[str, int]:
     from models.people.passwords import hash_password
@@ -474,6 +563,8 @@ def seed(database_url: str, requests: int, cities: int, masters: int, random_see
             load_requests(conn, requests, ref, settings.MASTER_SHARE, settings.BUSINESS_TZ)
         with step("transactions", timings):
             load_cash(conn, requests, ref, settings.BUSINESS_TZ)
+        with step("calls, campaign spend", timings):
+            load_calls_and_spend(conn, requests, ref)
         with step(f"rebuild {len(index_definitions)} indexes", timings):
             for definition in index_definitions:
                 conn.execute(definition)
@@ -488,9 +579,12 @@ def seed(database_url: str, requests: int, cities: int, masters: int, random_see
         with step("vacuum analyze", timings):
             conn.execute("VACUUM (ANALYZE) requests")
             conn.execute("VACUUM (ANALYZE) transactions")
+            conn.execute("VACUUM (ANALYZE) calls")
+            conn.execute("VACUUM (ANALYZE) call_day_stats")
             conn.execute("ANALYZE")
         counts = {table: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
-                  for table in ("cities", "advertising_campaigns", "users", "requests", "transactions")}
+                  for table in ("cities", "advertising_campaigns", "users", "requests", "transactions", "calls",
+                                "campaign_spend", "call_day_stats")}
     return counts
 
 

@@ -26,6 +26,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
+from models.callbacks import rules as callback_rules
 from models.core import probes
 from models.core.db import Session, unit_of_work
 from models.core.redis import SingleFlight, get_redis, key
@@ -221,6 +222,7 @@ def collect(s: Any, own_queue: str | None) -> dict[str, Any]:
     read("beat_age", "beat_silent", probes.beat_heartbeat_age)
     read("inbox_lag", "inbox_lag", probes.inbox_lag_seconds)
     read("imap", "imap_failures", imap_failures)
+    read("callbacks_overdue", "callbacks_overdue", callback_rules.overdue_count)
     read("db_connections", "db_connections", probes.db_connections)
     read("redis_memory", "redis_memory", probes.redis_memory)
     read("host_cpu", "host_cpu", lambda: psutil.cpu_percent(interval=1.0))

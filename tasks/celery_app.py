@@ -73,7 +73,10 @@ def make_celery() -> Celery:
         task_routes={
             "telephony.*": {"queue": LIGHT},
             "alerts.*": {"queue": LIGHT},
+            "callbacks.*": {"queue": LIGHT},
             "jobs.*": {"queue": LIGHT},
+            "telegram.send_digest": {"queue": HEAVY},
+            "telegram.*": {"queue": LIGHT},
             "files.sweep": {"queue": LIGHT},
             "files.*": {"queue": HEAVY},
             "recordings.*": {"queue": HEAVY},
@@ -83,6 +86,7 @@ def make_celery() -> Celery:
         task_send_sent_event=True,
         worker_send_task_events=True,
         worker_max_tasks_per_child=1000,
+        worker_autoscaler="tasks.autoscale:Autoscaler",  # used with --autoscale (the heavy worker)
         enable_utc=True,
         timezone="UTC",
         # One beat at a time: redbeat keeps the schedule in Redis and holds a lock while it runs.
@@ -106,11 +110,13 @@ import tasks.signals  # noqa: E402,F401 - message stamps, request id, task metri
 def register_task_modules() -> None:
     """Task modules register themselves on import."""
     import tasks.alerts  # noqa: F401
+    import tasks.callbacks  # noqa: F401
     import tasks.files  # noqa: F401
     import tasks.jobs  # noqa: F401
     import tasks.leases  # noqa: F401 - a dead worker's messages queued again within a minute
     import tasks.maintenance  # noqa: F401
     import tasks.recordings  # noqa: F401
+    import tasks.telegram  # noqa: F401
     import tasks.telephony  # noqa: F401
 
 

@@ -176,6 +176,12 @@ PURGES = {
         "AND resolved_at < :cutoff ORDER BY id LIMIT :batch FOR UPDATE SKIP LOCKED)",
         "RETENTION_ALERTS_DAYS",
     ),
+    # Telegram messages once sent (or given up): their text holds clients' names and phones.
+    "telegram_outbox": (
+        "DELETE FROM telegram_outbox WHERE id IN (SELECT id FROM telegram_outbox WHERE status <> 'pending' "
+        "AND created_at < :cutoff ORDER BY id LIMIT :batch FOR UPDATE SKIP LOCKED)",
+        "RETENTION_TELEGRAM_DAYS",
+    ),
 }
 
 

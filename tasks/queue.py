@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import os
 import threading
 import time
@@ -99,6 +100,21 @@ def match_recordings_soon() -> bool:
     """Retry the unmatched call recordings a few seconds from now (a request was created, a call
     folded: it may be what one of them waits for); a burst asks once."""
     return enqueue_debounced(MATCH_RECORDINGS_TASK, MATCH_DEBOUNCE_KEY, MATCH_DEBOUNCE_SECONDS, queue=HEAVY)
+
+
+TELEGRAM_DELIVER_TASK = "telegram.deliver"
+TELEGRAM_LATER_KEY = key("telegram", "deliver-later")
+
+
+def deliver_telegram_soon() -> bool:
+    """Send the Telegram outbox now (a commit just wrote messages to it). Never fails or waits for its
+    caller: with the broker down, beat's periodic telegram.deliver sends them."""
+    return enqueue(TELEGRAM_DELIVER_TASK, queue=LIGHT, retry=False, if_down=LATER)
+
+
+def deliver_telegram_later(seconds: float) -> bool:
+    """Send the Telegram outbox again in `seconds` (a retry falls due then); a burst asks once."""
+    return enqueue_debounced(TELEGRAM_DELIVER_TASK, TELEGRAM_LATER_KEY, max(1, math.ceil(seconds)), queue=LIGHT)
 
 
 # ---- the webhook inbox's fast path -------------------------------------------------------------------

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Callable, Iterator
 
 import pytest
 from sqlalchemy import select
 
 from api.security import issue_token
 from models import AdvertisingCampaign, Call, City, Direction, MangoEvent, Recording, Request, Transaction, User
+from models.advertising.tables import CampaignSpend
+from models.callbacks.tables import Callback
 from models.directories.tables import RequestType, Role, TransactionType
 from models.ops.tables import Alert, AlertSilence, Job
 from tests.factories import create_user
+from tests.telephony_support import signing
 
 ROLES = ("admin", "manager", "director", "callcentr", "avitolog", "master")
 ALL = set(ROLES)
@@ -59,6 +63,10 @@ class World:
     recording: int = 0
     tx_own_request: int = 0
     tx_other_master: int = 0
+    callback_a: int = 0
+    callback_b: int = 0
+    spend_campaign: int = 0
+    spend_a: int = 0
 
     def ids(self) -> dict[str, object]:
         return {
@@ -74,11 +82,13 @@ class World:
             "alert": self.alert, "silenced_rule": "inbox_lag", "maintenance_task": "index_report",
             "recording": self.recording, "tx_own_request": self.tx_own_request,
             "tx_other_master": self.tx_other_master,
+            "spend_campaign": self.spend_campaign, "spend_a": self.spend_a,
+            "callback_a": self.callback_a, "callback_b": self.callback_b,
         }
 
 
 @pytest.fixture()
-def world(db) -> World:
+def world(db) -> Iterator[World]:
     a, b, spare = City(name="Город А"), City(name="Город Б"), City(name="Пустой город")
     db.add_all([a, b, spare])
     db.commit()
@@ -125,11 +135,33 @@ def world(db) -> World:
     tx_other_master = Transaction(city_id=a.id, transaction_type_id=income, amount=70, specified_date="2026-01-11",
                                   request_id=other_master.id)
     db.add_all([call_a, call_b, failed, alert, silence, recording, tx_own_request, tx_other_master])
+    # Open callbacks in both cities; the office users have Mango extensions (click-to-call).
+    missed_at = datetime.now(timezone.utc) - timedelta(minutes=20)
+    callback_a, callback_b = (
+        Callback(phone=phone, city_id=city, campaign_id=campaign_id, missed_calls=1, first_missed_at=missed_at,
+                 last_missed_at=missed_at, due_at=missed_at + timedelta(minutes=15))
+        for phone, city, campaign_id in (("79990000001", a.id, campaign.id), ("79990000003", b.id, None)))
+    db.add_all([callback_a, callback_b])
+    for number, role in enumerate(("admin", "manager", "director", "callcentr", "avitolog"), start=201):
+        users[role].mango_extension = str(number)
     db.commit()
-    return World(a.id, b.id, users, master_b, master_a2, master_free, employee, other_admin, own.id, other_master.id,
-                 in_b.id, tx_a.id, tx_b.id, campaign.id, direction.id, spare.id, income, str(job.id),
-                 db.scalar(select(Role.id).where(Role.name == "callcentr")), spare_role.id, spare_rt.id, spare_tt.id,
-                 call_a.id, call_b.id, failed.id, alert.id, recording.id, tx_own_request.id, tx_other_master.id)
+    # A campaign with spend (its own: a campaign with spend cannot be deleted, campaign_a is).
+    spend_campaign = AdvertisingCampaign(city_id=a.id, name="Яндекс А", phone_number="+7 (900) 000-00-02",
+                                         phone="79000000002")
+    db.add(spend_campaign)
+    db.flush()
+    spend = CampaignSpend(campaign_id=spend_campaign.id, date_from=date(2026, 1, 1), date_to=date(2026, 1, 31),
+                          amount=Decimal("3100.00"))
+    db.add(spend)
+    db.commit()
+    world = World(a.id, b.id, users, master_b, master_a2, master_free, employee, other_admin, own.id,
+                  other_master.id, in_b.id, tx_a.id, tx_b.id, campaign.id, direction.id, spare.id, income, str(job.id),
+                  db.scalar(select(Role.id).where(Role.name == "callcentr")), spare_role.id, spare_rt.id,
+                  spare_tt.id, call_a.id, call_b.id, failed.id, alert.id, recording.id, tx_own_request.id,
+                  tx_other_master.id, callback_a.id, callback_b.id)
+    world.spend_campaign, world.spend_a = spend_campaign.id, spend.id
+    with signing():  # click-to-call needs Mango's key and salt
+        yield world
 
 
 @dataclass(frozen=True)
@@ -216,6 +248,8 @@ CASES = [
          lambda ids: {"name": "Сотрудник", "role_id": ids["role_callcentr"], "login": "emp_new",
                       "password": "Sekret-Pine-71", "status": "active", "city_id": ids["city_a"], "notes": ""}),
     case("employee update", "PUT", "/api/users/employees/{employee}", MANAGEMENT, lambda ids: {"notes": "x"}),
+    case("employee's Mango extension", "PUT", "/api/users/employees/{employee}", MANAGEMENT,
+         lambda ids: {"mango_extension": "301"}),
     case("employee delete", "DELETE", "/api/users/employees/{employee}", ADMIN),
     case("administrators list", "GET", "/api/users/administrators/", ADMIN),
     case("administrator", "GET", "/api/users/administrators/{other_admin}", ADMIN),
@@ -269,6 +303,16 @@ CASES = [
     case("campaign update (short path)", "PUT", "/api/advertising-campaigns/{campaign_a}", MANAGEMENT,
          lambda ids: {"is_active": False}),
     case("campaign delete (SPA path)", "DELETE", "/api/requests/advertising-campaigns/{campaign_a}/", MANAGEMENT),
+    # campaign spend: management and the avitolog, every city
+    *[case(f"campaign spend {name}", method, path, MANAGEMENT | {"avitolog"}, body) for name, method, path, body in [
+        ("list", "GET", "/api/advertising-campaigns/{spend_campaign}/spend", None),
+        ("create", "POST", "/api/advertising-campaigns/{spend_campaign}/spend",
+         lambda ids: {"month": "2026-02", "amount": "2800.00"}),
+        ("read", "GET", "/api/advertising-campaigns/{spend_campaign}/spend/{spend_a}", None),
+        ("update", "PUT", "/api/advertising-campaigns/{spend_campaign}/spend/{spend_a}",
+         lambda ids: {"amount": 3000, "comment": "счёт №2"}),
+        ("delete", "DELETE", "/api/advertising-campaigns/{spend_campaign}/spend/{spend_a}", None),
+    ]],
     # reports
     *[case(f"report {name}", "GET", f"/api/reports/{name}{REPORT_QUERY}", OFFICE)
       for name in ("dashboard", "cities", "masters", "advertising", "cash")],
@@ -276,6 +320,9 @@ CASES = [
     *[case(f"report {name} other city", "GET", f"/api/reports/{name}{REPORT_QUERY}&city_id={{city_b}}",
            MANAGEMENT)
       for name in ("dashboard", "cities", "masters", "advertising", "cash")],
+    case("report roi", "GET", f"/api/reports/roi{REPORT_QUERY}", OFFICE | {"avitolog"}),
+    case("report roi other city", "GET", f"/api/reports/roi{REPORT_QUERY}&city_id={{city_b}}&group=city",
+         MANAGEMENT | {"avitolog"}),
     case("report callcenter other city", "GET", f"/api/reports/callcenter{REPORT_QUERY}&city_id={{city_b}}",
          MANAGEMENT | {"callcentr"}),
     # jobs
@@ -287,6 +334,22 @@ CASES = [
     case("request calls own city", "GET", "/api/requests/{req_own}/calls", OFFICE | {"callcentr"}),
     case("request calls other city", "GET", "/api/requests/{req_b}/calls", MANAGEMENT | {"callcentr"}),
     case("failed inbox events", "GET", "/api/webhook/mango/events?status=failed", ADMIN),
+    # the callback queue: the call centre and the office (a director: their city); click-to-call likewise
+    case("callbacks list", "GET", "/api/callbacks", OFFICE | {"callcentr"}),
+    case("callback claim own city", "POST", "/api/callbacks/{callback_a}/claim", OFFICE | {"callcentr"}),
+    case("callback claim other city", "POST", "/api/callbacks/{callback_b}/claim", MANAGEMENT | {"callcentr"}),
+    case("callback close own city", "POST", "/api/callbacks/{callback_a}/close", OFFICE | {"callcentr"},
+         lambda ids: {"outcome": "reached", "request_id": ids["req_own"]}),
+    case("callback close other city", "POST", "/api/callbacks/{callback_b}/close", MANAGEMENT | {"callcentr"},
+         lambda ids: {"outcome": "not_needed"}),
+    case("click-to-call request own city", "POST", "/api/calls/callback", OFFICE | {"callcentr"},
+         lambda ids: {"request_id": ids["req_own"]}),
+    case("click-to-call request other city", "POST", "/api/calls/callback", MANAGEMENT | {"callcentr"},
+         lambda ids: {"request_id": ids["req_b"]}),
+    case("click-to-call callback other city", "POST", "/api/calls/callback", MANAGEMENT | {"callcentr"},
+         lambda ids: {"callback_id": ids["callback_b"]}),
+    case("click-to-call phone", "POST", "/api/calls/callback", OFFICE | {"callcentr"},
+         lambda ids: {"phone": "+7 999 000-00-01"}),
     # operations: alerts and database maintenance are for administrators
     case("alerts list", "GET", "/api/alerts?status=firing", ADMIN),
     case("alert acknowledge", "POST", "/api/alerts/{alert}/acknowledge", ADMIN),
@@ -305,6 +368,10 @@ CASES = [
     case("request recordings own", "GET", "/api/requests/{req_own}/recordings", ALL),
     case("request recordings other master", "GET", "/api/requests/{req_other_master}/recordings", ALL - {"master"}),
     case("request recordings other city", "GET", "/api/requests/{req_b}/recordings", ALL - {"director", "master"}),
+    # Telegram: a master links their own chat (only ever their own: the route names no user)
+    case("telegram link status", "GET", "/api/users/me/telegram-link", {"admin", "master"}),
+    case("telegram link code", "POST", "/api/users/me/telegram-link", {"admin", "master"}),
+    case("telegram unlink", "DELETE", "/api/users/me/telegram-link", {"admin", "master"}),
 ]
 
 # Routes checked elsewhere: public ones, those whose effect leaves the test transaction, and the
@@ -396,5 +463,8 @@ def test_scoped_lists_hold_only_what_the_role_may_see(app, client, world):
     assert ids_seen("director", "/api/transactions/") == {world.tx_a, world.tx_own_request, world.tx_other_master}
     assert ids_seen("master", "/api/transactions/") == {world.tx_own_request}
     assert ids_seen("master", "/api/users/masters/") == {world.users["master"].id}
+    assert ids_seen("director", "/api/callbacks") == {world.callback_a}
+    for role in ("admin", "manager", "callcentr"):
+        assert ids_seen(role, "/api/callbacks") == {world.callback_a, world.callback_b}
     directors_masters = ids_seen("director", "/api/users/masters/")
     assert world.master_b.id not in directors_masters and world.users["master"].id in directors_masters

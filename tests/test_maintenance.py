@@ -183,6 +183,21 @@ def test_purge_deletes_only_what_is_old(admin, client, monkeypatch):
     assert report["alert_silences"]["deleted"] == 1
 
 
+def test_purge_deletes_old_telegram_messages_once_they_are_done_with(committed, monkeypatch):
+    from models.telegram.tables import TelegramOutbox
+
+    monkeypatch.setattr(maintenance, "settings", dataclasses.replace(settings, RETENTION_TELEGRAM_DAYS=30))
+    Session.add_all([TelegramOutbox(chat_id="1", kind="reply", text=name, status=status, created_at=created)
+                     for name, status, created in (("old sent", "sent", days_ago(40)),
+                                                   ("old failed", "failed", days_ago(31)),
+                                                   ("old pending", "pending", days_ago(40)),  # still to send
+                                                   ("recent sent", "sent", days_ago(5)))])
+    Session.commit()
+    maintenance.purge()
+    Session.rollback()
+    assert set(Session.scalars(select(TelegramOutbox.text))) == {"old pending", "recent sent"}
+
+
 def test_purge_keeps_the_newest_report_of_each_task_however_old(admin, monkeypatch):
     monkeypatch.setattr(maintenance, "settings", dataclasses.replace(settings, RETENTION_JOBS_DAYS=1))
     Session.add(Job(kind="maintenance.vacuum", status="succeeded", result={"tables": []},

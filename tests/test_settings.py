@@ -75,10 +75,39 @@ def test_types_are_parsed():
     ({"RATE_LIMIT_LOGIN": "30 per fortnight"}, "RATE_LIMIT_LOGIN"),
     ({"API_WORKERS": "0"}, "API_WORKERS"),
     ({"WORKERS": "many"}, "WORKERS"),
+    ({"DIGEST_HOUR": "24"}, "DIGEST_HOUR"),
+    ({"TELEGRAM_MAX_PER_SECOND": "100"}, "TELEGRAM_MAX_PER_SECOND"),
 ])
 def test_malformed_values_are_refused(env, name):
     with pytest.raises(SettingsError, match=name):
         load(env)
+
+
+@pytest.mark.parametrize("text", [
+    "10/minute", "10 / minute", "100 per 2 hours", "5 per second", "1/DAY", "7/years", " 3 per month ",
+    "10/minute; 100/hour", "10/minute,100/hour", "1/second|2/minute", "lots", "30 per fortnight",
+    "10/", "/minute", "10 minutes", "10/minute;", "ten/minute", "10/2.5 hours", "", "10 per per minute",
+])
+def test_the_rate_limit_check_agrees_with_the_limiter(text):
+    """settings checks the notation without importing `limits` (kept out of workers, beat and
+    Flower); what it accepts is what the API's limiter (api/gate.py) parses, and nothing else."""
+    from limits import parse
+
+    from settings import _is_rate_limit
+
+    try:
+        parse(text)
+    except ValueError:
+        parsed = False
+    else:
+        parsed = True
+    assert _is_rate_limit(text) is parsed
+
+
+def test_the_digest_goes_to_the_alerts_chat_unless_it_has_its_own():
+    assert load({"TELEGRAM_CHAT_ID": "-1001"}).digest_chat_id == "-1001"
+    assert load({"TELEGRAM_CHAT_ID": "-1001", "DIGEST_CHAT_ID": "-1002"}).digest_chat_id == "-1002"
+    assert load({}).digest_chat_id is None
 
 
 def test_old_names_are_aliases():

@@ -3,17 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs
 
 import pytest
 from sqlalchemy import select
 
 from models import Call, MangoEvent, Recording, Request
 from tests.factories import make_campaign
+from tests.mango_api import running
 from tests.storage_support import both_backends, media_bytes, media_files, quarantined
 from tests.support import wait_for
 from tests.telephony_support import (
@@ -33,75 +30,10 @@ AUDIO = b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(range(256)) * 40  # an MP3-lo
 OTHER_AUDIO = b"RIFF\x24\x10\x00\x00WAVEfmt " + bytes(range(255, -1, -1)) * 16  # a WAV-looking one
 
 
-class MangoApi(ThreadingHTTPServer):
-    """POST /vpbx/queries/recording/post checks the signature and answers 302 to a one-time file URL."""
-
-    daemon_threads = True
-
-    def __init__(self, recordings: dict[str, bytes]):
-        super().__init__(("127.0.0.1", 0), MangoHandler)
-        self.recordings = recordings
-        self.links: dict[str, str] = {}
-        self.log: list[tuple[str, str, int]] = []
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/vpbx/"
-
-
-class MangoHandler(BaseHTTPRequestHandler):
-    server: MangoApi
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def _answer(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
-        self.send_response(status)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_POST(self) -> None:
-        fields = {k: v[0] for k, v in parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode()).items()}
-        raw = fields.get("json", "")
-        expected = hashlib.sha256((KEY + raw + SALT).encode()).hexdigest()
-        if self.path != "/vpbx/queries/recording/post":
-            status = 404
-        elif fields.get("vpbx_api_key") != KEY or fields.get("sign") != expected:
-            status = 401
-        else:
-            request = json.loads(raw)
-            status = 302 if request.get("action") == "download" and request["recording_id"] in self.server.recordings \
-                else 403 if request["recording_id"] == "deleted-in-the-cabinet" else 404
-        self.server.log.append(("POST", self.path, status))
-        if status == 302:
-            token = secrets.token_urlsafe(12)
-            self.server.links[token] = request["recording_id"]
-            self._answer(302, headers={"Location": f"/files/{token}"})
-        else:
-            self._answer(status, json.dumps({"result": 3320}).encode(), {"Content-Type": "application/json"})
-
-    def do_GET(self) -> None:
-        token = self.path.rsplit("/", 1)[-1]
-        recording_id = self.server.links.pop(token, None)  # one-time link
-        status = 200 if recording_id is not None else 404
-        self.server.log.append(("GET", "/files/<token>", status))
-        if status == 200:
-            self._answer(200, self.server.recordings[recording_id], {"Content-Type": "audio/mpeg"})
-        else:
-            self._answer(404)
-
-
 @pytest.fixture()
 def mango_api():
-    server = MangoApi({"MToxMDIzNDU2Nzo0NDE4MjAzOTU3OjA=": AUDIO, "second-recording": OTHER_AUDIO})
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with running({"MToxMDIzNDU2Nzo0NDE4MjAzOTU3OjA=": AUDIO, "second-recording": OTHER_AUDIO}) as server:
+        yield server
 
 
 @pytest.fixture()

@@ -21,7 +21,7 @@ MASTER_FIELDS = {
 }
 STAFF_FIELDS = {
     "id", "name", "full_name", "role_id", "role", "status", "city_id", "city", "login", "phone_number",
-    "notes", "created_at", "updated_at",
+    "notes", "mango_extension", "created_at", "updated_at",
 }
 CYRILLIC = re.compile("[а-яА-ЯёЁ]")
 

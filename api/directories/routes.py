@@ -28,6 +28,7 @@ from api.listing import json_response, list_response
 from api.resources import commit_or_409, deleted, get_or_404
 from api.schemas import ListArgs
 from api.security import login_required, roles_required
+from models.advertising.tables import CampaignSpend
 from models.cash.tables import Transaction
 from models.core.db import Session
 from models.core.enums import (
@@ -207,6 +208,10 @@ for _directory in DIRECTORIES:
     _make_lookup_views(_directory)
 
 
+def _joined(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " и " + items[-1]
+
+
 # ---- advertising campaigns ------------------------------------------------------------------------
 
 CAMPAIGN_NOT_FOUND = "Рекламная кампания не найдена"
@@ -327,15 +332,15 @@ class CampaignItem(MethodView):
 
     @roles_required(MANAGER)
     @blp.response(200, MessageSchema)
-    @blp.alt_response(409, description="Requests or calls are attributed to it")
+    @blp.alt_response(409, description="Requests, calls or spend are attributed to it")
     def delete(self, campaign_id: int):
-        """Delete a campaign (admin, manager); refused while requests or calls are attributed to it."""
+        """Delete a campaign (admin, manager); refused while requests, calls or spend are attributed to it."""
         campaign = get_or_404(AdvertisingCampaign, campaign_id, CAMPAIGN_NOT_FOUND)
         used_in = [what for what, column in (("заявках", Request.advertising_campaign_id),
-                                             ("звонках", Call.campaign_id))
+                                             ("звонках", Call.campaign_id), ("расходах", CampaignSpend.campaign_id))
                    if Session.scalar(select(exists().where(column == campaign.id)))]
         if used_in:
-            raise ApiError(409, f"Кампания используется в {' и '.join(used_in)}; отключите её (is_active=false)",
+            raise ApiError(409, f"Кампания используется в {_joined(used_in)}; отключите её (is_active=false)",
                            code="in_use")
         Session.delete(campaign)
         commit_or_409()

@@ -1,4 +1,4 @@
-"""Reports: dashboard, call centre, cities, masters, advertising campaigns, cash book.
+"""Reports: dashboard, call centre, cities, masters, advertising campaigns, cash book, ROI.
 
 Figures come from models.reports (SQL aggregates); this module checks who may ask for which city,
 and answers JSON, or CSV for Excel with `format=csv`.
@@ -18,8 +18,9 @@ from api.extensions import Blueprint
 from api.reports import schemas
 from api.security import require_city, roles_required
 from models.core.business_time import to_local
-from models.core.enums import CALLCENTR, DIRECTOR, MANAGER
+from models.core.enums import AVITOLOG, CALLCENTR, DIRECTOR, MANAGER
 from models.reports import queries as reports
+from models.reports import roi
 
 blp = Blueprint("reports", __name__, url_prefix="/api/reports",
                 description="Reports computed on the server (JSON, or CSV with format=csv)")
@@ -199,3 +200,27 @@ class Cash(MethodView):
         """Cash book per city and per transaction type, with opening and closing balances."""
         data = reports.cash(_filters(args), _scope())
         return _answer("cash", args, data, lambda d: (schemas.CASH_COLUMNS, _cash_rows(d)))
+
+
+@blp.route("/roi")
+class Roi(MethodView):
+    @roles_required(*OFFICE, AVITOLOG)
+    @blp.arguments(schemas.RoiArgs, location="query")
+    @blp.response(200, schemas.RoiSchema)
+    def get(self, args):
+        """ROI per campaign and line, per city or per month (admin, manager, avitolog; a director their city).
+
+        Calls, unique callers, missed and called back, requests, completed, revenue, company income (Σ
+        master_handover of completed), spend (periods prorated by days), cost per call, request and
+        completed job, ROMI = (income − spend) / spend in %. Calls on a line without a campaign are
+        «Без кампании». CSV with format=csv."""
+        group = args.get("group") or "campaign"
+        data = roi.roi(_filters(args), _scope(), group)
+        columns = [*schemas.ROI_KEY_COLUMNS[group], *schemas.ROI_FIGURE_COLUMNS]
+        label_key = columns[1][0] if group == "campaign" else columns[0][0]
+
+        def table(d: dict) -> Iterable[dict]:
+            yield from d["rows"]
+            yield {**d["summary"], label_key: "Итого"}
+
+        return _answer(f"roi-{group}", args, data, lambda d: (columns, table(d)))

@@ -56,6 +56,11 @@ class ReportArgs(Schema):
             raise ValidationError("Дата начала позже даты окончания", field_name="date_to")
 
 
+class RoiArgs(ReportArgs):
+    group = OptionalChoice(("campaign", "city", "month"), "Группировка: campaign, city или month",
+                           metadata={"description": "rows per campaign and line (default), per city or per month"})
+
+
 class CallcenterArgs(ReportArgs):
     status = OptionalChoice(REQUEST_STATUSES, "Неизвестный статус заявки")
     search = Text(validate=validate.Length(max=100, error="Строка поиска длиннее 100 символов"),
@@ -219,6 +224,41 @@ class CashSchema(Schema):
     summary = fields.Nested(CashBalancesSchema)
 
 
+class RoiFiguresSchema(Schema):
+    calls = fields.Integer(metadata={"description": "inbound calls"})
+    unique_callers = fields.Integer(metadata={"description": "distinct numbers among the inbound calls"})
+    missed = fields.Integer(metadata={"description": "inbound calls nobody answered"})
+    called_back = fields.Integer(metadata={"description": "missed calls followed within the range by an answered "
+                                                          "call (inbound or outbound) with the number"})
+    requests = fields.Integer()
+    completed = fields.Integer(metadata={"description": "Готово"})
+    revenue = Money(metadata={"description": "Σ result of completed requests"})
+    income = Money(metadata={"description": "company income: Σ master_handover of completed requests"})
+    spend = Money(metadata={"description": "campaign spend in the range, periods prorated by days"})
+    cost_per_call = Money(allow_none=True, metadata={"description": "spend / calls; null without calls"})
+    cost_per_request = Money(allow_none=True, metadata={"description": "spend / requests"})
+    cost_per_completed = Money(allow_none=True, metadata={"description": "spend / completed"})
+    romi = fields.Float(allow_none=True, metadata={"description": "(income − spend) / spend × 100, %, one decimal; "
+                                                                  "null when spend is 0"})
+
+
+class RoiRowSchema(RoiFiguresSchema):
+    campaign_id = fields.Integer(allow_none=True, metadata={"description": "null: «Без кампании» (group=campaign)"})
+    campaign_name = fields.String(allow_none=True)
+    line = fields.String(allow_none=True, metadata={"description": "the tracking line (normalised digits)"})
+    city_id = fields.Integer(allow_none=True)
+    city_name = fields.String(allow_none=True)
+    month = fields.String(allow_none=True, metadata={"description": "YYYY-MM (group=month)"})
+
+
+class RoiSchema(Schema):
+    group = fields.String()
+    date_from = fields.Date(allow_none=True)
+    date_to = fields.Date(allow_none=True)
+    rows = fields.List(fields.Nested(RoiRowSchema))
+    summary = fields.Nested(RoiFiguresSchema)
+
+
 # ---- CSV columns: (key, header) -----------------------------------------------------------------
 
 GROUP_COLUMNS = [
@@ -301,3 +341,26 @@ CASH_COLUMNS = [
     ("closing_balance", "Остаток на конец"),
     ("count", "Операций"),
 ]
+
+ROI_FIGURE_COLUMNS = [
+    ("calls", "Звонков"),
+    ("unique_callers", "Уникальных абонентов"),
+    ("missed", "Пропущено"),
+    ("called_back", "Перезвонили"),
+    ("requests", "Заявок"),
+    ("completed", "Выполнено"),
+    ("revenue", "Выручка"),
+    ("income", "Доход компании"),
+    ("spend", "Расход на рекламу"),
+    ("cost_per_call", "Цена звонка"),
+    ("cost_per_request", "Цена заявки"),
+    ("cost_per_completed", "Цена выполненной заявки"),
+    ("romi", "ROMI, %"),
+]
+
+ROI_KEY_COLUMNS = {
+    "campaign": [("campaign_id", "ID"), ("campaign_name", "Рекламная кампания"), ("line", "Линия"),
+                 ("city_name", "Город")],
+    "city": [("city_name", "Город")],
+    "month": [("month", "Месяц")],
+}

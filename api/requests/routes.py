@@ -36,6 +36,7 @@ from models.files.tables import File
 from models.people.tables import User
 from models.requests import rules as request_rules
 from models.requests.tables import Request, RequestEvent
+from models.telegram import outbox as telegram_outbox
 
 blp = Blueprint("requests", __name__, url_prefix="/api/requests", description="Requests (заявки)")
 
@@ -317,6 +318,14 @@ def _payload(data: dict) -> dict:
     return {k: v for k, v in data.items() if k not in RequestCreateSchema.IGNORED and k != "version"}
 
 
+def _send_telegram_if_queued() -> None:
+    """The save told a master something (models/requests/notices.py): send it now, after the commit."""
+    if telegram_outbox.take_added():
+        from tasks.queue import deliver_telegram_soon
+
+        deliver_telegram_soon()
+
+
 # ---- routes --------------------------------------------------------------------------------------
 
 @blp.route("")
@@ -347,6 +356,7 @@ class RequestCollection(MethodView):
         from tasks.queue import match_recordings_soon
 
         match_recordings_soon()  # an unmatched call recording may belong to this request
+        _send_telegram_if_queued()
         return json_response(detail(request.id), status=201)
 
 
@@ -373,6 +383,7 @@ class RequestItem(MethodView):
                            code="version_conflict")
         request_rules.update_request(user, request, _payload(data))
         commit_or_409()
+        _send_telegram_if_queued()
         return json_response(detail(request_id))
 
     patch = put
@@ -385,6 +396,7 @@ class RequestItem(MethodView):
         request_rules.record_deletion(request, user_id=g.current_user.id)
         Session.delete(request)
         commit_or_409(in_use="Заявка используется и не может быть удалена")
+        _send_telegram_if_queued()
         return deleted("Заявка удалена")
 
 

@@ -58,6 +58,8 @@ MASTER_NOT_FOUND = "Мастер не найден"
 EMPLOYEE_NOT_FOUND = "Сотрудник не найден"
 ADMIN_NOT_FOUND = "Администратор не найден"
 LOGIN_INDEX = "uq_users_login_lower"
+EXTENSION_INDEX = "uq_users_mango_extension"
+EXTENSION_TAKEN = "Этот добавочный номер Mango уже у другого сотрудника"
 # Roles that work with masters by name only: they see the list, not personal documents.
 NO_PERSONAL_DATA_ROLES = (CALLCENTR, AVITOLOG)
 
@@ -81,6 +83,7 @@ def people_select(role_names: Iterable[str]) -> Select:
             User.passport,
             User.chat_id,
             User.notes,
+            User.mango_extension,
             User.created_at,
             User.updated_at,
         )
@@ -159,6 +162,7 @@ def staff_dict(row) -> dict[str, Any]:
         "login": row.login or "",
         "phone_number": row.phone_number or "",
         "notes": row.notes,
+        "mango_extension": row.mango_extension,
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     }
@@ -282,7 +286,8 @@ def ensure_another_active_admin(target: User, detail: str) -> None:
 
 # ---- writing ------------------------------------------------------------------------------------
 
-_PLAIN_FIELDS = ("full_name", "login", "status", "city_id", "birth_date", "passport", "chat_id", "notes")
+_PLAIN_FIELDS = ("full_name", "login", "status", "city_id", "birth_date", "passport", "chat_id", "notes",
+                 "mango_extension")
 
 
 def apply_fields(user: User, body: dict) -> None:
@@ -310,6 +315,9 @@ def save() -> None:
         constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
         if constraint == LOGIN_INDEX:
             raise ApiError(409, LOGIN_TAKEN, code="login_taken", errors={"login": [LOGIN_TAKEN]}) from None
+        if constraint == EXTENSION_INDEX:
+            raise ApiError(409, EXTENSION_TAKEN, code="mango_extension_taken",
+                           errors={"mango_extension": [EXTENSION_TAKEN]}) from None
         raise ApiError(409, "Конфликт данных", code="conflict") from None
     commit_or_409()
 

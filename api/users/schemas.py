@@ -127,6 +127,10 @@ class StaffWriteSchema(RussianSchema):
     login = Login(validate=too_long(100))
     password = password_field()
     notes = Text(allow_none=True, multiline=True, validate=too_long(MAX_NOTES))
+    mango_extension = Text(allow_none=True, validate=validate.Regexp(
+        r"^\d{1,16}$", error="Добавочный номер Mango: от 1 до 16 цифр"),
+        metadata={"description": "the employee's short number in Mango Office (click-to-call rings it); "
+                                 "'' or null removes it"})
 
     @validates_schema
     def same_name(self, data, **kwargs):
@@ -225,6 +229,7 @@ class EmployeeSchema(Schema):
     login = fields.String()
     phone_number = fields.String()
     notes = fields.String(allow_none=True)
+    mango_extension = fields.String(allow_none=True)
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
 

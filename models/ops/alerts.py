@@ -32,6 +32,7 @@ def _rules() -> dict[str, RuleInfo]:
         *[RuleInfo(f"workers_down.{q}", "critical", f"Нет работающих обработчиков очереди {q}") for q in QUEUES],
         RuleInfo("beat_silent", "critical", "Планировщик (beat) молчит"),
         RuleInfo("inbox_lag", "warning", "Вебхуки Mango не обрабатываются"),
+        RuleInfo("callbacks_overdue", "warning", "Пропущенным звонкам не перезванивают вовремя"),
         RuleInfo("imap_failures", "warning", "Импорт записей звонков не удаётся"),
         RuleInfo("db_connections", "warning", "Заняты почти все подключения к базе данных"),
         RuleInfo("redis_memory", "warning", "Redis: заканчивается память"),
@@ -133,6 +134,12 @@ def evaluate(snapshot: dict[str, Any], s: Any) -> list[Finding]:
                      "Необработанных вебхуков нет" if lag is None else
                      f"Самый старый необработанный вебхук ждёт {_seconds(lag)} "
                      f"(порог {_seconds(s.ALERT_INBOX_LAG_SECONDS)})"))
+
+    if "callbacks_overdue" in snapshot:
+        overdue = snapshot["callbacks_overdue"]
+        add(_finding("callbacks_overdue", overdue > s.ALERT_CALLBACKS_OVERDUE, overdue,
+                     f"Просроченных перезвонов: {overdue} (порог {s.ALERT_CALLBACKS_OVERDUE}, "
+                     f"перезвонить нужно в течение {s.CALLBACK_SLA_MIN} мин)"))
 
     if "imap" in snapshot:
         failures, last_error = snapshot["imap"]

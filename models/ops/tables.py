@@ -21,6 +21,9 @@ class Job(Base):
         CheckConstraint(f"status IN ({sql_in(JOB_STATUSES)})", name="status"),
         Index("ix_jobs_created_at", text("created_at DESC")),
         Index("ix_jobs_kind_status", "kind", "status"),
+        # result/callback finds the job of a call placed from leadline by its Mango command id.
+        Index("ix_jobs_mango_command_id", text("(params->>'command_id')"),
+              postgresql_where=text("kind = 'calls.callback'")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)

@@ -35,6 +35,8 @@ class User(Base):
     passport: Mapped[str | None] = mapped_column(String(40))
     chat_id: Mapped[str | None] = mapped_column(String(100))
     notes: Mapped[str | None] = mapped_column(Text)
+    # The employee's short number in Mango Office: calls placed from leadline ring this phone first.
+    mango_extension: Mapped[str | None] = mapped_column(String(16))
     last_login_at: Mapped[datetime | None]
     # Sessions carry the epoch they were signed in under; moving it ends all of them (see below).
     session_epoch: Mapped[int] = mapped_column(server_default="0", default=0)
@@ -70,6 +72,9 @@ class User(Base):
 
 # Logins are unique across everyone, whatever the case.
 Index("uq_users_login_lower", func.lower(User.login), unique=True)
+# One employee per Mango extension.
+Index("uq_users_mango_extension", User.mango_extension, unique=True,
+      postgresql_where=User.mango_extension.isnot(None))
 
 
 # ---- sessions follow the account ----------------------------------------------------------------------

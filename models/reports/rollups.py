@@ -26,6 +26,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.core.base import Base
 from models.core.business_time import business_tz
+from models.reports import call_rollups
 
 TOTAL, BY_MASTER, BY_CAMPAIGN, BY_OPERATOR = 0, 1, 2, 3
 ROLLUP_NUMERIC = Numeric(16, 2)
@@ -208,8 +209,8 @@ def uninstall_sql() -> list[str]:
 
 
 def rebuild_sql(zone: str) -> list[tuple[str, dict]]:
-    """Recompute both rollups from their tables, the request days in `zone`: statements and their
-    parameters in the driver's own style (psycopg's), for one transaction."""
+    """Recompute the rollups from their tables (calls' too, models/reports/call_rollups.py), the days in
+    `zone`: statements and their parameters in the driver's own style (psycopg's), for one transaction."""
     request_rows = REQUEST_DELTA.format(zone="%(zone)s", changed="SELECT 1 AS sign, * FROM requests")
     transaction_rows = TRANSACTION_DELTA.format(changed="SELECT 1 AS sign, * FROM transactions")
     return [
@@ -221,6 +222,7 @@ def rebuild_sql(zone: str) -> list[tuple[str, dict]]:
          f"handover, net) {request_rows}", {"zone": zone}),
         ("INSERT INTO transaction_day_stats (day, city_id, transaction_type_id, transactions, income, expense) "
          f"{transaction_rows}", {}),
+        *call_rollups.rebuild_sql(),  # the call rollup's days in the zone just recorded
     ]
 
 

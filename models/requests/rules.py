@@ -32,6 +32,7 @@ from models.core.phones import normalize_phone
 from models.directories.tables import AdvertisingCampaign, City, Direction, RequestType, TransactionType
 from models.people.tables import User
 from models.requests.money import AMOUNT_LABELS, entered_amount, request_money, to_money
+from models.requests.notices import tell_master_of_deletion, tell_masters
 from models.requests.tables import Request, RequestEvent
 
 # Fields recorded in the history, in the order they are compared.
@@ -269,6 +270,7 @@ def apply_changes(request: Request, changes: dict[str, Any], *, user_id: int | N
     else:
         return changed  # nothing changed: nothing written, the income is as it was
     sync_income(request)
+    tell_masters(request, before, changed, actor_id=user_id)  # into the outbox, in this transaction
     return changed
 
 
@@ -306,5 +308,6 @@ def sync_income(request: Request) -> None:
 def record_deletion(request: Request, *, user_id: int | None, source: str = "api") -> None:
     """The history keeps what a deleted request held."""
     snapshot = {name: _text(getattr(request, name)) for name in TRACKED_FIELDS}
+    tell_master_of_deletion(request, actor_id=user_id)
     Session.add(RequestEvent(request_id=request.id, user_id=user_id, action="deleted",
                              old_value=json.dumps(snapshot, ensure_ascii=False), source=source))

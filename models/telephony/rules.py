@@ -28,6 +28,8 @@ from typing import Any, Iterable
 import orjson
 from sqlalchemy import select, text
 
+from models.callbacks import commands
+from models.callbacks import rules as callbacks
 from models.core.business_time import now_utc
 from models.core.db import Session
 from models.core.enums import FINAL_STATUSES, REQUEST_TYPE_FIRST, REQUEST_TYPE_REPEAT, STATUS_NEW
@@ -500,6 +502,13 @@ def lock_phone(phone: str) -> None:
 
 
 def settle(facts) -> int | None:
+    """Link a finished call to its request, then let the callback queue see it (models/callbacks)."""
+    request_id = link_request(facts)
+    callbacks.after_call_folded(facts, request_id)
+    return request_id
+
+
+def link_request(facts) -> int | None:
     """Link a finished call to its request, creating a Новая one for an incoming campaign call.
 
     `facts` is the call's row (FACTS columns). Idempotent: a call linked once stays linked; events
@@ -581,8 +590,8 @@ def apply_record_added(payload: dict[str, Any]) -> list[FollowUp]:
 def apply_event(event_type: str, payload: dict[str, Any]) -> list[FollowUp]:
     """Fold one delivery into calls and requests; returns the work to enqueue before committing.
 
-    Types with no effect on calls (recording progress, tagged, DTMF, SMS, command results, unknown
-    ones) are kept in the inbox only.
+    `result/callback` completes the job of a call placed from leadline. Types with no effect on calls
+    (recording progress, tagged, DTMF, SMS, other command results, unknown ones) are kept in the inbox only.
     """
     if event_type == CALL:
         apply_call_event(payload)
@@ -590,6 +599,8 @@ def apply_event(event_type: str, payload: dict[str, Any]) -> list[FollowUp]:
         apply_summary(payload)
     elif event_type == RECORD_ADDED:
         return apply_record_added(payload)
+    elif event_type == commands.RESULT_EVENT:
+        commands.apply_result(payload)
     return []
 
 

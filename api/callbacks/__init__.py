@@ -1,0 +1,1 @@
+"""The callback queue of missed callers, and click-to-call."""
