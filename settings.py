@@ -186,6 +186,18 @@ class Settings:
     FILES_RETENTION_DAYS: int = setting(30, group="files")
     X_ACCEL_REDIRECT_PREFIX: str = setting(None, group="files", doc="serve files through nginx X-Accel-Redirect")
     FILES_QUARANTINE_MAX_HOURS: int = setting(24, group="files", doc="uploads not validated within this are dropped")
+    STORAGE_BACKEND: str = setting(
+        "local", group="files", doc="where the bytes live: local (MEDIA_ROOT, QUARANTINE_ROOT) or s3 (one bucket)"
+    )
+    S3_ENDPOINT_URL: str = setting(None, group="files", doc="S3-compatible server (MinIO...); unset = AWS")
+    S3_BUCKET: str = setting(None, group="files", doc="bucket of media/ and quarantine/ (STORAGE_BACKEND=s3)")
+    S3_REGION: str = setting("us-east-1", group="files")
+    S3_ACCESS_KEY_ID: str = setting(None, group="files", secret=True)
+    S3_SECRET_ACCESS_KEY: str = setting(None, group="files", secret=True)
+    S3_PRESIGN_SECONDS: int = setting(
+        0, group="files",
+        doc="S3: 0 streams files through the API; above 0 answers a redirect to a presigned URL valid this long",
+    )
 
     # Mango Office
     MANGO_ENABLED: bool = setting(
@@ -468,6 +480,12 @@ def load(env: dict[str, str] | None = None) -> Settings:
         problems.append("IMAP_SECURITY must be ssl, starttls or plain")
     if built.API_WORKERS < 1:
         problems.append("API_WORKERS must be at least 1")
+    if built.STORAGE_BACKEND not in ("local", "s3"):
+        problems.append("STORAGE_BACKEND must be local or s3")
+    elif built.STORAGE_BACKEND == "s3" and not built.S3_BUCKET:
+        problems.append("STORAGE_BACKEND=s3 needs S3_BUCKET")
+    if not 0 <= built.S3_PRESIGN_SECONDS <= 7 * 24 * 3600:
+        problems.append("S3_PRESIGN_SECONDS must be between 0 and 604800 (7 days)")
     if not 0 <= built.MAINTENANCE_HOUR_UTC <= 23:
         problems.append("MAINTENANCE_HOUR_UTC must be between 0 and 23")
     if not 0 <= built.DIGEST_HOUR <= 23:

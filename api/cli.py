@@ -20,7 +20,7 @@ from settings import BASE_DIR, Settings, settings
 
 def init_cli(app: Flask) -> None:
     for command in (stack, migrate, downgrade, create_admin, check_db, seed_demo, rebuild_rollups, settings_table,
-                    digest, import_legacy, verify_legacy):
+                    digest, import_legacy, verify_legacy, storage_migrate):
         app.cli.add_command(command)
 
 
@@ -174,6 +174,42 @@ def digest(day, print_only: bool, chart_path: str | None, force: bool) -> None:
         again = " (--force sends it again)" if result["skipped"] == "уже отправлена" else ""
         raise click.ClickException(f"digest {day}: {result['skipped']}{again}")
     click.echo(f"digest {day}: sent")
+
+
+@click.command("storage-migrate")
+@click.option("--to", "to", type=click.Choice(["s3", "local"]), required=True,
+              help="The backend to copy into (its settings: S3_* or MEDIA_ROOT); the source is STORAGE_BACKEND.")
+@click.option("--verbose", is_flag=True, help="One line per file.")
+def storage_migrate(to: str, verbose: bool) -> None:
+    """Copy every media file into another storage backend, verified by sha256; run it again to resume.
+    Then set STORAGE_BACKEND to the new backend and restart the API and the workers."""
+    from models.core.db import Session
+    from models.files.tables import File
+    from models.recordings.tables import Recording
+    from storage import backend
+    from storage import migrate as media_migration
+
+    if to == settings.STORAGE_BACKEND:
+        raise click.ClickException(f"STORAGE_BACKEND is {to} already: nothing to move")
+    source, target = backend.get_storage(), backend.from_settings(to)
+    known = [(path, sha) for path, sha in Session.execute(
+        select(File.storage_path, File.sha256).where(File.storage_path.is_not(None))).all()]
+    known += [(path, sha) for path, sha in Session.execute(select(Recording.storage_path, Recording.sha256)).all()]
+    pending = Session.scalar(select(func.count()).select_from(File).where(File.status == "pending"))
+    Session.rollback()
+
+    def progress(path: str, outcome: str) -> None:
+        if verbose or outcome not in ("copied", "skipped"):
+            click.echo(f"  {outcome:<14} {path}")
+
+    report = media_migration.migrate(source, target, known, progress=progress)
+    click.echo(f"storage-migrate to {to}: {report.copied} copied, {report.skipped} already there (verified), "
+               f"{len(report.missing)} missing from the source, {len(report.failed)} failed")
+    if pending:
+        click.echo(f"note: {pending} uploads are still pending validation; let the workers finish them "
+                   "before switching STORAGE_BACKEND")
+    if not report.ok:
+        raise click.ClickException("some files were not moved: see above; run the command again once fixed")
 
 
 @click.command("seed-demo")

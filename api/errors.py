@@ -145,6 +145,12 @@ def init_error_handlers(app: Flask) -> None:
             Session.rollback()
         except Exception:  # noqa: BLE001 - the connection may be gone with the database
             Session.remove()
+        from storage.backend import storage_unreachable
+
+        if storage_unreachable(error):
+            log.error("file storage unavailable: %s", type(error).__name__)
+            return error_response(503, "Хранилище файлов недоступно, повторите позже", "storage_unavailable",
+                                  headers={"Retry-After": "5"})
         if database_unreachable(error):  # not a bug in the request: the client may retry later
             log.error("database unavailable: %s", type(error).__name__)
             return error_response(503, "База данных недоступна, повторите позже", "database_unavailable",

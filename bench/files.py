@@ -3,6 +3,7 @@ second by one heavy worker, for 1 MB JPEG photos and 5 MB MP3 recordings.
 
     python -m bench.files [--database-url postgresql://postgres@127.0.0.1:5432/leadline_bench_files]
                           [--redis-url redis://127.0.0.1:6379/13] [--jpegs 200] [--mp3s 60] [--clients 4]
+                          [--backend local|s3] [--s3-endpoint http://127.0.0.1:9000]
 
 What runs, all on 127.0.0.1 and bounded in count and time:
 1. the database (created if missing, migrated, its files/jobs emptied) gets a city, an admin and 50
@@ -15,6 +16,12 @@ What runs, all on 127.0.0.1 and bounded in count and time:
    validated per second, from the first to the last `validated_at`, plus the mean time a job ran;
 4. for reference, the validator alone (storage.validation.validate in this process, no database).
 Target: ≥ 20 validated files/s per worker for 1 MB JPEG.
+
+`--backend s3` runs every scenario twice, on local disk and then on an S3 bucket (STORAGE_BACKEND=s3, a
+new bucket per scenario), and prints both with the ratio: uploads stream to a multipart upload, the worker
+downloads each file to validate it and promotes it with a server-side copy. The S3 server is moto's
+standalone server started here on 127.0.0.1 (a Python process on the same 2 cores, slower than MinIO),
+or the one `--s3-endpoint` names (its credentials from S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY).
 """
 from __future__ import annotations
 
@@ -91,6 +98,37 @@ def stop(process: subprocess.Popen | None) -> None:
         except ProcessLookupError:
             pass
         process.wait(timeout=10)
+
+
+def start_moto(log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)], stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection(HOST, port, timeout=2)
+            conn.request("GET", "/moto-api/")
+            conn.getresponse().read()
+            conn.close()
+            return process, f"http://{HOST}:{port}"
+        except OSError:
+            time.sleep(0.2)
+    stop(process)
+    raise RuntimeError("moto's S3 server did not start within 60 s")
+
+
+def s3_env(endpoint: str, bucket: str) -> dict[str, str]:
+    """The settings of a new bucket on `endpoint` (created here)."""
+    import boto3
+
+    env = {"STORAGE_BACKEND": "s3", "S3_ENDPOINT_URL": endpoint, "S3_BUCKET": bucket, "S3_REGION": "us-east-1",
+           "S3_ACCESS_KEY_ID": os.environ.get("S3_ACCESS_KEY_ID", "bench-access-key"),
+           "S3_SECRET_ACCESS_KEY": os.environ.get("S3_SECRET_ACCESS_KEY", "bench-secret-access-key")}
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=env["S3_ACCESS_KEY_ID"],
+                 aws_secret_access_key=env["S3_SECRET_ACCESS_KEY"]).create_bucket(Bucket=bucket)
+    return env
 
 
 def service_env(args, media: Path) -> dict[str, str]:
@@ -242,16 +280,20 @@ def upload_all(port: int, token: str, paths: list[str], body: bytes, clients: in
 
 
 def run_scenario(args, label: str, name: str, data: bytes, count: int, endpoint: str, request_ids: list[int],
-                 workdir: Path) -> dict:
+                 workdir: Path, s3_endpoint: str | None = None) -> dict:
     import redis
 
     redis.Redis.from_url(args.redis_url).flushdb()
-    media = workdir / label
+    backend = "s3" if s3_endpoint else "local"
+    label = f"{label} {backend}"
+    media = workdir / label.replace(" ", "-")
     media.mkdir()
     env = service_env(args, media)
+    if s3_endpoint:
+        env.update(s3_env(s3_endpoint, f"bench-{uuid.uuid4().hex[:12]}"))
     prepare_database(args.database_url)
     port = free_port()
-    api = start_api(env, args.api_workers, port, workdir / f"gunicorn-{label}.log")
+    api = start_api(env, args.api_workers, port, workdir / f"gunicorn-{label.replace(' ', '-')}.log")
     worker = None
     try:
         token = login(port)
@@ -262,7 +304,7 @@ def run_scenario(args, label: str, name: str, data: bytes, count: int, endpoint:
         if accepted != count:
             raise RuntimeError(f"{label}: {count - accepted} uploads not accepted: {sorted(set(statuses))}")
         started = time.perf_counter()
-        worker = start_worker(env, workdir / f"worker-{label}.log")
+        worker = start_worker(env, workdir / f"worker-{label.replace(' ', '-')}.log")
         deadline = time.monotonic() + args.timeout
         while True:
             stats = file_stats(args.database_url)
@@ -321,6 +363,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--api-workers", type=int, default=2 * (os.cpu_count() or 1) + 1)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--backend", choices=("local", "s3"), default="local",
+                        help="s3: each scenario on local disk, then on S3, side by side")
+    parser.add_argument("--s3-endpoint", default=None, help="an S3 server to use instead of starting moto's")
     args = parser.parse_args()
     os.environ.update(DATABASE_URL=args.database_url, REDIS_URL=args.redis_url, APP_ENV="development")
 
@@ -328,26 +373,40 @@ def main() -> None:
     jpeg, mp3 = jpeg_sample(), mp3_sample()
     request_ids = prepare_database(args.database_url)
     workdir = Path(tempfile.mkdtemp(prefix="bench-files-"))
+    moto = None
     try:
-        results = [
-            run_scenario(args, "jpeg-1mb", "photo.jpg", jpeg, args.jpegs, "upload-bso", request_ids, workdir),
-            run_scenario(args, "mp3-5mb", "call.mp3", mp3, args.mp3s, "upload-recording", request_ids, workdir),
-        ]
+        endpoints: list[str | None] = [None]
+        if args.backend == "s3":
+            endpoint = args.s3_endpoint
+            if endpoint is None:
+                moto, endpoint = start_moto(workdir / "moto.log")
+            endpoints.append(endpoint)
+        scenarios = [("jpeg-1mb", "photo.jpg", jpeg, args.jpegs, "upload-bso"),
+                     ("mp3-5mb", "call.mp3", mp3, args.mp3s, "upload-recording")]
+        results = [run_scenario(args, label, name, data, count, endpoint_path, request_ids, workdir, s3)
+                   for label, name, data, count, endpoint_path in scenarios for s3 in endpoints]
         alone = {"jpeg-1mb": validator_alone(jpeg, "photo.jpg", "bso", 50),
                  "mp3-5mb": validator_alone(mp3, "call.mp3", "recording", 20)}
     finally:
+        stop(moto)
         shutil.rmtree(workdir, ignore_errors=True)
 
     print(f"API: gunicorn, {args.api_workers} sync workers, {args.clients} upload clients; "
           f"worker: one heavy worker process (prefork, concurrency 1)")
-    header = (f"{'scenario':<10} {'files':>5} {'size':>7} {'accepted/s':>11} {'MB/s in':>8} {'validated/s':>12} "
+    header = (f"{'scenario':<16} {'files':>5} {'size':>7} {'accepted/s':>11} {'MB/s in':>8} {'validated/s':>12} "
               f"{'job ms':>7} {'validator alone/s':>18}  result")
     print(header)
     print("-" * len(header))
     for r in results:
-        print(f"{r['label']:<10} {r['count']:>5} {r['size_mb']:>5.1f}MB {r['accepted_per_s']:>11.1f} "
+        print(f"{r['label']:<16} {r['count']:>5} {r['size_mb']:>5.1f}MB {r['accepted_per_s']:>11.1f} "
               f"{r['mb_per_s']:>8.1f} {r['validated_per_s']:>12.1f} {r['job_ms']:>7.1f} "
-              f"{alone[r['label']]:>18.1f}  {r['counts']}")
+              f"{alone[r['label'].split()[0]]:>18.1f}  {r['counts']}")
+    if args.backend == "s3":
+        where = "moto's server on this machine" if args.s3_endpoint is None else args.s3_endpoint
+        for local, remote in zip(results[::2], results[1::2]):
+            print(f"S3 ({where}) against local disk, {local['label'].split()[0]}: uploads accepted "
+                  f"{remote['accepted_per_s'] / local['accepted_per_s']:.2f}×, validated "
+                  f"{remote['validated_per_s'] / local['validated_per_s']:.2f}× (1.00 = as fast as local disk)")
     jpeg_rate = results[0]["validated_per_s"]
     verdict = "meets" if jpeg_rate >= TARGET_JPEG_PER_SECOND else "MISSES"
     print(f"target ≥ {TARGET_JPEG_PER_SECOND:.0f} validated 1 MB JPEG/s per worker: {verdict} ({jpeg_rate:.1f}/s)")

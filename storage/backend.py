@@ -1,13 +1,15 @@
-"""Where the bytes live. One interface; local disk is the implementation in use.
+"""Where the bytes live. One interface, two implementations: local disk (the default) and an
+S3-compatible bucket (storage/s3.py), chosen with STORAGE_BACKEND.
 
 Layout: uploads are written to the quarantine (QUARANTINE_ROOT) under a random token and stay
 there until a worker has validated them; a good file is then promoted into the media layout
 (MEDIA_ROOT/zayvka/bso/<token>.<ext>, ...). The token is random (128 bits) and chosen once, at
 upload, so a redelivered validation promotes to the same name: promotion is idempotent.
 
-An S3-compatible backend would implement the same methods (quarantine as a key prefix that the
-worker downloads into a temporary file in `local_quarantine_file`, promotion as a server-side copy,
-serving as a short-lived presigned URL instead of X-Accel-Redirect).
+The S3 backend implements the same methods (quarantine as a key prefix that the worker downloads
+into a temporary file in `local_quarantine_file`, promotion as a server-side copy, serving streamed
+through the API or as a short-lived presigned URL instead of X-Accel-Redirect). Nothing outside
+storage/ touches the bytes but through this interface.
 """
 from __future__ import annotations
 
@@ -106,6 +108,34 @@ class Storage(ABC):
 
     @abstractmethod
     def media_exists(self, relative_path: str) -> bool: ...
+
+    @abstractmethod
+    def media_info(self, relative_path: str) -> tuple[int, float]:
+        """(size, modification time) of a media file; PathNotFound, BadPath."""
+
+    @abstractmethod
+    def read_media(self, relative_path: str, start: int | None = None, end: int | None = None) -> Iterator[bytes]:
+        """The bytes of a media file (or of [start, end)) in chunks; PathNotFound, BadPath."""
+
+    @abstractmethod
+    def media_paths(self) -> Iterator[str]:
+        """Every relative path in the media layout."""
+
+    @abstractmethod
+    def remove_stale_temporaries(self, older_than: float) -> int:
+        """Remove half-written promotions and scratch copies older than the timestamp; how many."""
+
+    @abstractmethod
+    def environment(self) -> dict[str, str]:
+        """The settings a child process needs to use this same storage."""
+
+    def check(self) -> str:
+        """Whether the storage answers (for the readiness check); raises when it does not."""
+        return "ok"
+
+    def delete_unfinished(self, token: str) -> None:
+        """Forget an upload that was cut off before its commit."""
+        self.delete_quarantined(token)
 
 
 class LocalQuarantineWriter(QuarantineWriter):
@@ -262,6 +292,39 @@ class LocalStorage(Storage):
             return False
         return True
 
+    def media_info(self, relative_path: str) -> tuple[int, float]:
+        with self.open_media(relative_path) as handle:
+            stat_result = os.fstat(handle.fileno())
+        return stat_result.st_size, stat_result.st_mtime
+
+    def read_media(self, relative_path: str, start: int | None = None, end: int | None = None) -> Iterator[bytes]:
+        handle = self.open_media(relative_path)
+        return _read_chunks(handle, start, end)
+
+    def media_paths(self) -> Iterator[str]:
+        from storage.kinds import MEDIA_DIRECTORIES
+
+        for directory in MEDIA_DIRECTORIES:
+            try:
+                entries = sorted(os.scandir(self.media_root / directory), key=lambda entry: entry.name)
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                if not entry.name.startswith(".") and entry.is_file(follow_symlinks=False):
+                    yield f"{directory}/{entry.name}"
+
+    def remove_stale_temporaries(self, older_than: float) -> int:
+        removed = 0
+        for path in self.stale_temporaries(older_than):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+        return removed
+
+    def environment(self) -> dict[str, str]:
+        return {"STORAGE_BACKEND": "local", "MEDIA_ROOT": str(self.media_root),
+                "QUARANTINE_ROOT": str(self.quarantine_root)}
+
     def stale_temporaries(self, older_than: float) -> Iterator[Path]:
         """Half-written promotions a crashed worker left behind."""
         from storage.kinds import MEDIA_DIRECTORIES
@@ -315,6 +378,36 @@ class LocalStorage(Storage):
         return os.fdopen(fd, "rb")
 
 
+def storage_unreachable(error: BaseException) -> bool:
+    """The storage server could not be reached or answered with a server error (not a bug of the request:
+    the client may retry). Local disk errors are not among them."""
+    import sys
+
+    if "botocore" not in sys.modules:
+        return False
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(error, (ConnectionError, HTTPClientError)):
+        return True
+    if isinstance(error, ClientError):
+        return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0) >= 500
+    return False
+
+
+def _read_chunks(handle, start: int | None, end: int | None, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+    with handle:
+        if start:
+            handle.seek(start)
+        left = None if end is None else end - (start or 0)
+        while left is None or left > 0:
+            chunk = handle.read(chunk_size if left is None else min(chunk_size, left))
+            if not chunk:
+                return
+            if left is not None:
+                left -= len(chunk)
+            yield chunk
+
+
 def _fsync_directory(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -327,13 +420,24 @@ def _fsync_directory(path: Path) -> None:
 _storage: Storage | None = None
 
 
-def get_storage() -> LocalStorage:
+def get_storage() -> Storage:
     global _storage
     if _storage is None:
-        from settings import settings
+        _storage = from_settings()
+    return _storage
 
-        _storage = LocalStorage(settings.MEDIA_ROOT, settings.QUARANTINE_ROOT, settings.X_ACCEL_REDIRECT_PREFIX)
-    return _storage  # type: ignore[return-value]
+
+def from_settings(backend: str | None = None) -> Storage:
+    """The storage the settings describe (`backend` overrides STORAGE_BACKEND: storage-migrate's target)."""
+    from settings import settings
+
+    if (backend or settings.STORAGE_BACKEND) == "s3":
+        from storage.s3 import S3Storage
+
+        return S3Storage(settings.S3_BUCKET, endpoint_url=settings.S3_ENDPOINT_URL, region=settings.S3_REGION,
+                         access_key_id=settings.S3_ACCESS_KEY_ID, secret_access_key=settings.S3_SECRET_ACCESS_KEY,
+                         scratch_root=settings.QUARANTINE_ROOT, presign_seconds=settings.S3_PRESIGN_SECONDS)
+    return LocalStorage(settings.MEDIA_ROOT, settings.QUARANTINE_ROOT, settings.X_ACCEL_REDIRECT_PREFIX)
 
 
 def configure(storage: Storage | None) -> Storage | None:

@@ -231,7 +231,8 @@ def collect(s: Any, own_queue: str | None) -> dict[str, Any]:
     disks: dict[str, Any] = {}
     if _wanted(s, "disk_media"):
         try:
-            disks["media"] = _free_percent(s.MEDIA_ROOT)
+            # With S3 the bucket is not this host's disk: its scratch folder (QUARANTINE_ROOT) is.
+            disks["media"] = _free_percent(s.MEDIA_ROOT if s.STORAGE_BACKEND == "local" else s.QUARANTINE_ROOT)
         except OSError as exc:
             log.warning("alerts: disk reading failed: %s", type(exc).__name__)
     if _wanted(s, "disk_db"):

@@ -25,7 +25,7 @@ from models.ops.tables import Job
 from models.requests.tables import RequestEvent
 from settings import settings
 from storage import validation
-from storage.backend import get_storage
+from storage.backend import get_storage, storage_unreachable
 from storage.kinds import KINDS
 from storage.names import check_name
 from storage.rejections import REASONS, Rejected
@@ -85,7 +85,9 @@ def run_validation(file_id: int, job_id: str | None = None) -> str:
         return _reject(file_id, job_id, token, Rejected("missing"), facts)
     except SoftTimeLimitExceeded:
         return _reject(file_id, job_id, token, Rejected("timeout"), facts)
-    except Exception:  # a parser tripped over this file in a way nobody foresaw: it is not trusted
+    except Exception as exc:  # a parser tripped over this file in a way nobody foresaw: it is not trusted
+        if storage_unreachable(exc):  # not the file's fault: it stays pending, files.sweep sends it again
+            raise
         log.exception("file %s: validation failed unexpectedly", file_id)
         return _reject(file_id, job_id, token, Rejected("check_failed"), facts)
 
@@ -318,17 +320,15 @@ def run_cleanup(now: datetime | None = None) -> dict[str, int]:
 
     with unit_of_work(read_only=True):
         pending_tokens = set(Session.scalars(select(File.quarantine_path).where(File.status == "pending")).all())
-    for token, modified, _finished in storage.quarantine_entries():
+    for token, modified, finished in storage.quarantine_entries():
         if token not in pending_tokens and modified < quarantine_cutoff.timestamp():
-            storage.delete_quarantined(token)
+            if finished:
+                storage.delete_quarantined(token)
+            else:
+                storage.delete_unfinished(token)
             counts["quarantine_removed"] += 1
 
-    for path in storage.stale_temporaries(now.timestamp() - MEDIA_TEMPORARY_MAX_AGE):
-        try:
-            path.unlink()
-            counts["temporaries_removed"] += 1
-        except FileNotFoundError:
-            pass
+    counts["temporaries_removed"] = storage.remove_stale_temporaries(now.timestamp() - MEDIA_TEMPORARY_MAX_AGE)
 
     with unit_of_work():
         counts["owners_gone"] = Session.execute(

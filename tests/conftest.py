@@ -165,12 +165,26 @@ def celery_worker_thread(database):
         yield worker
 
 
-@pytest.fixture()
-def media(tmp_path):
-    """Media and quarantine roots of this test only."""
-    from storage import backend
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-protocol server (moto's standalone server in a process of its own), started once when a
+    test first asks for the S3 backend."""
+    from tests.storage_support import S3Server
 
-    store = backend.LocalStorage(tmp_path / "media", tmp_path / "quarantine")
+    server = S3Server(tmp_path_factory.mktemp("s3-server"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def media(request, tmp_path):
+    """The storage of this test only: local folders, or (a test parametrised with `both_backends`) each
+    backend in turn, S3 as a bucket of its own on the S3 server."""
+    from storage import backend
+    from tests.storage_support import make_storage
+
+    kind = getattr(request, "param", "local")
+    store = make_storage(kind, tmp_path, request.getfixturevalue("s3_server") if kind == "s3" else None)
     previous = backend.configure(store)
     yield store
     backend.configure(previous)

@@ -66,13 +66,13 @@ def stop_process_group(process, timeout: float = 30.0) -> None:
 
 class FaultWorker:
     """A real `celery worker` process (prefork, one child) on queues of its own, with the faults of
-    tests/fault_worker.py that `env` names; `media` (a storage.backend.LocalStorage) its file roots."""
+    tests/fault_worker.py that `env` names; `media` (a storage.backend.Storage) where its files live."""
 
     def __init__(self, queue: str, log_dir: Path, media=None, **env: str):
         self.log = open(log_dir / f"worker-{uuid.uuid4().hex[:6]}.log", "wb")
         environment = {**os.environ, "APP_ENV": "test", "PYTHONPATH": str(REPO), "LOG_LEVEL": "WARNING", **env}
         if media is not None:
-            environment.update(MEDIA_ROOT=str(media.media_root), QUARANTINE_ROOT=str(media.quarantine_root))
+            environment.update(media.environment())
         self.process = subprocess.Popen(
             [CELERY, "-A", "tests.fault_worker", "worker", "-Q", queue, "-c", "1", "--pool", "prefork",
              "-n", f"crash-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle",

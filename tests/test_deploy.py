@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 SERVICES = {"postgres", "redis", "migrate", "api", "worker-light", "worker-heavy", "beat", "flower", "nginx",
             "prometheus", "grafana"}
+S3_SERVICES = {"minio", "minio-bucket"}  # `--profile s3`: the bucket of STORAGE_BACKEND=s3
 NOT_PASSED_TO_CONTAINERS = {"API_HOST", "API_PORT", "FLOWER_PORT"}
 
 
@@ -46,7 +47,9 @@ def test_compose_parses_the_full_stack():
     assert done.returncode == 0, done.stderr
     config = yaml.safe_load(done.stdout)
     services = config["services"]
-    assert set(services) == SERVICES
+    assert set(services) == SERVICES | S3_SERVICES
+    assert all(services[name]["profiles"] == ["s3"] for name in S3_SERVICES)  # local disk stays the default
+    assert not any(services[name].get("profiles") for name in SERVICES)
 
     # Only nginx faces the network; the rest listen on loopback for an SSH tunnel, or not at all.
     for name, service in services.items():
@@ -59,6 +62,8 @@ def test_compose_parses_the_full_stack():
     assert missing == []
     assert environment["X_ACCEL_REDIRECT_PREFIX"] == "/_protected_media/"
     assert environment["TRUSTED_PROXIES"] == "1"
+    assert environment["STORAGE_BACKEND"] == "" and environment["S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert environment["S3_BUCKET"] == "leadline"
     assert "--url_prefix=flower" in services["flower"]["command"]
     assert f"{DEPLOY}/nginx.conf:/etc/nginx/nginx.conf:ro" in services["nginx"]["volumes"]
     assert "media:/data:ro" in services["nginx"]["volumes"]  # nginx reads the media, never writes

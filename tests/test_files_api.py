@@ -20,6 +20,7 @@ from storage.rejections import REASONS
 from tasks import files as file_tasks
 from tests.factories import create_user, make_city, make_request, make_transaction
 from tests.file_samples import attack_corpus, jpeg_bytes, mp3_bytes, pdf_bytes, png_bytes, valid_samples
+from tests.storage_support import both_backends, media_bytes, media_files, quarantined
 from tests.support import BOUNDARY, SPA, bearer, login, multipart
 
 # Refused by the API itself, before a file row exists (422): the name, the extension, an empty body.
@@ -58,6 +59,7 @@ def world(db, media, queued):
 
 # ---- the happy path -------------------------------------------------------------------------------------
 
+@both_backends
 def test_upload_is_accepted_at_once_then_validated_promoted_and_linked(client, world, media, queued, db):
     request_id = world["request"].id
     login(client, world["master"])
@@ -71,15 +73,16 @@ def test_upload_is_accepted_at_once_then_validated_promoted_and_linked(client, w
     assert queued == [(body["file_id"], body["job_id"])]
     pending = db.get(File, body["file_id"])
     assert pending.status == "pending" and pending.kind == "bso" and pending.request_id == request_id
-    assert (media.quarantine_root / pending.quarantine_path).read_bytes() == data
+    with media.local_quarantine_file(pending.quarantine_path) as quarantined_copy:
+        assert quarantined_copy.read_bytes() == data
     assert client.get(f"/api/files/{body['file_id']}").json["status"] == "pending"
 
     ready = validate_now(db, body)
 
     assert ready.status == "ready"
     assert ready.storage_path == f"zayvka/bso/{pending.quarantine_path}.jpg"
-    assert (media.media_root / ready.storage_path).read_bytes() == data
-    assert not (media.quarantine_root / pending.quarantine_path).exists()
+    assert media_bytes(media, ready.storage_path) == data
+    assert quarantined(media) == []
     assert ready.sniffed_type == "image/jpeg" and len(ready.sha256) == 64 and ready.size_bytes == len(data)
     state = client.get(f"/api/files/{body['file_id']}").json
     assert state["status"] == "ready" and state["file_path"] == ready.storage_path and state["reject_reason"] is None
@@ -177,8 +180,7 @@ def test_attack_corpus_through_the_api(client, world, db, media, case, name, dat
         assert job.status == "succeeded" and job.result["code"] == code
         detail = client.get(f"/api/requests/{world['request'].id}/").json
         assert all(detail[f] is None for f in ("bso_file_path", "expense_file_path", "recording_file_path"))
-    assert list(media.quarantine_root.glob("*")) == []
-    assert not media.media_root.exists() or not any(p.is_file() for p in media.media_root.rglob("*"))
+    assert quarantined(media) == [] and media_files(media) == []
 
 
 def test_names_the_browser_encodes_are_checked_too(client, world):
@@ -207,7 +209,7 @@ def test_a_control_character_in_a_form_field_of_an_upload_is_422_and_nothing_kep
     assert response.json["code"] == "validation_error" and "недопустимый символ" in response.json["detail"]
     assert list(response.json["errors"]) == [fields[-1][0]]
     assert db.scalars(select(File)).all() == [] and queued == []
-    assert list(media.quarantine_root.glob("*")) == []
+    assert quarantined(media) == []
 
 
 @pytest.mark.parametrize("body, content_type, status", [
@@ -225,7 +227,7 @@ def test_malformed_bodies_are_a_clean_4xx(client, world, media, body, content_ty
                            headers=SPA)
     assert response.status_code == status, response.json
     assert response.json["detail"] and response.json["code"]
-    assert list(media.quarantine_root.glob("*")) == []
+    assert quarantined(media) == []
 
 
 # ---- the hard cap, while streaming ----------------------------------------------------------------------------
@@ -275,6 +277,7 @@ def _streamed_post(client, path: str, stream: StreamedBody, *, content_length: i
     return client.open(WsgiRequest(environ))
 
 
+@both_backends
 def test_oversized_body_is_refused_while_streaming_with_bounded_memory(client, world, media):
     """200 MB sent with no Content-Length (chunked): the API stops at the 10 MB cap with a 413, having
     read little more than the cap, and its memory does not grow with the body."""
@@ -295,7 +298,7 @@ def test_oversized_body_is_refused_while_streaming_with_bounded_memory(client, w
     cap = 10 * 1024 * 1024
     assert cap < stream.position <= cap + 256 * 1024  # stopped right after the cap, not at 200 MB
     assert peak < 4 * 1024 * 1024, f"peak Python memory grew by {peak / 1e6:.1f} MB"
-    assert list(media.quarantine_root.glob("*")) == []  # the partial upload is gone
+    assert quarantined(media) == []  # the partial upload is gone
 
 
 def test_declared_oversize_is_refused_before_reading(client, world, media):
@@ -313,7 +316,7 @@ def test_lying_content_length_cannot_smuggle_more_bytes(client, world, media):
     response = _streamed_post(client, f"/api/requests/{world['request'].id}/upload-bso", stream,
                               content_length=4096)
     assert response.status_code == 400 and stream.position <= 64 * 1024
-    assert list(media.quarantine_root.glob("*")) == []
+    assert quarantined(media) == []
 
 
 def test_recordings_have_their_own_cap(client, world, media):
@@ -328,6 +331,7 @@ def test_recordings_have_their_own_cap(client, world, media):
 
 # ---- replacing keeps the history -------------------------------------------------------------------------------
 
+@both_backends
 def test_replacing_a_file_keeps_the_old_one_in_history(client, world, db, media):
     login(client, world["master"])
     request_id = world["request"].id
@@ -340,7 +344,9 @@ def test_replacing_a_file_keeps_the_old_one_in_history(client, world, db, media)
     assert old.replaced_by_id == new.id and new.replaced_by_id is None
     detail = client.get(f"/api/requests/{request_id}").json
     assert detail["expense_file_path"] == new.storage_path
-    assert client.get(f"/api/secure-files/view/{old.storage_path}").status_code == 200  # history stays readable
+    history_view = client.get(f"/api/secure-files/view/{old.storage_path}")
+    assert history_view.status_code == 200 and history_view.data == jpeg_bytes()  # history stays readable
+    assert client.get(f"/api/secure-files/view/{new.storage_path}").data == png_bytes()
     events = db.scalars(select(RequestEvent).where(RequestEvent.request_id == request_id,
                                                    RequestEvent.field == "expense_file_path")
                         .order_by(RequestEvent.id)).all()
@@ -362,6 +368,7 @@ def test_the_newest_upload_wins_whatever_order_the_workers_finish(client, world,
 
 # ---- idempotency ---------------------------------------------------------------------------------------------
 
+@both_backends
 def test_a_redelivered_validation_changes_nothing(client, world, db, media):
     login(client, create_user("admin"))
     body = upload(client, f"/api/requests/{world['request'].id}/upload-bso", "a.jpg", jpeg_bytes()).json
@@ -370,7 +377,7 @@ def test_a_redelivered_validation_changes_nothing(client, world, db, media):
     assert file_tasks.run_validation(body["file_id"], body["job_id"]) == "ready"
     again = db.get(File, body["file_id"], populate_existing=True)
     assert (again.status, again.storage_path, again.sha256, again.validated_at) == snapshot
-    assert len([p for p in media.media_root.rglob("*") if p.is_file()]) == 1
+    assert media_files(media) == [first.storage_path]
     assert db.scalar(select(Job.status).where(Job.id == uuid.UUID(body["job_id"]))) == "succeeded"
 
 
@@ -381,11 +388,12 @@ def test_a_message_for_another_job_is_ignored(client, world, db, media):
     assert db.get(File, body["file_id"]).status == "pending"
 
 
+@both_backends
 def test_lost_quarantine_bytes_reject_the_file(client, world, db, media):
     login(client, create_user("admin"))
     body = upload(client, f"/api/requests/{world['request'].id}/upload-bso", "a.jpg", jpeg_bytes()).json
-    for path in media.quarantine_root.iterdir():
-        path.unlink()
+    for token in quarantined(media):
+        media.delete_quarantined(token)
     row = validate_now(db, body)
     assert row.status == "rejected" and row.reject_reason == REASONS["missing"]
 
@@ -445,7 +453,7 @@ def test_anonymous_and_foreign_origin_uploads_are_refused(client, world, media):
     body, content_type = multipart("a.jpg", jpeg_bytes())
     foreign = client.post(path, data=body, content_type=content_type, headers={"Origin": "https://evil.example"})
     assert foreign.status_code == 403 and foreign.json["code"] == "origin_forbidden"
-    assert list(media.quarantine_root.glob("*")) == []
+    assert quarantined(media) == []
 
 
 def test_file_state_is_visible_only_to_those_who_see_the_owner(client, two_cities, db):
@@ -507,6 +515,42 @@ def test_cleanup_removes_leftovers_expired_uploads_and_files_of_deleted_owners(c
     assert not media.media_exists(path)
 
 
+@pytest.mark.parametrize("media", ["s3"], indirect=True)
+def test_cleanup_on_s3_removes_leftovers_unfinished_uploads_and_files_of_deleted_owners(client, world, db, media):
+    """The bucket's leftovers: a quarantined object and a multipart upload nobody finished (a cut-off
+    upload), a multipart upload left open in media/ and a scratch copy a killed worker left on its host."""
+    login(client, create_user("admin"))
+    request_id = world["request"].id
+    kept = upload(client, f"/api/requests/{request_id}/upload-bso", "kept.jpg", jpeg_bytes()).json
+    kept_row = validate_now(db, kept)
+    leftover = media.quarantine_writer(100)
+    leftover.write(b"x")
+    leftover.commit()
+    cut_off = media.client.create_multipart_upload(Bucket=media.bucket, Key="quarantine/" + "c" * 32)
+    media.client.create_multipart_upload(Bucket=media.bucket, Key="media/zayvka/bso/" + "d" * 32 + ".jpg")
+    media.scratch_root.mkdir(parents=True, exist_ok=True)
+    scratch = media.scratch_root / (".%s.x1.validating" % ("e" * 32))
+    scratch.write_bytes(b"s")
+    _age(scratch, 2)
+    assert sorted(quarantined(media)) == sorted([leftover.token, "c" * 32])
+
+    # A day later (moto dates every multipart upload in the past: only finished objects tell the age).
+    counts = file_tasks.run_cleanup(datetime.now(timezone.utc) + timedelta(hours=25))
+
+    assert counts["quarantine_removed"] == 2 and counts["temporaries_removed"] == 2
+    assert quarantined(media) == [] and not scratch.exists()
+    assert media.client.list_multipart_uploads(Bucket=media.bucket).get("Uploads", []) == []
+    assert cut_off["UploadId"]
+    assert media_files(media) == [kept_row.storage_path]
+
+    client.delete(f"/api/requests/{request_id}", headers=SPA)
+    file_tasks.run_cleanup()
+    assert media.media_exists(kept_row.storage_path)
+    counts = file_tasks.run_cleanup(datetime.now(timezone.utc) + timedelta(days=31))
+    assert counts["purged"] >= 1 and media_files(media) == []
+    assert client.get(f"/api/secure-files/view/{kept_row.storage_path}").status_code == 404
+
+
 def test_sweep_queues_again_uploads_whose_message_was_lost(client, world, db, queued):
     login(client, create_user("admin"))
     body = upload(client, f"/api/requests/{world['request'].id}/upload-bso", "a.jpg", jpeg_bytes()).json
@@ -547,6 +591,46 @@ def test_an_upload_the_broker_could_not_take_is_sent_by_the_next_sweep(client, w
     assert file_tasks.sweep.run() == 0  # sent: not again
 
 
+@both_backends
+def test_an_unreachable_s3_server_is_a_503_and_nothing_is_recorded(client, world, db, tmp_path):
+    from embedded import free_port
+    from storage import backend
+    from storage.s3 import S3Storage
+
+    down = S3Storage("leadline", endpoint_url=f"http://127.0.0.1:{free_port()}", scratch_root=tmp_path / "scratch",
+                     access_key_id="leadline-test-key", secret_access_key="leadline-test-secret-value")
+    previous = backend.configure(down)
+    try:
+        login(client, create_user("admin"))
+        response = upload(client, f"/api/requests/{world['request'].id}/upload-bso", "a.jpg", jpeg_bytes())
+    finally:
+        backend.configure(previous)
+    assert response.status_code == 503 and response.json["code"] == "storage_unavailable"
+    assert response.json["detail"] == "Хранилище файлов недоступно, повторите позже"
+    assert db.scalar(select(File.id)) is None and list((tmp_path / "scratch").iterdir()) == []
+
+
+@pytest.mark.parametrize("media", ["s3"], indirect=True)
+def test_a_worker_that_cannot_reach_s3_leaves_the_file_pending_for_the_next_try(client, world, db, media, queued):
+    from embedded import free_port
+    from storage import backend
+    from storage.s3 import S3Storage
+
+    login(client, create_user("admin"))
+    body = upload(client, f"/api/requests/{world['request'].id}/upload-bso", "a.jpg", jpeg_bytes()).json
+    down = S3Storage(media.bucket, endpoint_url=f"http://127.0.0.1:{free_port()}", scratch_root=media.scratch_root,
+                     **{"access_key_id": media.access_key_id, "secret_access_key": media.secret_access_key})
+    backend.configure(down)
+    try:
+        with pytest.raises(Exception) as failed:
+            file_tasks.run_validation(body["file_id"], body["job_id"])
+        assert backend.storage_unreachable(failed.value)
+    finally:
+        backend.configure(media)
+    assert db.get(File, body["file_id"], populate_existing=True).status == "pending"
+    assert validate_now(db, body).status == "ready"  # S3 back: the next delivery validates it
+
+
 def test_a_validator_crash_rejects_instead_of_trusting(client, world, db, media, monkeypatch):
     def broken(*_args, **_kwargs):
         raise IndexError("a parser bug")
@@ -556,4 +640,4 @@ def test_a_validator_crash_rejects_instead_of_trusting(client, world, db, media,
     body = upload(client, f"/api/requests/{world['request'].id}/upload-bso", "a.jpg", jpeg_bytes()).json
     row = validate_now(db, body)
     assert row.status == "rejected" and row.reject_reason == REASONS["check_failed"]
-    assert list(media.quarantine_root.iterdir()) == []
+    assert quarantined(media) == []

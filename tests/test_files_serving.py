@@ -8,6 +8,7 @@ import shutil
 from dataclasses import dataclass
 
 import pytest
+import requests
 from sqlalchemy import update
 
 from api.security import issue_token
@@ -15,6 +16,7 @@ from models.files.tables import File
 from models.people.tables import User
 from tests.factories import create_user, make_city, make_request, make_transaction
 from tests.file_samples import jpeg_bytes, mp3_bytes, pdf_bytes
+from tests.storage_support import both_backends, put_media
 from tests.support import bearer, login
 
 ROLES = ("admin", "manager", "director", "callcentr", "avitolog", "master")
@@ -29,19 +31,10 @@ class Stored:
     file_id: int
 
 
-@pytest.fixture()
-def media(media, tmp_path):
-    """The test's own media roots, with a secret file beside them that must never be served."""
-    (tmp_path / "secret.txt").write_bytes(SECRET)
-    return media
-
-
 def store_file(db, media, directory: str, name: str, data: bytes, content_type: str, *, original: str,
                request_id=None, transaction_id=None) -> Stored:
     path = f"{directory}/{name}"
-    target = media.media_root / path
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
+    put_media(media, path, data)
     row = File(kind={"zayvka/bso": "bso", "zayvka/rashod": "expense", "zayvka/zapis": "recording",
                      "gorod/rashod": "transaction"}[directory],
                request_id=request_id, transaction_id=transaction_id, original_name=original, size_bytes=len(data),
@@ -53,7 +46,8 @@ def store_file(db, media, directory: str, name: str, data: bytes, content_type: 
 
 
 @pytest.fixture()
-def world(db, media):
+def world(db, media, tmp_path):
+    (tmp_path / "secret.txt").write_bytes(SECRET)  # beside the media root: must never be served
     a, b = make_city("Город А"), make_city("Город Б")
     users = {role: create_user(role, city_id=a.id if role in ("director", "master") else None) for role in ROLES}
     other_master = create_user("master", city_id=a.id)
@@ -114,6 +108,7 @@ def test_every_role_sees_only_files_of_what_it_may_read(app, client, world, role
         assert state.status_code == 404
 
 
+@both_backends
 def test_browser_headers_for_view_and_download(client, world):
     login(client, world["users"]["admin"])
     image = world["files"]["own request"]
@@ -125,6 +120,7 @@ def test_browser_headers_for_view_and_download(client, world):
     )
     assert "sandbox" in view.headers["Content-Security-Policy"]
     assert view.headers["Cache-Control"].startswith("private")
+    assert view.data == image.data and view.headers["Content-Length"] == str(len(image.data))
     download = client.get(f"/api/secure-files/download/{image.path}")
     assert download.headers["Content-Disposition"].startswith("attachment; ")
     assert download.headers["X-Frame-Options"] == "DENY"
@@ -135,14 +131,43 @@ def test_browser_headers_for_view_and_download(client, world):
     assert pdf.headers["Content-Security-Policy"] == "frame-ancestors 'self'"
 
 
+@both_backends
 def test_audio_supports_ranges_and_conditional_requests(client, world):
     login(client, world["users"]["admin"])
     audio = world["files"]["other city"]
-    partial = client.get(f"/api/secure-files/view/{audio.path}", headers={"Range": "bytes=0-99"})
+    url = f"/api/secure-files/view/{audio.path}"
+    partial = client.get(url, headers={"Range": "bytes=0-99"})
     assert partial.status_code == 206 and partial.data == audio.data[:100]
     assert partial.headers["Content-Type"] == "audio/mpeg"
-    etag = client.get(f"/api/secure-files/view/{audio.path}").headers["ETag"]
-    assert client.get(f"/api/secure-files/view/{audio.path}", headers={"If-None-Match": etag}).status_code == 304
+    assert partial.headers["Content-Range"] == f"bytes 0-99/{len(audio.data)}"
+    middle = client.get(url, headers={"Range": "bytes=50-"})
+    assert middle.status_code == 206 and middle.data == audio.data[50:]
+    beyond = client.get(url, headers={"Range": f"bytes={len(audio.data) + 10}-"})
+    assert beyond.status_code == 416
+    etag = client.get(url).headers["ETag"]
+    assert client.get(url, headers={"If-None-Match": etag}).status_code == 304
+    stale = client.get(url, headers={"Range": "bytes=0-9", "If-Range": '"another"'})
+    assert stale.status_code == 200 and stale.data == audio.data  # If-Range no longer matches: the whole file
+
+
+@pytest.mark.parametrize("media", ["s3"], indirect=True)
+def test_s3_presigned_redirect_after_the_same_authorization(app, client, world, media):
+    """With S3_PRESIGN_SECONDS the API answers (to those allowed only) a redirect to a short-lived URL of the
+    bucket that carries the type and the disposition; the bytes come from S3."""
+    media.presign_seconds = 60
+    stored = world["files"]["own request"]
+    outsider = bearer(_token(app, world["users"]["master"]))
+    foreign = client.get(f"/api/secure-files/view/{world['files']['other city'].path}", headers=outsider)
+    assert foreign.status_code == 404 and "Location" not in foreign.headers
+    login(client, world["users"]["admin"])
+    response = client.get(f"/api/secure-files/download/{stored.path}")
+    assert response.status_code == 302 and response.headers["Cache-Control"] == "no-store"
+    location = response.headers["Location"]
+    assert location.startswith(media.endpoint_url) and "X-Amz-Expires=60" in location
+    fetched = requests.get(location, timeout=10)
+    assert fetched.status_code == 200 and fetched.content == stored.data
+    assert fetched.headers["Content-Type"] == "image/jpeg"
+    assert fetched.headers["Content-Disposition"].startswith("attachment; filename=")
 
 
 def test_legacy_media_prefix_is_accepted(client, world):

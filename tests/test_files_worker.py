@@ -44,6 +44,7 @@ from tests.file_samples import (
     polyglot_jpeg_zip,
     wav_bytes,
 )
+from tests.storage_support import both_backends, media_files, quarantined
 from tests.support import FaultWorker, bearer, multipart, stop_process_group, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,6 +61,7 @@ def _statuses(ids: list[int]) -> dict[int, str]:
 
 @pytest.mark.worker
 @pytest.mark.slow
+@both_backends
 def test_fifty_parallel_uploads_all_end_ready_or_rejected(app, committed, media, celery_worker_thread):
     city = make_city()
     admin = create_user("admin")
@@ -116,7 +118,7 @@ def test_fifty_parallel_uploads_all_end_ready_or_rejected(app, committed, media,
                                                   File.replaced_by_id.is_(None)).group_by(File.kind)
         ).all()
         assert all(count == 1 for _, count in current), current
-    assert list(media.quarantine_root.iterdir()) == []
+    assert quarantined(media) == []
 
 
 # ---- crashes -----------------------------------------------------------------------------------------
@@ -142,19 +144,18 @@ def _paused_pid(point: str, timeout: float = 60) -> int:
     return int(wait_for(lambda: get_redis().get(fault), timeout=timeout, interval=0.1))
 
 
-def _settled(job_id: str, media: backend.LocalStorage) -> bool:
+def _settled(job_id: str, media: backend.Storage) -> bool:
     """The job has ended and the quarantine is empty (a redelivery after the decision tidies it)."""
-    return _job_finished(job_id) and not any(media.quarantine_root.iterdir())
+    return _job_finished(job_id) and not quarantined(media)
 
 
-def _assert_settled_exactly_once(accepted: dict, request_id: int, media: backend.LocalStorage,
+def _assert_settled_exactly_once(accepted: dict, request_id: int, media: backend.Storage,
                                  attempts: int) -> File:
     Session.remove()
     row = Session.get(File, accepted["file_id"])
     assert row.status == "ready" and row.reject_reason is None
-    media_files = [p for p in media.media_root.rglob("*") if p.is_file() or p.is_symlink()]
-    assert media_files == [media.media_root / row.storage_path]  # one copy, no half-written temporary
-    assert list(media.quarantine_root.iterdir()) == []
+    assert media_files(media) == [row.storage_path]  # one copy, no half-written temporary
+    assert quarantined(media) == []
     job = Session.get(Job, uuid.UUID(accepted["job_id"]))
     assert job.status == "succeeded" and job.attempts == attempts and job.result["status"] == "ready"
     events = Session.scalars(select(RequestEvent).where(RequestEvent.request_id == request_id,
@@ -164,9 +165,13 @@ def _assert_settled_exactly_once(accepted: dict, request_id: int, media: backend
     return row
 
 
+POOL_KILLS = [("local", "after_claim"), ("local", "after_promote"), ("local", "after_commit"),
+              ("s3", "after_promote")]  # S3 once, where it matters: copied, not yet committed
+
+
 @pytest.mark.worker
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["after_claim", "after_promote", "after_commit"])
+@pytest.mark.parametrize("media, point", POOL_KILLS, indirect=["media"])
 def test_pool_process_killed_mid_validation_is_redelivered(app, committed, media, monkeypatch, tmp_path, point):
     """The pool child running the validation dies (SIGKILL, as the OOM killer would): the parent
     requeues the message (acks late, reject on worker lost) and the next child finishes the file."""
@@ -225,6 +230,7 @@ def test_whole_worker_killed_mid_validation_is_redelivered_to_the_next_worker(ap
 # ---- the cap on a real server --------------------------------------------------------------------------
 
 @pytest.mark.slow
+@both_backends
 def test_chunked_200_mb_upload_to_gunicorn_gets_413_with_flat_memory(app, committed, media, tmp_path):
     """A real gunicorn worker, a chunked body (no Content-Length) of up to 200 MB: the answer is a 413
     once the 10 MB cap is passed, and the worker's resident memory does not grow with the body."""
@@ -235,8 +241,7 @@ def test_chunked_200_mb_upload_to_gunicorn_gets_413_with_flat_memory(app, commit
     with app.app_context():
         token = issue_token(create_user("admin"))
     port = embedded.free_port()
-    env = {**os.environ, "APP_ENV": "test", "PYTHONPATH": str(REPO), "MEDIA_ROOT": str(media.media_root),
-           "QUARANTINE_ROOT": str(media.quarantine_root), "LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "APP_ENV": "test", "PYTHONPATH": str(REPO), "LOG_LEVEL": "WARNING", **media.environment()}
     log = open(tmp_path / "gunicorn.log", "wb")
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
                                "api:create_app()"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -284,7 +289,7 @@ def test_chunked_200_mb_upload_to_gunicorn_gets_413_with_flat_memory(app, commit
         assert b"file_too_large" in answer
         assert sent < 64 * 1024 * 1024  # refused long before the 200 MB were sent
         assert peak - before < 16 * 1024 * 1024, f"worker RSS grew by {(peak - before) / 1e6:.1f} MB"
-        assert list(media.quarantine_root.iterdir()) == []
+        assert quarantined(media) == []
     finally:
         stop_process_group(server)
         log.close()

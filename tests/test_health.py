@@ -121,3 +121,22 @@ def test_readiness_never_shows_a_password(client, unreachable_credentialed_servi
     assert checks["redis"]["detail"].startswith("ValueError: ")
     for piece in (*DATABASE_PASSWORD.split("@"), *REDIS_PASSWORD.split("/")):
         assert piece not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("media", ["s3"], indirect=True)
+def test_readiness_asks_the_s3_bucket_and_never_shows_its_keys(client, media, tmp_path):
+    from embedded import free_port
+    from storage import backend
+    from storage.s3 import S3Storage
+
+    storage = client.get("/api/health/ready").json["checks"]["storage"]
+    assert storage["ok"] is True and storage["detail"] == f"bucket {media.bucket} answers"
+    down = S3Storage(media.bucket, endpoint_url=f"http://127.0.0.1:{free_port()}", scratch_root=tmp_path,
+                     access_key_id=media.access_key_id, secret_access_key=media.secret_access_key)
+    backend.configure(down)
+    try:
+        response = client.get("/api/health/ready")
+    finally:
+        backend.configure(media)
+    assert response.status_code == 503 and response.json["checks"]["storage"]["ok"] is False
+    assert media.secret_access_key not in response.get_data(as_text=True)

@@ -13,6 +13,7 @@ from models.core.business_time import business_tz
 from models.directories.tables import RequestType
 from tests.factories import create_user, make_campaign
 from tests.imap_server import imap_server_fixture, mailbox_settings, mango_mail, mp3_bytes, recording_name
+from tests.storage_support import both_backends
 from tests.support import bearer, login, wait_for
 
 imap_server = imap_server_fixture()
@@ -21,17 +22,11 @@ LINE = "74951000002"
 
 
 @pytest.fixture()
-def mailbox(imap_server, committed, tmp_path):
-    import storage
-
+def mailbox(imap_server, committed, media):
     folder = f"Api-{uuid.uuid4().hex[:8]}"
     imap_server.append([], folder=folder)
-    previous = storage.configure(storage.LocalStorage(tmp_path / "media", tmp_path / "quarantine"))
-    try:
-        with mailbox_settings(imap_server, folder):
-            yield folder
-    finally:
-        storage.configure(previous)
+    with mailbox_settings(imap_server, folder):
+        yield folder
 
 
 def local_now(minutes_ago: int = 0) -> datetime:
@@ -64,6 +59,7 @@ def rows(session) -> list[Recording]:
     return found
 
 
+@both_backends
 def test_manual_run_inbox_link_and_request_recordings(app, mailbox, imap_server, committed, celery_worker_thread):
     city_id = make_campaign(LINE).city_id
     audio = mp3_bytes(12_000, 700)

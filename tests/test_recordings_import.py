@@ -10,7 +10,6 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -18,6 +17,7 @@ from sqlalchemy import select
 from models import Call, Recording, Request
 from models.core.business_time import business_tz
 from models.recordings.tables import MailboxState
+from storage.backend import Storage
 from tests.factories import create_user, make_campaign, make_request
 from tests.imap_server import (
     imap_server_fixture,
@@ -28,6 +28,7 @@ from tests.imap_server import (
     recording_name,
     wav_bytes,
 )
+from tests.storage_support import both_backends, media_bytes
 from tests.support import login
 
 imap_server = imap_server_fixture()
@@ -39,24 +40,18 @@ LINE = "74951000001"
 class Mailbox:
     server: object
     folder: str
-    media: Path
+    media: Storage
 
     def append(self, messages, msg_time=None, folder: str | None = None):
         self.server.append(messages, folder=folder or self.folder, msg_time=msg_time)
 
 
 @pytest.fixture()
-def mailbox(imap_server, committed, tmp_path):
-    import storage
-
+def mailbox(imap_server, committed, media):
     folder = f"Zapisi-{uuid.uuid4().hex[:8]}"
     imap_server.append([], folder=folder)  # creates the folder
-    previous = storage.configure(storage.LocalStorage(tmp_path / "media", tmp_path / "quarantine"))
-    try:
-        with mailbox_settings(imap_server, folder):
-            yield Mailbox(imap_server, folder, tmp_path / "media")
-    finally:
-        storage.configure(previous)
+    with mailbox_settings(imap_server, folder):
+        yield Mailbox(imap_server, folder, media)
 
 
 def run(**kwargs) -> dict:
@@ -80,6 +75,7 @@ def by_phone(session) -> dict[str, Recording]:
     return {row.from_phone: row for row in recordings(session)}
 
 
+@both_backends
 def test_import_stores_matches_and_counts_exactly_as_constructed(app, mailbox, committed):
     """The generated mailbox: 10 recordings to import (6 matched, 3 unmatched, 1 ambiguous), 4 skipped
     attachments, 1 duplicate delivery, mails that are not recordings, one mail older than days_back."""
@@ -165,7 +161,7 @@ def test_import_stores_matches_and_counts_exactly_as_constructed(app, mailbox, c
     for key in "ABCDEFGHIJ":
         row = rows[phones[key]]
         assert row.storage_path.startswith("zayvka/zapis/")
-        stored = (mailbox.media / row.storage_path).read_bytes()
+        stored = media_bytes(mailbox.media, row.storage_path)
         assert stored == audio[key] and row.sha256 == hashlib.sha256(audio[key]).hexdigest(), key
         assert row.call_time == t["ABCDEFGHIJK".index(key)]
         assert (row.source, row.to_phone) == ("imap", LINE)
@@ -321,7 +317,7 @@ def test_a_recording_forwarded_inside_another_mail_is_found(mailbox, committed):
     result = run()
     assert (result["imported"], result["skipped"]) == (1, 0)
     [row] = recordings(committed)
-    assert (mailbox.media / row.storage_path).read_bytes() == audio
+    assert media_bytes(mailbox.media, row.storage_path) == audio
 
 
 def test_recordings_of_a_deleted_request_go_back_to_the_inbox_and_keep_their_bytes(mailbox, committed):
@@ -340,4 +336,4 @@ def test_recordings_of_a_deleted_request_go_back_to_the_inbox_and_keep_their_byt
     [row] = recordings(committed)
     assert (row.match_status, row.request_id) == ("unmatched", None)
     assert committed.scalars(select(File).where(File.storage_path == row.storage_path)).all() == []
-    assert (mailbox.media / row.storage_path).is_file()
+    assert mailbox.media.media_exists(row.storage_path)

@@ -264,6 +264,21 @@ def test_mask_hides_every_configured_secret_wherever_it_shows():
                             "login failed with *** at imap.example.com; see postgresql://u:***@h/db")
 
 
+def test_storage_backend_is_local_or_s3_with_a_bucket_and_its_keys_are_masked():
+    assert load({}).STORAGE_BACKEND == "local"
+    with pytest.raises(SettingsError, match="STORAGE_BACKEND must be local or s3"):
+        load({"STORAGE_BACKEND": "ftp"})
+    with pytest.raises(SettingsError, match="STORAGE_BACKEND=s3 needs S3_BUCKET"):
+        load({"STORAGE_BACKEND": "s3"})
+    with pytest.raises(SettingsError, match="S3_PRESIGN_SECONDS"):
+        load({"S3_PRESIGN_SECONDS": "-1"})
+    s = load({"STORAGE_BACKEND": "s3", "S3_BUCKET": "leadline", "S3_ACCESS_KEY_ID": "AKIAEXAMPLEKEY01",
+              "S3_SECRET_ACCESS_KEY": "s3-Secret-value-42"})
+    assert s.public()["S3_ACCESS_KEY_ID"] == "***" and s.public()["S3_SECRET_ACCESS_KEY"] == "***"
+    assert s.mask("SignatureDoesNotMatch for AKIAEXAMPLEKEY01 / s3-Secret-value-42") == (
+        "SignatureDoesNotMatch for *** / ***")
+
+
 def test_gunicorn_takes_address_and_workers_from_settings():
     """gunicorn.conf.py reads API_HOST, API_PORT and API_WORKERS (old name WORKERS) through
     settings.py: the same names, defaults and checks as everything else."""

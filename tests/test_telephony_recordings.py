@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -12,6 +11,7 @@ from sqlalchemy import select
 from models import Call, MangoEvent, Recording, Request
 from tests.factories import make_campaign
 from tests.mango_api import running
+from tests.storage_support import both_backends, media_bytes, media_files, quarantined
 from tests.support import wait_for
 from tests.telephony_support import (
     KEY,
@@ -37,15 +37,9 @@ def mango_api():
 
 
 @pytest.fixture()
-def configured(mango_api, tmp_path):
-    import storage
-
-    previous = storage.configure(storage.LocalStorage(tmp_path / "media", tmp_path / "quarantine"))
-    try:
-        with overridden(MANGO_API_KEY=KEY, MANGO_API_SALT=SALT, MANGO_API_URL=mango_api.base_url):
-            yield tmp_path / "media"
-    finally:
-        storage.configure(previous)
+def configured(mango_api, media):
+    with overridden(MANGO_API_KEY=KEY, MANGO_API_SALT=SALT, MANGO_API_URL=mango_api.base_url):
+        yield media
 
 
 def deliver(client, deliveries) -> None:
@@ -60,6 +54,7 @@ def stored_recordings(session) -> list[Recording]:
     return rows
 
 
+@both_backends
 def test_recording_is_downloaded_and_linked_to_call_and_request(app, committed, celery_worker_thread, configured,
                                                                 mango_api):
     make_campaign(LINE)
@@ -77,9 +72,9 @@ def test_recording_is_downloaded_and_linked_to_call_and_request(app, committed, 
     assert recording.mime_type == "audio/mpeg"
     assert (recording.from_phone, recording.to_phone) == (call.client_phone, call.line_number)
     assert recording.storage_path.startswith("zayvka/zapis/") and recording.storage_path.endswith(".mp3")
-    assert Path(configured, recording.storage_path).read_bytes() == AUDIO
-    assert not list(Path(configured, "zayvka", "zapis").glob(".*"))  # no partial file left
-    assert not list(Path(configured).parent.joinpath("quarantine").iterdir())  # nor anything in quarantine
+    assert media_bytes(configured, recording.storage_path) == AUDIO
+    assert media_files(configured) == [recording.storage_path]  # no partial file left
+    assert quarantined(configured) == []  # nor anything in quarantine
     assert mango_api.log == [("POST", "/vpbx/queries/recording/post", 302), ("GET", "/files/<token>", 200)]
     statuses = set(committed.scalars(select(MangoEvent.status)).all())
     assert statuses == {"processed"}
@@ -107,7 +102,7 @@ def test_recording_announced_before_the_call_joins_its_request_later(app, commit
     request = committed.scalars(select(Request)).one()
     [recording] = stored_recordings(committed)
     assert (recording.request_id, recording.match_status) == (request.id, "matched")
-    assert Path(configured, recording.storage_path).read_bytes() == OTHER_AUDIO
+    assert media_bytes(configured, recording.storage_path) == OTHER_AUDIO
     assert recording.storage_path.endswith(".wav") and recording.mime_type == "audio/wav"
 
 
@@ -160,6 +155,7 @@ def test_recording_refused_for_good_marks_its_event_failed(committed, configured
     assert stored_recordings(committed) == []
 
 
+@both_backends
 def test_an_answer_that_is_not_audio_is_not_stored(committed, configured, mango_api):
     """A 200 with an error page instead of the file: nothing is kept, the download is tried again later."""
     from tasks.recordings import MangoApiError, _open_recording, _store
@@ -168,4 +164,4 @@ def test_an_answer_that_is_not_audio_is_not_stored(committed, configured, mango_
     with pytest.raises(MangoApiError) as refused:
         _store(_open_recording("an-error-page"))
     assert refused.value.retry is True
-    assert not any(Path(configured).parent.rglob("*.*"))
+    assert media_files(configured) == [] and quarantined(configured) == []

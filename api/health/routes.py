@@ -59,6 +59,13 @@ def check_beat() -> str:
     return f"last heartbeat {age:.0f} s ago"
 
 
+def check_storage() -> str:
+    """The S3 bucket answers (local disk has nothing to ask: a missing folder is created on first use)."""
+    from storage.backend import get_storage
+
+    return get_storage().check()  # type: ignore[return-value]
+
+
 @blp.route("")
 class Liveness(MethodView):
     def get(self):
@@ -69,8 +76,13 @@ class Liveness(MethodView):
 @blp.route("/ready")
 class Readiness(MethodView):
     def get(self):
-        """Ready to work: database, Redis, a worker answering and beat alive. 503 otherwise."""
+        """Ready to work: database, Redis, a worker answering and beat alive (and the S3 bucket with
+        STORAGE_BACKEND=s3). 503 otherwise."""
+        from storage.backend import LocalStorage, get_storage
+
         checks = {"database": _timed(check_database), "redis": _timed(check_redis)}
+        if not isinstance(get_storage(), LocalStorage):
+            checks["storage"] = _timed(check_storage)
         if checks["redis"]["ok"]:
             checks["worker"] = _timed(check_worker)
             checks["beat"] = _timed(check_beat)
