@@ -196,20 +196,19 @@ class DirectPublisher:
                 pass
 
     def publish_amqp(self, args: tuple, queue: str, url: str) -> None:
-        """One persistent message to the exchange and routing key Celery uses for `queue`, confirmed by
-        RabbitMQ; the queue is declared once per connection (a message to a queue that does not exist
-        yet would be dropped)."""
+        """One persistent message, confirmed by RabbitMQ, routed as Celery routes a task to a queue of a
+        direct exchange: through the default exchange, the queue's name as routing key. The queue is
+        declared first, as Celery does, once per connection (RabbitMQ drops a message no queue takes)."""
         from tasks.celery_app import celery_app
 
-        target = celery_app.amqp.queues[queue]  # as Celery's router finds it (a queue it lacks is added)
+        declared = celery_app.amqp.queues[queue]  # as Celery's router finds it (a queue it lacks is added)
         task_id, headers, body = self._parts(args)
         with self._amqp_lock:
             try:
                 self._producer(url).publish(
-                    body, exchange=target.exchange.name, routing_key=target.routing_key or queue,
-                    declare=[target], retry=False, serializer=None, content_type="application/json",
-                    content_encoding="utf-8", headers=headers, correlation_id=task_id, reply_to="",
-                    delivery_mode=2, priority=0,
+                    body, exchange="", routing_key=queue, declare=[declared], retry=False, serializer=None,
+                    content_type="application/json", content_encoding="utf-8", headers=headers,
+                    correlation_id=task_id, reply_to="", delivery_mode=2, priority=0,
                 )
             except Exception:
                 self._drop_producer()  # connected again at the next publish

@@ -34,6 +34,17 @@ def is_redis(url: str | None = None) -> bool:
     return not url or broker_kind(url) == REDIS  # unset: the embedded Redis
 
 
+def ping_amqp(url: str | None = None) -> str:
+    """Connect to RabbitMQ once (no retry) and tell its version; raises when it does not answer."""
+    from kombu import Connection
+
+    with Connection(url or broker_url(), connect_timeout=CONNECT_TIMEOUT,
+                    transport_options={"max_retries": 0}) as connection:
+        connection.connect()
+        version = connection.connection.server_properties.get("version", "")
+    return f"RabbitMQ {version}".strip()
+
+
 def amqp_queue_lengths(queues: tuple[str, ...], url: str | None = None) -> dict[str, int]:
     """Messages ready in each RabbitMQ queue (a queue not declared yet holds none)."""
     from amqp.exceptions import NotFound
