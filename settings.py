@@ -40,6 +40,7 @@ def broker_kind(url: str) -> str:
         return "amqp"
     raise ValueError(f"unsupported broker scheme {scheme!r}: use redis://, rediss:// or amqp://, amqps://")
 
+
 # Passwords an operator sets for production, held to the password policy (password_policy.py).
 OPERATOR_PASSWORDS = ("FLOWER_PASSWORD", "ADMIN_PASSWORD")
 

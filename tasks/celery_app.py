@@ -60,11 +60,6 @@ def broker_conf(url: str) -> dict[str, Any]:
                 "socket_timeout": 30, "socket_connect_timeout": 5, "socket_keepalive": True,
                 "health_check_interval": 25,
             },
-            # A task running when Redis goes away finishes and acknowledges its message once Redis is
-            # back (tasks/broker.py); its message stays in Redis' unacked set meanwhile, and the
-            # visibility timeout (or tasks/leases.py) redelivers it if the worker dies first.
-            # Cancelling it instead would throw its work away and leave the message there all the same.
-            "worker_cancel_long_running_tasks_on_connection_loss": False,
         }
     return {
         "broker_url": url,
@@ -73,10 +68,6 @@ def broker_conf(url: str) -> dict[str, Any]:
         # A message is confirmed by RabbitMQ before publishing returns, as Redis' LPUSH answers.
         "broker_transport_options": {"confirm_publish": True},
         "broker_heartbeat": AMQP_HEARTBEAT_SECONDS,
-        # RabbitMQ gives a message back to the queue as soon as the connection that received it is
-        # lost, so a task still running then would run twice at the same moment: it is cancelled and
-        # done again from its redelivered message (every task is idempotent).
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
     }
 
 
@@ -100,6 +91,14 @@ def make_celery() -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A task running when the broker goes away is not cancelled (the threads pool of the light
+        # workers cannot cancel one anyway). On Redis it finishes and acknowledges its message once
+        # Redis is back (tasks/broker.py); the message stays in Redis' unacked set meanwhile, and the
+        # lease (tasks/leases.py) redelivers it if the worker dies first. RabbitMQ gives the message
+        # back to its queue as soon as the connection is lost: another worker may run it meanwhile,
+        # and the task's own claim (every task is idempotent) makes one of the two runs do nothing;
+        # the late acknowledgement on the lost connection is only logged.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_soft_time_limit=settings.TASK_SOFT_TIME_LIMIT,
         task_time_limit=settings.TASK_TIME_LIMIT,
         task_default_queue=LIGHT,

@@ -14,7 +14,6 @@ from models.core.broker import is_redis
 from models.core.db import get_engine
 from models.core.redis import get_redis
 
-
 # kombu's Redis lists and the enqueue stamp read in them: with the Redis broker only.
 redis_broker_only = pytest.mark.skipif(not is_redis(),
                                        reason="reads kombu's Redis lists: the run's broker is RabbitMQ")

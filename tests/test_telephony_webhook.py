@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import select
 
 import embedded
-
 from api.telephony.webhook import allowed_networks
 from models import MangoEvent
 from models.telephony import rules

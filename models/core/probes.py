@@ -13,7 +13,6 @@ import redis
 
 from models.core import broker
 from models.core.redis import get_redis, key
-from settings import settings
 
 QUEUES = ("light", "heavy")
 
