@@ -75,10 +75,22 @@ def test_types_are_parsed():
     ({"RATE_LIMIT_LOGIN": "30 per fortnight"}, "RATE_LIMIT_LOGIN"),
     ({"API_WORKERS": "0"}, "API_WORKERS"),
     ({"WORKERS": "many"}, "WORKERS"),
+    ({"CELERY_BROKER_URL": "sqs://queue.example"}, "CELERY_BROKER_URL"),  # neither Redis nor RabbitMQ
 ])
 def test_malformed_values_are_refused(env, name):
     with pytest.raises(SettingsError, match=name):
         load(env)
+
+
+@pytest.mark.parametrize("url, kind", [
+    ("redis://:pw@cache:6379/1", "redis"), ("rediss://cache:6380/0", "redis"),
+    ("amqp://leadline:pw@rabbitmq:5672/leadline", "amqp"), ("amqps://rabbitmq:5671//", "amqp"),
+])
+def test_the_broker_may_be_redis_or_rabbitmq(url, kind):
+    from settings import broker_kind
+
+    assert load({"CELERY_BROKER_URL": url}).broker_url == url
+    assert broker_kind(url) == kind
 
 
 def test_old_names_are_aliases():
