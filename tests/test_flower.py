@@ -140,8 +140,10 @@ def test_flower_follows_workers_on_rabbitmq(tmp_path):
     hostname = f"amqp-{uuid.uuid4().hex[:8]}@test"
     env.update(CELERY_BROKER_URL=url, FLOWER_PORT=str(port), FLOWER_BASIC_AUTH="ops:flower-test-pass",
                LOG_LEVEL="WARNING")
+    queue = f"flower-{uuid.uuid4().hex[:8]}"  # its own: a worker thread of the run may consume heavy
     worker_command = procfile_command("heavy", env)
     worker_command[worker_command.index("--hostname") + 1] = hostname
+    worker_command[worker_command.index("--queues") + 1] = queue
     processes, logs = [], []
     try:
         for name, command in (("worker", worker_command), ("flower", procfile_command("flower", env))):
@@ -160,7 +162,7 @@ def test_flower_follows_workers_on_rabbitmq(tmp_path):
             return listed if listed.get("conf") and listed.get("active_queues") else None
 
         worker = wait_for(worker_listed, timeout=90, interval=0.5)
-        assert [queue["name"] for queue in worker["active_queues"]] == ["heavy"]
+        assert [declared["name"] for declared in worker["active_queues"]] == [queue]
         assert worker["conf"]["broker_url"].startswith("amqp://guest:***@")
         assert worker["conf"]["redbeat_redis_url"] == env["REDIS_URL"]
 
@@ -168,7 +170,7 @@ def test_flower_follows_workers_on_rabbitmq(tmp_path):
 
         with brokers.switched_to(url):
             # A ping of no job: it finds nothing to claim and ends at once.
-            task_id = celery_app.send_task("jobs.ping", args=[str(uuid.uuid4())], queue="heavy").id
+            task_id = celery_app.send_task("jobs.ping", args=[str(uuid.uuid4())], queue=queue).id
 
         def task_seen():
             answer = requests.get(f"{base}/api/task/info/{task_id}", auth=auth, timeout=10)
@@ -180,3 +182,7 @@ def test_flower_follows_workers_on_rabbitmq(tmp_path):
             stop_process_group(process, timeout=30)
         for log in logs:
             log.close()
+        from kombu import Connection
+
+        with Connection(url) as connection:
+            connection.channel().queue_delete(queue)
