@@ -41,7 +41,7 @@ def _answers(url: str) -> str | None:
 
     try:
         with Connection(url, connect_timeout=2, transport_options={"max_retries": 0}) as connection:
-            connection.connect()
+            connection.ensure_connection(max_retries=0)
         return None
     except Exception as exc:  # noqa: BLE001 - any failure means: no RabbitMQ for this run
         return f"{type(exc).__name__}: {exc}"

@@ -40,7 +40,7 @@ def ping_amqp(url: str | None = None) -> str:
 
     with Connection(url or broker_url(), connect_timeout=CONNECT_TIMEOUT,
                     transport_options={"max_retries": 0}) as connection:
-        connection.connect()
+        connection.ensure_connection(max_retries=0)  # one attempt: a broker down answers at once
         version = connection.connection.server_properties.get("version", "")
     return f"RabbitMQ {version}".strip()
 
@@ -52,7 +52,7 @@ def amqp_queue_lengths(queues: tuple[str, ...], url: str | None = None) -> dict[
 
     lengths: dict[str, int] = {}
     with Connection(url or broker_url(), connect_timeout=CONNECT_TIMEOUT) as connection:
-        connection.ensure_connection(max_retries=1)
+        connection.ensure_connection(max_retries=0)
         for queue in queues:
             channel = connection.channel()
             try:
