@@ -137,7 +137,12 @@ def switched_to(url: str) -> Iterator[None]:
         celery_app.conf.update(conf)
         celery_app._pool = None
         celery_app.amqp._producer_pool = None
-        celery_app.__dict__.pop("control", None)  # its mailbox keeps entities bound to the other broker
+        # Built once per app from the broker of the moment: the control mailbox keeps entities bound to
+        # it, the task-sent events' dispatcher (and the sender holding it) the events exchange's type
+        # (fanout on Redis, topic on RabbitMQ, where a fanout one would then refuse the workers').
+        celery_app.__dict__.pop("control", None)
+        celery_app.amqp.__dict__.pop("_event_dispatcher", None)
+        celery_app.amqp.__dict__.pop("send_task_message", None)
 
     point(url, url, broker_conf(url))
     try:
