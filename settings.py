@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any, Callable
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 from embedded import BASE_DIR, VAR_DIR  # noqa: F401 - the project folders, defined once there
 
@@ -26,6 +26,21 @@ SECRETS_REQUIRED_IN_PRODUCTION = (
 WEAK_SECRET_KEYS = {"", "change-me", "your-secret-key-here", "your-very-secure-secret-key-here-min-32-chars"}
 SECRET_KEY_MIN_LENGTH = 32
 SECRET_KEY_MIN_DISTINCT = 12  # refuses one character repeated, "abab...", a word typed over and over
+# The brokers leadline runs on (models/core/broker.py): Redis, or RabbitMQ through py-amqp.
+REDIS_BROKER_SCHEMES = ("redis", "rediss", "redis+socket")
+AMQP_BROKER_SCHEMES = ("amqp", "amqps", "pyamqp")
+
+
+def broker_kind(url: str) -> str:
+    """`redis` or `amqp` (RabbitMQ) for a broker URL; ValueError for a broker leadline does not support."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in REDIS_BROKER_SCHEMES:
+        return "redis"
+    if scheme in AMQP_BROKER_SCHEMES:
+        return "amqp"
+    raise ValueError(f"unsupported broker scheme {scheme!r}: use redis://, rediss:// or amqp://, amqps://")
+
+
 # Passwords an operator sets for production, held to the password policy (password_policy.py).
 OPERATOR_PASSWORDS = ("FLOWER_PASSWORD", "ADMIN_PASSWORD")
 
@@ -121,7 +136,10 @@ class Settings:
     SECRET_KEY: str = setting(None, group="core", aliases=("JWT_SECRET_KEY",), secret=True, doc="signs sessions")
     DATABASE_URL: str = setting(None, group="core", secret=True, doc="PostgreSQL; unset outside production = embedded")
     REDIS_URL: str = setting(None, group="core", secret=True, doc="Redis; unset outside production = embedded")
-    CELERY_BROKER_URL: str = setting(None, group="core", secret=True, doc="Celery broker (defaults to REDIS_URL)")
+    CELERY_BROKER_URL: str = setting(
+        None, group="core", secret=True,
+        doc="Celery broker: redis://… or RabbitMQ's amqp://… (defaults to REDIS_URL; Redis is needed either way)",
+    )
     BUSINESS_TZ: str = setting("Europe/Moscow", group="core", doc="time zone for local times (file names, report days)")
     LOG_LEVEL: str = setting("INFO", group="core")
     LOG_JSON: bool = setting(None, group="core", doc="JSON logs (default: on in production)")
@@ -309,7 +327,9 @@ class Settings:
     # workers
     TASK_SOFT_TIME_LIMIT: int = setting(300, group="workers")
     TASK_TIME_LIMIT: int = setting(360, group="workers")
-    BROKER_VISIBILITY_TIMEOUT: int = setting(3600, group="workers")
+    BROKER_VISIBILITY_TIMEOUT: int = setting(
+        3600, group="workers", doc="Redis broker: a message no worker acknowledged comes back after this long"
+    )
     BEAT_HEARTBEAT_SECONDS: int = setting(30, group="workers")
     BEAT_HEARTBEAT_MAX_AGE: int = setting(120, group="workers", doc="readiness fails when beat is silent this long")
 
@@ -478,6 +498,10 @@ def load(env: dict[str, str] | None = None) -> Settings:
         problems.append(f"APP_ENV must be one of {', '.join(ENVIRONMENTS)}")
     if built.IMAP_SECURITY not in ("ssl", "starttls", "plain"):
         problems.append("IMAP_SECURITY must be ssl, starttls or plain")
+    try:
+        built.CELERY_BROKER_URL and broker_kind(built.CELERY_BROKER_URL)
+    except ValueError:
+        problems.append("CELERY_BROKER_URL must be a Redis (redis://, rediss://) or RabbitMQ (amqp://, amqps://) URL")
     if built.API_WORKERS < 1:
         problems.append("API_WORKERS must be at least 1")
     if built.STORAGE_BACKEND not in ("local", "s3"):

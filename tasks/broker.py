@@ -1,4 +1,5 @@
-"""How the workers ride out a Redis outage (tasks/celery_app.py plugs these in).
+"""How the workers ride out a Redis outage (tasks/celery_app.py plugs these in, with Redis as the
+broker only: on RabbitMQ Celery's own transport and consumer are used as they are).
 
 With Redis gone, the worker's consumer collects its connection (which drops the transport's link
 to its parameters) and then closes it; closing a channel restores the messages it delivered and
@@ -75,7 +76,7 @@ class RestoreHeld(bootsteps.StartStopStep):
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
     def start(self, c) -> None:
-        held = getattr(c, "held_tags", None)
+        held = getattr(c, "held_tags", None)  # none on RabbitMQ: Celery's consumer, not ours
         if not held:
             return
         qos = c.task_consumer.channel.qos

@@ -19,7 +19,7 @@ from celery.signals import task_postrun, worker_init, worker_process_init
 from celery.worker import control
 from kombu import Queue
 
-from settings import settings
+from settings import broker_kind, settings
 from tasks.broker import RestoreHeld
 from tasks.queues import HEAVY, LIGHT
 
@@ -27,9 +27,48 @@ log = logging.getLogger(__name__)
 
 
 def broker_url() -> str:
+    """CELERY_BROKER_URL, else REDIS_URL, else the embedded Redis (as models/core/broker.py: beat and
+    Flower load this module, and no part of the domain)."""
     import embedded
 
     return embedded.resolve_redis_url(settings.broker_url)
+
+
+def redis_url() -> str:
+    import embedded
+
+    return embedded.resolve_redis_url(settings.REDIS_URL)
+
+
+# RabbitMQ: a worker's connection sends heartbeats this often; the broker closes a connection that
+# missed two, and gives the messages it held to other workers (a lost machine's within about 40 s).
+AMQP_HEARTBEAT_SECONDS = 20
+
+
+def broker_conf(url: str) -> dict[str, Any]:
+    """The settings that depend on the broker's kind (Redis or RabbitMQ, models/core/broker.py)."""
+    if broker_kind(url) == "redis":
+        return {
+            "broker_url": url,
+            # A Redis outage is waited out: tasks/broker.py keeps the worker's teardown of a lost
+            # connection from killing it, and beat/scheduler.py keeps beat (and its lock) alive.
+            "broker_transport": "tasks.broker:Transport",
+            "worker_consumer": "tasks.broker:Consumer",
+            "broker_transport_options": {
+                "visibility_timeout": settings.BROKER_VISIBILITY_TIMEOUT,
+                # a server that stops answering (no RST) is noticed, not waited on for ever
+                "socket_timeout": 30, "socket_connect_timeout": 5, "socket_keepalive": True,
+                "health_check_interval": 25,
+            },
+        }
+    return {
+        "broker_url": url,
+        "broker_transport": None,  # the URL's: py-amqp
+        "worker_consumer": "celery.worker.consumer:Consumer",
+        # A message is confirmed by RabbitMQ before publishing returns, as Redis' LPUSH answers.
+        "broker_transport_options": {"confirm_publish": True},
+        "broker_heartbeat": AMQP_HEARTBEAT_SECONDS,
+    }
 
 
 def make_celery() -> Celery:
@@ -38,21 +77,12 @@ def make_celery() -> Celery:
     url = broker_url()
     app = Celery("leadline")
     app.conf.update(
-        broker_url=url,
-        # A Redis outage is waited out: the worker reconnects with backoff (celery's: 2 s longer each
-        # try, up to a cap), for ever, at startup too; tasks/broker.py keeps the worker's teardown of a lost connection
-        # from killing it, and beat/scheduler.py keeps beat (and its lock) alive.
-        broker_transport="tasks.broker:Transport",
-        worker_consumer="tasks.broker:Consumer",
+        # The broker is waited out when it goes away: the worker reconnects with backoff (celery's:
+        # 2 s longer each try, up to a cap), for ever, at startup too.
         broker_connection_retry=True,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
-        broker_transport_options={
-            "visibility_timeout": settings.BROKER_VISIBILITY_TIMEOUT,
-            # a server that stops answering (no RST) is noticed, not waited on for ever
-            "socket_timeout": 30, "socket_connect_timeout": 5, "socket_keepalive": True,
-            "health_check_interval": 25,
-        },
+        **broker_conf(url),
         result_backend=None,
         task_ignore_result=True,
         task_serializer="json",
@@ -61,10 +91,13 @@ def make_celery() -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        # A task running when Redis goes away finishes and acknowledges its message once Redis is
-        # back (tasks/broker.py); its message stays in Redis' unacked set meanwhile, and the visibility
-        # timeout redelivers it if the worker dies first. Cancelling it instead would throw its work
-        # away and leave the message to the visibility timeout all the same.
+        # A task running when the broker goes away is not cancelled (the threads pool of the light
+        # workers cannot cancel one anyway). On Redis it finishes and acknowledges its message once
+        # Redis is back (tasks/broker.py); the message stays in Redis' unacked set meanwhile, and the
+        # lease (tasks/leases.py) redelivers it if the worker dies first. RabbitMQ gives the message
+        # back to its queue as soon as the connection is lost: another worker may run it meanwhile,
+        # and the task's own claim (every task is idempotent) makes one of the two runs do nothing;
+        # the late acknowledgement on the lost connection is only logged.
         worker_cancel_long_running_tasks_on_connection_loss=False,
         task_soft_time_limit=settings.TASK_SOFT_TIME_LIMIT,
         task_time_limit=settings.TASK_TIME_LIMIT,
@@ -90,11 +123,12 @@ def make_celery() -> Celery:
         worker_autoscaler="tasks.autoscale:Autoscaler",  # used with --autoscale (the heavy worker)
         enable_utc=True,
         timezone="UTC",
-        # One beat at a time: redbeat keeps the schedule in Redis and holds a lock while it runs.
+        # One beat at a time: redbeat keeps the schedule in Redis and holds a lock while it runs. Always
+        # the application's Redis, whichever the broker.
         beat_schedule=SCHEDULE,
         beat_scheduler="beat.scheduler:Scheduler",
         beat_max_loop_interval=5,
-        redbeat_redis_url=url,
+        redbeat_redis_url=redis_url(),
         redbeat_key_prefix="leadline:redbeat:",
         redbeat_lock_timeout=60,
         redbeat_redis_options={"socket_timeout": 10, "socket_connect_timeout": 5, "health_check_interval": 25},

@@ -1,6 +1,12 @@
-"""The work of a worker that died is queued again within a minute, whatever its task.
+"""The work of a worker that died is queued again within a minute, whatever its task (Redis broker).
 
-Celery takes a message off its queue when a worker reserves it and acknowledges it only once the task
+Only with Redis as the broker: RabbitMQ does this itself. It hands a message to a consumer's
+connection and gives it back to its queue as soon as that connection closes without acknowledging it:
+at once when the worker's process dies (its sockets close with it), after two missed heartbeats
+(tasks/celery_app.py: AMQP_HEARTBEAT_SECONDS) when its machine is lost. So on RabbitMQ no keeper is
+started and nothing here runs (tests/test_worker_leases.py checks the redelivery on both brokers).
+
+With Redis, Celery takes a message off its queue when a worker reserves it and acknowledges it only once the task
 has ended (late acks). Kombu's Redis transport keeps such a message in the broker's `unacked` hash, its
 delivery time in the `unacked_index` sorted set, and puts it back on its queue when that time is older
 than the visibility timeout (BROKER_VISIBILITY_TIMEOUT: an hour, longer than any task). A pool process
@@ -37,6 +43,8 @@ from typing import Any
 
 from celery.signals import task_received, worker_init, worker_shutdown
 from kombu.utils.json import loads
+
+from settings import broker_kind
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +153,7 @@ class LeaseKeeper(threading.Thread):
     def tick(self) -> None:
         try:
             channel = self._channel()
-            if not hasattr(channel, "unacked_index_key"):  # not the Redis transport: nothing to do
+            if not hasattr(channel, "unacked_index_key"):  # not the Redis transport (keeps_leases said so)
                 self.stopped.set()
                 return
             renew(channel, held_tags())
@@ -169,9 +177,17 @@ class LeaseKeeper(threading.Thread):
 _keeper: LeaseKeeper | None = None
 
 
+def keeps_leases(app) -> bool:
+    """Whether this app's workers keep leases: with Redis as the broker, not with RabbitMQ."""
+    return broker_kind(app.conf.broker_url) == "redis"
+
+
 @worker_init.connect
 def start_keeper(sender=None, **_kwargs) -> None:
     global _keeper
+    if not keeps_leases(sender.app):
+        log.debug("worker leases: not kept, the broker (RabbitMQ) redelivers a lost consumer's messages")
+        return
     if _keeper is None or not _keeper.is_alive():
         _keeper = LeaseKeeper(sender.app)
         _keeper.start()

@@ -2,7 +2,7 @@
 
 Work is queued only once the transaction that wrote what the task reads has committed: the worker
 must find its rows. Tasks are named, not imported, so a route needs no task module to queue work.
-Every call says what happens when the broker (Redis) cannot take the message:
+Every call says what happens when the broker (Redis or RabbitMQ) cannot take the message:
 
 - `enqueue(task, *args)`: the error reaches the caller (a task then fails or retries); with
   `if_down=LATER` it is logged and False returned instead, for work whose row is durable and that
@@ -12,11 +12,12 @@ Every call says what happens when the broker (Redis) cannot take the message:
   The broker down: the job is failed (it must not sit `queued` forever) and BrokerUnavailable raised.
 - `enqueue_debounced(task, key, seconds)`: queued `seconds` from now unless that was asked already
   within them, so a burst asks once; it never fails its caller.
-- `enqueue_inbox_event(event_id)`: the Mango webhook's path, the hottest of the API. One LPUSH of a
-  Celery message (protocol 2, as kombu's Redis transport stores it) on a Redis client of its own; it
-  fails at once when Redis is down and then pauses for a moment (the row is committed already and
-  the inbox sweeper queues it later). tests/test_telephony_webhook.py compares the message with the
-  one Celery and kombu themselves build.
+- `enqueue_inbox_event(event_id)`: the Mango webhook's path, the hottest of the API. It builds Celery's
+  message (protocol 2) itself and sends it on a connection of its own: with Redis one LPUSH (as
+  kombu's Redis transport stores it), with RabbitMQ one basic.publish that the broker confirms. It
+  fails at once when the broker is down and then pauses for a moment (the row is committed already
+  and the inbox sweeper queues it later). tests/test_telephony_webhook.py compares the message with
+  the one Celery and kombu themselves build, on both brokers.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from models.core.db import unit_of_work
 from models.core.redis import get_redis, key
 from models.ops import jobs
 from models.ops.tables import Job
+from settings import broker_kind
 from tasks.queues import HEAVY, LIGHT  # noqa: F401 - the queue names, here for the callers
 
 log = logging.getLogger(__name__)
@@ -120,29 +122,34 @@ def deliver_telegram_later(seconds: float) -> bool:
 # ---- the webhook inbox's fast path -------------------------------------------------------------------
 
 class DirectPublisher:
-    """Publishes one task's messages with a single LPUSH, building Celery's message itself."""
+    """Publishes one task's messages building Celery's message itself: with Redis one LPUSH on a client
+    of its own; with RabbitMQ one confirmed basic.publish on a connection of its own (per process)."""
 
     PAUSE_AFTER_FAILURE = 2.0
+    CONNECT_TIMEOUT = 0.5
     EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
     def __init__(self, task: str, queue: str) -> None:
         self.task = task
         self.queue = queue
         self.paused_until = 0.0
-        self._redis: tuple[int, Any] | None = None
+        self._redis: tuple[int, str, Any] | None = None
+        self._amqp: tuple[int, str, Any] | None = None  # (pid, url, kombu Producer)
         self._headers: dict[str, Any] | None = None
         self._lock = threading.Lock()
+        self._amqp_lock = threading.Lock()  # a kombu connection is not shared between threads
 
     def _client(self):
+        from tasks.celery_app import broker_url
+
+        url = broker_url()
         held = self._redis
-        if held is None or held[0] != os.getpid():
+        if held is None or held[:2] != (os.getpid(), url):
             import redis
 
-            from tasks.celery_app import broker_url
-
-            client = redis.Redis.from_url(broker_url(), socket_connect_timeout=0.5, socket_timeout=1.0)
-            held = self._redis = (os.getpid(), client)
-        return held[1]
+            client = redis.Redis.from_url(url, socket_connect_timeout=self.CONNECT_TIMEOUT, socket_timeout=1.0)
+            held = self._redis = (os.getpid(), url, client)
+        return held[2]
 
     def headers_template(self) -> dict[str, Any]:
         """The task headers Celery writes (origin, language, time limits ...), built by Celery once."""
@@ -156,16 +163,21 @@ class DirectPublisher:
                     self._headers = dict(message.headers)
         return self._headers
 
-    def message(self, args: tuple, queue: str) -> bytes:
+    def _parts(self, args: tuple) -> tuple[str, dict[str, Any], bytes]:
+        """The task id, the headers and the body (protocol 2) of one message."""
         from tasks.signals import stamp_headers  # what Celery's publish adds (enqueue time, request id)
 
         task_id = str(uuid.uuid4())
         headers = stamp_headers(
             {**self.headers_template(), "id": task_id, "root_id": task_id, "argsrepr": repr(args)}
         )
-        body = base64.b64encode(orjson.dumps([list(args), {}, self.EMBED])).decode()
+        return task_id, headers, orjson.dumps([list(args), {}, self.EMBED])
+
+    def message(self, args: tuple, queue: str) -> bytes:
+        """The message as kombu's Redis transport stores it in the queue's list."""
+        task_id, headers, body = self._parts(args)
         return orjson.dumps({
-            "body": body,
+            "body": base64.b64encode(body).decode(),
             "content-encoding": "utf-8",
             "content-type": "application/json",
             "headers": headers,
@@ -180,12 +192,56 @@ class DirectPublisher:
             },
         })
 
+    def _producer(self, url: str):
+        held = self._amqp
+        if held is None or held[:2] != (os.getpid(), url):
+            from kombu import Connection, Producer
+
+            # One attempt to connect (max_retries 0): a broker that is down fails the publish at once.
+            connection = Connection(url, connect_timeout=self.CONNECT_TIMEOUT,
+                                    transport_options={"confirm_publish": True, "max_retries": 0})
+            held = self._amqp = (os.getpid(), url, Producer(connection.default_channel, auto_declare=False))
+        return held[2]
+
+    def _drop_producer(self) -> None:
+        held, self._amqp = self._amqp, None
+        if held is not None and held[0] == os.getpid():
+            try:
+                held[2].connection.close()
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close
+                pass
+
+    def publish_amqp(self, args: tuple, queue: str, url: str) -> None:
+        """One persistent message, confirmed by RabbitMQ, routed as Celery routes a task to a queue of a
+        direct exchange: through the default exchange, the queue's name as routing key. The queue is
+        declared first, as Celery does, once per connection (RabbitMQ drops a message no queue takes)."""
+        from tasks.celery_app import celery_app
+
+        declared = celery_app.amqp.queues[queue]  # as Celery's router finds it (a queue it lacks is added)
+        task_id, headers, body = self._parts(args)
+        with self._amqp_lock:
+            try:
+                self._producer(url).publish(
+                    body, exchange="", routing_key=queue, declare=[declared], retry=False, serializer=None,
+                    content_type="application/json", content_encoding="utf-8", headers=headers,
+                    correlation_id=task_id, reply_to="", delivery_mode=2, priority=0,
+                )
+            except Exception:
+                self._drop_producer()  # connected again at the next publish
+                raise
+
     def publish(self, *args: Any) -> bool:
-        """True when queued; False when Redis refused (or did a moment ago): the sweeper queues it later."""
+        """True when queued; False when the broker refused (or did a moment ago): the sweeper queues it later."""
         if time.monotonic() < self.paused_until:
             return False
         try:
-            self._client().lpush(self.queue, self.message(args, self.queue))
+            from tasks.celery_app import broker_url
+
+            url = broker_url()
+            if broker_kind(url) == "redis":
+                self._client().lpush(self.queue, self.message(args, self.queue))
+            else:
+                self.publish_amqp(args, self.queue, url)
             return True
         except Exception as exc:
             self.paused_until = time.monotonic() + self.PAUSE_AFTER_FAILURE

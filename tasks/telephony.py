@@ -22,12 +22,13 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, text, update
 
+from models.core import probes
 from models.core.db import Session, unit_of_work
 from models.core.redis import get_redis, key
 from models.telephony import rules
 from models.telephony.tables import Call, MangoEvent
 from settings import settings
-from tasks.celery_app import broker_url, celery_app
+from tasks.celery_app import celery_app
 from tasks.queue import LIGHT, enqueue, match_recordings_soon
 from tasks.retry import TransientFailure, backoff, describe, is_transient
 
@@ -111,15 +112,9 @@ def process_event(self, event_id: int) -> str:
 
 
 def light_queue_length() -> int:
-    """Messages waiting in the light queue (0 when it cannot be asked)."""
+    """Messages waiting in the light queue, on either broker (0 when it cannot be asked)."""
     try:
-        import redis
-
-        client = redis.Redis.from_url(broker_url(), socket_connect_timeout=1, socket_timeout=2)
-        try:
-            return int(client.llen(LIGHT))
-        finally:
-            client.close()
+        return probes.queue_depths((LIGHT,))[LIGHT]
     except Exception:
         return 0
 

@@ -66,6 +66,16 @@ os.environ["DATABASE_URL"] = _test_database_url()
 os.environ["REDIS_URL"] = os.environ.get("REDIS_URL") or _embedded(
     "redis", embedded.redis_running, lambda: embedded.redis_url(db=1))
 
+# The broker of the run (tests/brokers.py): Redis, or RabbitMQ with LEADLINE_TEST_BROKER=amqp.
+from tests import brokers  # noqa: E402
+
+SESSION_BROKER = brokers.session_broker()
+if SESSION_BROKER == brokers.AMQP:
+    _amqp_url, _why = brokers.amqp_url()
+    if _amqp_url is None:
+        raise pytest.UsageError(f"LEADLINE_TEST_BROKER=amqp: {_why}")
+    os.environ["CELERY_BROKER_URL"] = _amqp_url
+
 from sqlalchemy import text  # noqa: E402
 
 from models import Session  # noqa: E402
@@ -148,7 +158,8 @@ def committed(database) -> Iterator:
 
 @pytest.fixture(scope="session")
 def celery_worker_thread(database):
-    """A real Celery worker consuming both queues from the real Redis, in a thread."""
+    """A real Celery worker consuming both queues from the run's broker (Redis unless
+    LEADLINE_TEST_BROKER=amqp), in a thread."""
     from celery.contrib.testing.worker import start_worker
 
     from tasks.celery_app import celery_app
@@ -163,6 +174,37 @@ def celery_worker_thread(database):
         without_heartbeat=False,
     ) as worker:
         yield worker
+
+
+@pytest.fixture(params=brokers.BROKERS)
+def broker(request) -> Iterator[brokers.Broker]:
+    """The test runs once on Redis and once on RabbitMQ (skipped with the reason when none answers).
+    On the run's own broker nothing changes; on the other, the test process uses it for the test."""
+    kind = request.param
+    if kind == brokers.AMQP:
+        url, why = brokers.amqp_url()
+        if url is None:
+            pytest.skip(why)
+    url = brokers.url_of(kind)
+    if kind == SESSION_BROKER:
+        yield brokers.Broker(kind, url, switched=False)
+        return
+    with brokers.switched_to(url):
+        yield brokers.Broker(kind, url, switched=True)
+
+
+@pytest.fixture()
+def broker_worker(broker, request, tmp_path):
+    """A real worker consuming light and heavy on the test's broker: the session's worker thread on
+    the run's broker, a worker process of the test's own on the other."""
+    if not broker.switched:
+        yield request.getfixturevalue("celery_worker_thread")
+        return
+    worker = brokers.WorkerProcess(broker.url, tmp_path)
+    try:
+        yield worker
+    finally:
+        worker.stop()
 
 
 @pytest.fixture(scope="session")

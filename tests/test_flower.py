@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 from string import Template
 
+import pytest
 import requests
 
 import embedded
@@ -123,3 +124,65 @@ def test_flower_never_shows_the_redis_password(tmp_path):
         stop_process_group(redis_server, timeout=10)
         for log in logs:
             log.close()
+
+
+def test_flower_follows_workers_on_rabbitmq(tmp_path):
+    """RabbitMQ as the broker: Flower lists the worker with its queues and its configuration (the
+    broker's password masked, beat's lock on Redis) and sees its tasks through their events."""
+    from api.cli import stack_environment
+    from tests import brokers
+
+    url, why = brokers.amqp_url()
+    if url is None:
+        pytest.skip(why)
+    env, _started = stack_environment()
+    port = embedded.free_port()
+    hostname = f"amqp-{uuid.uuid4().hex[:8]}@test"
+    env.update(CELERY_BROKER_URL=url, FLOWER_PORT=str(port), FLOWER_BASIC_AUTH="ops:flower-test-pass",
+               LOG_LEVEL="WARNING")
+    queue = f"flower-{uuid.uuid4().hex[:8]}"  # its own: a worker thread of the run may consume heavy
+    worker_command = procfile_command("heavy", env)
+    worker_command[worker_command.index("--hostname") + 1] = hostname
+    worker_command[worker_command.index("--queues") + 1] = queue
+    processes, logs = [], []
+    try:
+        for name, command in (("worker", worker_command), ("flower", procfile_command("flower", env))):
+            logs.append(open(tmp_path / f"{name}.log", "wb"))
+            processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=logs[-1],
+                                              stderr=subprocess.STDOUT, start_new_session=True))
+        base = f"http://{env['API_HOST']}:{port}/flower"
+        auth = ("ops", "flower-test-pass")
+
+        def worker_listed():
+            try:
+                answer = requests.get(base + "/api/workers", params={"refresh": "1"}, auth=auth, timeout=10)
+            except requests.RequestException:
+                return None
+            listed = answer.json().get(hostname, {}) if answer.status_code == 200 else {}
+            return listed if listed.get("conf") and listed.get("active_queues") else None
+
+        worker = wait_for(worker_listed, timeout=90, interval=0.5)
+        assert [declared["name"] for declared in worker["active_queues"]] == [queue]
+        assert worker["conf"]["broker_url"].startswith("amqp://guest:***@")
+        assert worker["conf"]["redbeat_redis_url"] == env["REDIS_URL"]
+
+        from tasks.celery_app import celery_app
+
+        with brokers.switched_to(url):
+            # A ping of no job: it finds nothing to claim and ends at once.
+            task_id = celery_app.send_task("jobs.ping", args=[str(uuid.uuid4())], queue=queue).id
+
+        def task_seen():
+            answer = requests.get(f"{base}/api/task/info/{task_id}", auth=auth, timeout=10)
+            return answer.status_code == 200 and answer.json().get("state") == "SUCCESS" and answer.json()
+
+        assert wait_for(task_seen, timeout=60, interval=0.5)["worker"] == hostname
+    finally:
+        for process in processes:
+            stop_process_group(process, timeout=30)
+        for log in logs:
+            log.close()
+        from kombu import Connection
+
+        with Connection(url) as connection:
+            connection.channel().queue_delete(queue)

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
 import embedded
 from models.core import redis as kv
+from models.core.broker import is_redis
 from tests.support import wait_for
 
 
@@ -33,14 +35,34 @@ def _heartbeat_from_worker():
 
 
 @pytest.mark.worker
-def test_ready_when_everything_answers(client, celery_worker_thread):
+def test_ready_when_everything_answers(client, broker, broker_worker):
     _heartbeat_from_worker()
-    response = client.get("/api/health/ready")
-    assert response.status_code == 200, response.json
+    response = wait_for(lambda: (r := client.get("/api/health/ready")).status_code == 200 and r, timeout=30)
     checks = response.json["checks"]
-    assert set(checks) == {"database", "redis", "worker", "beat"}
+    # RabbitMQ is a check of its own; Redis is needed whichever the broker.
+    assert set(checks) == {"database", "redis", "worker", "beat"} | ({"broker"} if broker.kind == "amqp" else set())
     assert all(check["ok"] for check in checks.values())
     assert response.json["status"] == "ok"
+    if broker.kind == "amqp":
+        assert checks["broker"]["detail"].startswith("RabbitMQ ")
+    if broker.switched:
+        assert broker_worker.name in checks["worker"]["detail"]
+
+
+def test_not_ready_when_rabbitmq_is_down(client):
+    """RabbitMQ as the broker and nothing answering at its address: 503 at once, the broker named, the
+    workers not asked (they cannot be reached); Redis and beat's heartbeat are checked as always."""
+    from models.core.probes import HEARTBEAT_KEY
+    from tests.telephony_support import overridden
+
+    kv.get_redis().set(HEARTBEAT_KEY, str(time.time()))
+    with overridden(CELERY_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{embedded.free_port()}//"):
+        response = client.get("/api/health/ready")
+    assert response.status_code == 503
+    checks = response.json["checks"]
+    assert checks["broker"]["ok"] is False and checks["broker"]["detail"]
+    assert checks["worker"] == {"ok": False, "detail": "Брокер задач (RabbitMQ) недоступен", "ms": 0.0}
+    assert checks["redis"]["ok"] is True and checks["beat"]["ok"] is True
 
 
 def test_not_ready_without_heartbeat(client):
@@ -51,8 +73,6 @@ def test_not_ready_without_heartbeat(client):
 
 
 def test_stale_heartbeat_is_not_ready(client):
-    import time
-
     from models.core.probes import HEARTBEAT_KEY
     from settings import settings
 
@@ -73,7 +93,8 @@ def test_readiness_follows_redis_down_and_back(client, own_redis, celery_worker_
     checks = down.json["checks"]
     assert checks["database"]["ok"] is True
     assert checks["redis"]["ok"] is False
-    assert checks["worker"]["ok"] is False and checks["beat"]["ok"] is False
+    assert checks["beat"]["ok"] is False
+    assert checks["worker"]["ok"] is (not is_redis())  # RabbitMQ still reaches the workers
     # Liveness does not depend on Redis.
     assert client.get("/api/health").status_code == 200
 

@@ -1,6 +1,7 @@
-"""A job accepted by the API is executed by a real Celery worker on the real Redis."""
+"""A job accepted by the API is executed by a real Celery worker, on Redis and on RabbitMQ."""
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -13,7 +14,7 @@ from tests.support import SPA, login, wait_for
 
 
 @pytest.mark.worker
-def test_ping_job_runs_on_a_real_worker(app, committed, celery_worker_thread):
+def test_ping_job_runs_on_a_real_worker(app, committed, broker, broker_worker):
     admin = create_user("admin")
     client = app.test_client()
     login(client, admin)
@@ -33,6 +34,8 @@ def test_ping_job_runs_on_a_real_worker(app, committed, celery_worker_thread):
     assert state["result"]["pong"] is True
     assert state["attempts"] == 1
     assert state["started_at"] and state["finished_at"]
+    # Run by the worker on the test's broker (a worker process of its own on the other one).
+    assert state["result"]["worker"].endswith(f":{broker_worker.process.pid if broker.switched else os.getpid()}")
 
 
 @pytest.mark.worker

@@ -77,6 +77,7 @@ def test_types_are_parsed():
     ({"WORKERS": "many"}, "WORKERS"),
     ({"DIGEST_HOUR": "24"}, "DIGEST_HOUR"),
     ({"TELEGRAM_MAX_PER_SECOND": "100"}, "TELEGRAM_MAX_PER_SECOND"),
+    ({"CELERY_BROKER_URL": "sqs://queue.example"}, "CELERY_BROKER_URL"),  # neither Redis nor RabbitMQ
 ])
 def test_malformed_values_are_refused(env, name):
     with pytest.raises(SettingsError, match=name):
@@ -108,6 +109,17 @@ def test_the_digest_goes_to_the_alerts_chat_unless_it_has_its_own():
     assert load({"TELEGRAM_CHAT_ID": "-1001"}).digest_chat_id == "-1001"
     assert load({"TELEGRAM_CHAT_ID": "-1001", "DIGEST_CHAT_ID": "-1002"}).digest_chat_id == "-1002"
     assert load({}).digest_chat_id is None
+
+
+@pytest.mark.parametrize("url, kind", [
+    ("redis://:pw@cache:6379/1", "redis"), ("rediss://cache:6380/0", "redis"),
+    ("amqp://leadline:pw@rabbitmq:5672/leadline", "amqp"), ("amqps://rabbitmq:5671//", "amqp"),
+])
+def test_the_broker_may_be_redis_or_rabbitmq(url, kind):
+    from settings import broker_kind
+
+    assert load({"CELERY_BROKER_URL": url}).broker_url == url
+    assert broker_kind(url) == kind
 
 
 def test_old_names_are_aliases():

@@ -1,11 +1,15 @@
 """The Mango webhook receiver: who may post, what is stored, what is answered."""
 from __future__ import annotations
 
+import base64
+import json
 import types
+import uuid
 
 import pytest
 from sqlalchemy import select
 
+import embedded
 from api.telephony.webhook import allowed_networks
 from models import MangoEvent
 from models.telephony import rules
@@ -280,54 +284,94 @@ def test_webhook_is_not_rate_limited_by_the_api_limits(db, signed):
         assert client.post(path_of("call"), data=form(payload)).status_code == 200
 
 
-def test_stored_delivery_survives_the_broker_being_down(client, db, signed, delivery, monkeypatch):
+@pytest.mark.parametrize("scheme", ["redis", "amqp"])
+def test_stored_delivery_survives_the_broker_being_down(client, db, signed, delivery, monkeypatch, scheme):
+    """Nothing answers at the broker's address (Redis or RabbitMQ): the delivery is stored pending and
+    answered, the publisher pauses, and the inbox sweeper queues it later."""
     from tasks import queue
+    from tasks.celery_app import celery_app  # noqa: F401 - the app is built on the run's broker, not this one
 
-    def refuse(*_args, **_kwargs):
-        raise ConnectionRefusedError("broker down")
-
+    port = embedded.free_port()
+    down = f"redis://127.0.0.1:{port}/0" if scheme == "redis" else f"amqp://guest:guest@127.0.0.1:{port}//"
     monkeypatch.setattr(queue.inbox, "publish", types.MethodType(queue.DirectPublisher.publish, queue.inbox))
     monkeypatch.setattr(queue.inbox, "paused_until", 0.0)
-    monkeypatch.setattr(queue.inbox, "_client", refuse)
-    response = post(client, "call", delivery[1])
-    assert response.status_code == 200
-    assert response.json["queued"] is False
-    assert [e.status for e in stored(db)] == ["pending"]
-    # Paused after the failure: the next delivery does not even try.
-    assert post(client, "call", {**delivery[1], "seq": 5}).json["queued"] is False
-    assert queue.inbox.paused_until > 0
-    monkeypatch.setattr(queue.inbox, "paused_until", 0.0)
+    with overridden(CELERY_BROKER_URL=down):
+        response = post(client, "call", delivery[1])
+        assert response.status_code == 200
+        assert response.json["queued"] is False
+        assert [e.status for e in stored(db)] == ["pending"]
+        # Paused after the failure: the next delivery does not even try.
+        assert post(client, "call", {**delivery[1], "seq": 5}).json["queued"] is False
+        assert queue.inbox.paused_until > 0
 
 
-def test_queued_message_is_the_one_celery_would_send(monkeypatch):
-    """The API writes Celery's message itself (one LPUSH); it must match what Celery and kombu build."""
-    import base64
-    import json
+def _without_volatile_fields(envelope: dict) -> dict:
+    assert isinstance(envelope["headers"].pop("enqueued_at"), float)  # stamped at publish (tasks/signals.py)
+    for volatile in ("id", "root_id"):
+        envelope["headers"].pop(volatile)
+    for volatile in ("correlation_id", "delivery_tag"):
+        envelope["properties"].pop(volatile, None)
+    return envelope
 
+
+def _published_on_redis(url: str, scratch: str, publish) -> dict:
     import redis
-    from kombu import Queue
 
-    from tasks.celery_app import broker_url, celery_app
-    from tasks.queue import DirectPublisher
-
-    scratch = "leadline-test-scratch-queue"
-    client = redis.Redis.from_url(broker_url())
+    client = redis.Redis.from_url(url)
     client.delete(scratch)
-    message = celery_app.amqp.create_task_message("ref-id", "telephony.process_event", (42,), {},
-                                                  create_sent_event=False)
-    with celery_app.connection_for_write() as connection:
-        celery_app.amqp.send_task_message(celery_app.amqp.Producer(connection), "telephony.process_event",
-                                          message, queue=Queue(scratch), retry=False)
-    reference = json.loads(client.lpop(scratch))
-    ours = json.loads(DirectPublisher("telephony.process_event", "light").message((42,), scratch))
-    assert reference and client.llen(scratch) == 0
-    for envelope in (reference, ours):
-        assert isinstance(envelope["headers"].pop("enqueued_at"), float)  # stamped at publish (tasks/signals.py)
-        for volatile in ("id", "root_id"):
-            envelope["headers"].pop(volatile)
-        for volatile in ("correlation_id", "delivery_tag"):
-            envelope["properties"].pop(volatile)
-    assert json.loads(base64.b64decode(ours.pop("body"))) == json.loads(base64.b64decode(reference.pop("body")))
+    try:
+        publish()
+        [raw] = client.lrange(scratch, 0, -1)
+        return json.loads(raw)
+    finally:
+        client.delete(scratch)
+
+
+def _published_on_rabbitmq(url: str, scratch: str, publish) -> dict:
+    """The message as RabbitMQ delivers it: body, headers, properties and where it was routed."""
+    from kombu import Connection
+
+    publish()
+    with Connection(url) as connection:
+        channel = connection.channel()
+        try:
+            message = channel.basic_get(scratch, no_ack=True)
+            assert channel.basic_get(scratch, no_ack=True) is None  # exactly one
+            properties = dict(message.properties)
+            return {"body": json.loads(message.body), "headers": properties.pop("application_headers"),
+                    "properties": properties,
+                    "routed": (message.delivery_info["exchange"], message.delivery_info["routing_key"])}
+        finally:
+            channel.queue_delete(scratch)
+            channel.exchange_delete(scratch)
+
+
+def test_queued_message_is_the_one_celery_would_send(broker, monkeypatch):
+    """The API writes Celery's message itself (one LPUSH on Redis, one publish on RabbitMQ); it must
+    be the one Celery and kombu build, delivered where Celery would route it."""
+    from tasks.celery_app import celery_app
+    from tasks.queue import DirectPublisher, inbox
+
+    scratch = f"leadline-test-scratch-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(inbox, "publish", types.MethodType(DirectPublisher.publish, inbox))  # the real one
+
+    def by_celery():
+        message = celery_app.amqp.create_task_message("ref-id", "telephony.process_event", (42,), {},
+                                                      create_sent_event=False)
+        with celery_app.connection_for_write() as connection:
+            celery_app.amqp.send_task_message(celery_app.amqp.Producer(connection), "telephony.process_event",
+                                              message, queue=scratch, retry=False)
+
+    def by_us():
+        assert DirectPublisher("telephony.process_event", scratch).publish(42)
+
+    read = _published_on_redis if broker.kind == "redis" else _published_on_rabbitmq
+    reference = _without_volatile_fields(read(broker.url, scratch, by_celery))
+    ours = _without_volatile_fields(read(broker.url, scratch, by_us))
+    if broker.kind == "redis":
+        for envelope in (reference, ours):
+            envelope["body"] = json.loads(base64.b64decode(envelope["body"]))
+    assert ours["headers"]["task"] == "telephony.process_event" and ours["body"][0] == [42]
     assert ours == reference
 
 

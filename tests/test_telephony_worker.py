@@ -84,7 +84,9 @@ def assert_every_event_processed_once(session) -> None:
 
 # ---- scenarios --------------------------------------------------------------------------------------
 
-def test_incoming_answered_call_creates_a_new_request(app, committed, celery_worker_thread, signed, campaign):
+def test_incoming_answered_call_creates_a_new_request(app, committed, broker, broker_worker, signed, campaign):
+    """Through the webhook's fast path (tasks/queue.py builds and publishes the messages itself) on
+    Redis and on RabbitMQ."""
     t0 = recent()
     deliver(app.test_client(), incoming_answered("in-answered", t0=t0))
     drain(committed, expected=6)

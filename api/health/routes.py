@@ -28,6 +28,10 @@ def _timed(check: Callable[[], str]) -> dict[str, Any]:
     return {"ok": ok, "detail": detail, "ms": round((time.perf_counter() - started) * 1000, 1)}
 
 
+def _skipped(reason: str) -> dict[str, Any]:
+    return {"ok": False, "detail": reason, "ms": 0.0}
+
+
 def check_database() -> str:
     Session.execute(text("SELECT 1"))
     Session.rollback()
@@ -37,6 +41,13 @@ def check_database() -> str:
 def check_redis() -> str:
     get_redis().ping()
     return "ok"
+
+
+def check_broker() -> str:
+    """RabbitMQ, when it is the broker (with Redis as the broker the Redis check says it all)."""
+    from models.core.broker import ping_amqp
+
+    return ping_amqp()
 
 
 def check_worker() -> str:
@@ -76,20 +87,22 @@ class Liveness(MethodView):
 @blp.route("/ready")
 class Readiness(MethodView):
     def get(self):
-        """Ready to work: database, Redis, a worker answering and beat alive (and the S3 bucket with
-        STORAGE_BACKEND=s3). 503 otherwise."""
+        """Ready to work: database, Redis, the broker when it is RabbitMQ, a worker answering, beat
+        alive, and the S3 bucket with STORAGE_BACKEND=s3. 503 otherwise."""
+        from models.core.broker import is_redis
         from storage.backend import LocalStorage, get_storage
 
         checks = {"database": _timed(check_database), "redis": _timed(check_redis)}
+        if not is_redis():
+            checks["broker"] = _timed(check_broker)
         if not isinstance(get_storage(), LocalStorage):
             checks["storage"] = _timed(check_storage)
-        if checks["redis"]["ok"]:
-            checks["worker"] = _timed(check_worker)
-            checks["beat"] = _timed(check_beat)
-        else:
-            # Without the broker neither can be asked; skip the long broker timeouts.
-            for name in ("worker", "beat"):
-                checks[name] = {"ok": False, "detail": "Redis недоступен", "ms": 0.0}
+        broker = checks.get("broker", checks["redis"])
+        # Without the broker no worker can be asked, without Redis no heartbeat read: skip the long
+        # broker timeouts and say why.
+        checks["worker"] = _timed(check_worker) if broker["ok"] else _skipped(
+            "Redis недоступен" if broker is checks["redis"] else "Брокер задач (RabbitMQ) недоступен")
+        checks["beat"] = _timed(check_beat) if checks["redis"]["ok"] else _skipped("Redis недоступен")
         ready = all(c["ok"] for c in checks.values())
         response = jsonify({"status": "ok" if ready else "unavailable", "checks": checks})
         response.status_code = 200 if ready else 503

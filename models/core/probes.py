@@ -11,8 +11,8 @@ import time
 
 import redis
 
+from models.core import broker
 from models.core.redis import get_redis, key
-from settings import settings
 
 QUEUES = ("light", "heavy")
 
@@ -49,25 +49,27 @@ def queue_keys(queue: str) -> list[str]:
     return [queue if step == 0 else f"{queue}{KOMBU_PRIORITY_SEP}{step}" for step in KOMBU_PRIORITY_STEPS]
 
 
-_broker: redis.Redis | None = None
+_broker: tuple[str, redis.Redis] | None = None
 
 
 def broker_redis() -> redis.Redis:
     """The broker's Redis: the shared client when the broker is the application Redis."""
     global _broker
-    import embedded
     from models.core.redis import redis_url
 
-    url = embedded.resolve_redis_url(settings.broker_url)
+    url = broker.broker_url()
     if url == redis_url():
         return get_redis()
-    if _broker is None:
-        _broker = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0, decode_responses=True)
-    return _broker
+    if _broker is None or _broker[0] != url:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0, decode_responses=True)
+        _broker = (url, client)
+    return _broker[1]
 
 
 def queue_depths(queues: tuple[str, ...] = QUEUES) -> dict[str, int]:
     """Messages waiting in each Celery queue (all priority sub-lists), not counting those a worker holds."""
+    if not broker.is_redis():
+        return broker.amqp_queue_lengths(queues)
     with broker_redis().pipeline(transaction=False) as pipe:
         for queue in queues:
             for name in queue_keys(queue):
@@ -89,7 +91,10 @@ def _enqueued_at(raw: str | bytes | None) -> float | None:
 
 def oldest_queued_age_seconds(queues: tuple[str, ...] = QUEUES) -> dict[str, float | None]:
     """Age of the oldest waiting message per queue; None when the queue is empty (or its oldest
-    message predates the enqueue stamp)."""
+    message predates the enqueue stamp). Empty on RabbitMQ, which cannot show a message without
+    delivering it: the age is not known there (the metric and the alert rule are left out)."""
+    if not broker.is_redis():
+        return {}
     with broker_redis().pipeline(transaction=False) as pipe:
         for queue in queues:
             for name in queue_keys(queue):
