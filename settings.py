@@ -203,6 +203,10 @@ class Settings:
     MANGO_CLOSE_WITHOUT_SUMMARY_MIN: int = setting(
         10, group="Mango Office", doc="close a call whose summary never came after this"
     )
+    MANGO_FOLD_BATCH: int = setting(
+        50, group="Mango Office",
+        doc="inbox rows one light task claims and folds in one transaction (1: one row a task)",
+    )
 
     # IMAP
     IMAP_HOST: str = setting(None, group="IMAP", aliases=("RAMBLER_IMAP_HOST",))
@@ -424,6 +428,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         problems.append("IMAP_SECURITY must be ssl, starttls or plain")
     if built.API_WORKERS < 1:
         problems.append("API_WORKERS must be at least 1")
+    if not 1 <= built.MANGO_FOLD_BATCH <= 1000:
+        problems.append("MANGO_FOLD_BATCH must be between 1 and 1000")
     if not 0 <= built.MAINTENANCE_HOUR_UTC <= 23:
         problems.append("MAINTENANCE_HOUR_UTC must be between 0 and 23")
     if not Decimal("0") <= built.MASTER_SHARE <= Decimal("1"):
