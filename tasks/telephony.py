@@ -139,7 +139,7 @@ def process_inbox_batch(event_id: int, size: int) -> str:
         if not rows:
             raise  # the claim itself failed: the task retries or fails it
         log.warning("mango batch of %s events rolled back (%s): folding them one by one", len(rows),
-                    type(exc).__name__)
+                    type(getattr(exc, "orig", None) or exc).__name__)
         return fold_one_by_one(event_id, sorted(row.id for row in rows))
     if any(row.event_type in (rules.CALL, rules.SUMMARY) for row in rows):
         match_recordings_soon()

@@ -380,6 +380,7 @@ def remember_call(entry_id: str, facts) -> None:
         known[entry_id] = CallHead(facts.id, facts.direction, facts.client_phone, facts.line_number,
                                    facts.campaign_id, facts.summary_received)
 
+
 # The deliveries that create and lock their call when folded.
 TYPES_WITH_A_CALL = (CALL, SUMMARY, RECORD_ADDED)
 
