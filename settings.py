@@ -240,6 +240,10 @@ class Settings:
     CALLBACK_EXPIRE_HOURS: int = setting(
         72, group="Mango Office", doc="an open callback whose last missed call is older than this expires"
     )
+    MANGO_FOLD_BATCH: int = setting(
+        50, group="Mango Office",
+        doc="inbox rows one light task claims and folds in one transaction (1: one row a task)",
+    )
 
     # IMAP
     IMAP_HOST: str = setting(None, group="IMAP", aliases=("RAMBLER_IMAP_HOST",))
@@ -510,6 +514,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         problems.append("STORAGE_BACKEND=s3 needs S3_BUCKET")
     if not 0 <= built.S3_PRESIGN_SECONDS <= 7 * 24 * 3600:
         problems.append("S3_PRESIGN_SECONDS must be between 0 and 604800 (7 days)")
+    if not 1 <= built.MANGO_FOLD_BATCH <= 1000:
+        problems.append("MANGO_FOLD_BATCH must be between 1 and 1000")
     if not 0 <= built.MAINTENANCE_HOUR_UTC <= 23:
         problems.append("MAINTENANCE_HOUR_UTC must be between 0 and 23")
     if not 0 <= built.DIGEST_HOUR <= 23:

@@ -15,17 +15,21 @@ Measured:
    distinct call event, so none is a cheap duplicate.
    Load from wrk (with a Lua script cycling through pre-signed bodies) when installed, else Python.
 2. backlog — 10,000 deliveries (2,000 calls of 5 events: IVR, operator Appeared/Connected/
-   Disconnected, summary; a tenth of the callers call twice) accepted with no worker, then one light
-   worker (`--worker-pool` threads by default, `--worker-concurrency` 8, as the Procfile's light worker)
-   started: deliveries folded into calls and requests per second, from the first to the last
-   processed row, and the wall time from start.
+   Disconnected, summary; a tenth of the callers call twice) accepted with no worker, then the light
+   workers started as the Procfile starts them (`--worker-processes` 2 of `--worker-pool` threads ×
+   `--worker-concurrency` 4): deliveries folded into calls and requests per second, from the first to
+   the last processed row, the wall time from the workers' start until none is pending, and until the
+   queue is empty too. Once per `--fold-batch` size (MANGO_FOLD_BATCH; 1 folds one row a task, as
+   before batches) and `--rounds` times, the sizes back to back in each round so that the other work on
+   the machine weighs on both alike: the median of the rounds is reported, and the ratio.
 3. end to end — `--rate` deliveries/s (100) for `--e2e-seconds` (60), paced (open loop), with the light
    worker running: accept latency of every delivery and the time from posting a call's summary until its
    request is visible in the database (a poller reads new requests every 5 ms), p50/p95.
 
 Targets: ≥ 1,000 deliveries/s accepted with p99 ≤ 50 ms at concurrency 16; end to end p95 ≤ 500 ms;
-≥ 200 deliveries/s processed. The old backend, which does all the work in the HTTP request, manages
-34 deliveries/s on the same machine. Only 127.0.0.1 is contacted; every phase is bounded in time.
+≥ 400 deliveries/s processed from a backlog of 5,000 (200 before issue 20). The old backend, which does
+all the work in the HTTP request, manages 34 deliveries/s on the same machine. Only 127.0.0.1 is contacted;
+every phase is bounded in time.
 """
 from __future__ import annotations
 
@@ -54,6 +58,7 @@ import psutil
 import psycopg
 
 from bench.support import free_port, machine_info, prepare_database
+from settings import settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -183,12 +188,13 @@ class Processes:
                     "PYTHONPATH": str(REPO_ROOT)}
         self.api: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
+        self.starts = 0
         self.port = free_port()
 
-    def _spawn(self, command: list[str], log_name: str) -> subprocess.Popen:
+    def _spawn(self, command: list[str], log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = (self.work_dir / log_name).open("ab")
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env={**self.env, **(env or {})}, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         return process
 
@@ -218,21 +224,22 @@ class Processes:
             time.sleep(0.2)
         raise SystemExit(f"the API did not start:\n{self.tail('api.log')}")
 
-    def start_worker(self) -> float:
-        """Start the light worker(s) (`--worker-processes`); returns when every one consumes (its log
-        line 'ready')."""
-        for number in range(self.args.worker_processes):
+    def start_worker(self, **env: str) -> float:
+        """Start the light worker(s) (`--worker-processes`), with `env` added to their environment;
+        returns when every one consumes (its log line 'ready')."""
+        self.starts += 1
+        logs = [f"worker{self.starts}-{number}.log" for number in range(self.args.worker_processes)]
+        for number, log in enumerate(logs):
             command = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--queues", "light", "--hostname",
                        f"bench-light-{os.getpid()}-{number}@%h", "--concurrency", str(self.args.worker_concurrency),
                        "--pool", self.args.worker_pool, "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
-            self.workers.append(self._spawn(command, f"worker{number}.log"))
+            self.workers.append(self._spawn(command, log, env))
         deadline = time.monotonic() + 90
-        logs = [f"worker{number}.log" for number in range(len(self.workers))]
         while time.monotonic() < deadline:
             for worker, log in zip(self.workers, logs):
                 if worker.poll() is not None:
                     raise SystemExit(f"the worker exited:\n{self.tail(log)}")
-            if all("ready." in self.tail(log, 200) for log in logs):
+            if all(self.logged(log, "ready.") for log in logs):
                 return time.monotonic()
             time.sleep(0.05)
         raise SystemExit(f"the worker did not start:\n{self.tail(logs[0])}")
@@ -257,6 +264,13 @@ class Processes:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
+
+    def logged(self, name: str, text: str) -> bool:
+        """Whether the log says `text` anywhere (a worker that started first may have logged a lot since)."""
+        try:
+            return text in (self.work_dir / name).read_text(errors="replace")
+        except OSError:
+            return False
 
     def tail(self, name: str, lines: int = 30) -> str:
         try:
@@ -464,7 +478,48 @@ def post_all(port: int, deliveries: list[tuple[str, str]], concurrency: int) -> 
     return failures[0], time.monotonic() - started
 
 
-def backlog_phase(args, procs: Processes) -> dict:
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+class CpuMeter:
+    """CPU time spent for the benchmark, less sensitive to the other work on a shared machine than
+    rates are: the light workers (their whole process trees) and the PostgreSQL backends connected to
+    the benchmark's database. Redis' server is left out: it serves other databases than ours."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.before = self._backends()
+
+    def _backends(self) -> dict[int, float]:
+        seen = {}
+        for process in psutil.process_iter(["name", "cmdline"]):
+            try:
+                command = " ".join(process.info["cmdline"] or [])
+                if command.startswith("postgres:") and f" {self.database} " in command:
+                    seen[process.pid] = _cpu_seconds(process)
+            except psutil.Error:
+                continue
+        return seen
+
+    def postgres(self) -> float:
+        return sum(cpu - self.before.get(pid, 0.0) for pid, cpu in self._backends().items())
+
+    @staticmethod
+    def workers(workers: list[subprocess.Popen]) -> float:
+        total = 0.0
+        for worker in workers:
+            try:
+                root = psutil.Process(worker.pid)
+                for process in [root, *root.children(recursive=True)]:
+                    total += _cpu_seconds(process)
+            except psutil.Error:
+                continue
+        return total
+
+
+def backlog_once(args, procs: Processes, batch: int) -> dict:
     settle_api(args.database_url)
     reset_data(args.database_url)
     flush_redis(args.redis_url)
@@ -481,35 +536,80 @@ def backlog_phase(args, procs: Processes) -> dict:
     print(f"  {len(deliveries):,} deliveries accepted in {posted_in:.1f} s ({failures} failures); "
           f"inbox {counts}, queue {queue_length(args.redis_url):,}", flush=True)
     vacuum(args.database_url)
-    ready = procs.start_worker()
+    meter = CpuMeter(urlsplit(args.database_url).path.strip("/"))
+    ready = procs.start_worker(MANGO_FOLD_BATCH=str(batch))
+    started_cpu = meter.workers(procs.workers)  # the workers' own start (imports, connections)
     deadline = time.monotonic() + args.backlog_timeout
+    folded_at = drained_at = None
     while time.monotonic() < deadline:
-        if inbox_counts(args.database_url).get("pending", 0) == 0:
+        if folded_at is None and inbox_counts(args.database_url).get("pending", 0) == 0:
+            folded_at = time.monotonic()
+        if folded_at is not None and queue_length(args.redis_url) == 0:
+            drained_at = time.monotonic()
             break
-        time.sleep(0.25)
-    wall = time.monotonic() - ready
+        time.sleep(0.1)
+    wall = (folded_at or time.monotonic()) - ready
+    drained = (drained_at or time.monotonic()) - ready
+    worker_cpu = meter.workers(procs.workers) - started_cpu
+    postgres_cpu = meter.postgres()
     procs.stop_worker()
     with psycopg.connect(args.database_url) as conn:
         first, last, processed = conn.execute(
             "SELECT min(processed_at), max(processed_at), count(*) FROM mango_events WHERE status = 'processed'"
         ).fetchone()
         failed = conn.execute("SELECT count(*) FROM mango_events WHERE status = 'failed'").fetchone()[0]
+        attempts = conn.execute("SELECT max(attempts) FROM mango_events").fetchone()[0]
         requests = conn.execute("SELECT count(*) FROM requests").fetchone()[0]
         calls_made = conn.execute("SELECT count(*) FROM calls").fetchone()[0]
         linked = conn.execute("SELECT count(*) FROM calls WHERE request_id IS NOT NULL").fetchone()[0]
     span = (last - first).total_seconds() if first and last else None
     result = {
-        "deliveries": len(deliveries), "processed": processed, "failed": failed, "calls": calls_made,
-        "calls_with_request": linked, "requests": requests, "worker_concurrency": args.worker_concurrency,
+        "fold_batch": batch, "deliveries": len(deliveries), "processed": processed, "failed": failed,
+        "max_attempts": attempts, "calls": calls_made, "calls_with_request": linked, "requests": requests,
+        "worker_processes": args.worker_processes, "worker_concurrency": args.worker_concurrency,
         "processing_span_s": round(span, 2) if span else None,
         "rate_per_s": round(processed / span, 1) if span else None,
         "wall_from_worker_ready_s": round(wall, 2),
         "rate_wall_per_s": round(processed / wall, 1) if wall else None,
+        "queue_drained_s": round(drained, 2) if drained_at else None,
+        "worker_cpu_ms_per_delivery": round(worker_cpu * 1000 / processed, 3) if processed else None,
+        "postgres_cpu_ms_per_delivery": round(postgres_cpu * 1000 / processed, 3) if processed else None,
     }
-    print(f"  processed {processed:,} in {result['processing_span_s']} s: {result['rate_per_s']:,} deliveries/s "
-          f"({result['rate_wall_per_s']:,}/s counting from worker ready); {calls_made:,} calls, {requests:,} "
-          f"requests, {failed} failed", flush=True)
+    cpu = (worker_cpu + postgres_cpu) / processed if processed else None
+    # What both cores could fold if they did nothing else (Redis, the scheduler and the other work on
+    # the machine left out): an estimate to compare set-ups with, not a measured rate.
+    result["cpu_ms_per_delivery"] = round(cpu * 1000, 3) if cpu else None
+    result["cores_bound_rate_per_s"] = round((os.cpu_count() or 1) / cpu, 1) if cpu else None
+    print(f"  MANGO_FOLD_BATCH={batch}: processed {processed:,} in {result['processing_span_s']} s: "
+          f"{result['rate_per_s']:,} deliveries/s ({result['rate_wall_per_s']:,}/s counting from worker ready; "
+          f"queue empty after {result['queue_drained_s']} s); {calls_made:,} calls, {requests:,} requests, "
+          f"{failed} failed; CPU per delivery: workers {result['worker_cpu_ms_per_delivery']} ms + PostgreSQL "
+          f"{result['postgres_cpu_ms_per_delivery']} ms (all cores on it alone: "
+          f"{result['cores_bound_rate_per_s']}/s)", flush=True)
     return result
+
+
+def backlog_phase(args, procs: Processes) -> dict:
+    """Every `--fold-batch` size once per round, back to back; the median round of each size."""
+    runs: dict[int, list[dict]] = {batch: [] for batch in args.fold_batch}
+    for round_number in range(1, args.rounds + 1):
+        for batch in args.fold_batch:
+            print(f" round {round_number}, MANGO_FOLD_BATCH={batch}", flush=True)
+            runs[batch].append(backlog_once(args, procs, batch))
+    results = {}
+    for batch, measured in runs.items():
+        ordered = sorted(measured, key=lambda r: r["rate_per_s"] or 0)
+        median = dict(ordered[len(ordered) // 2])
+        median["rounds"] = [{k: r[k] for k in ("rate_per_s", "rate_wall_per_s", "queue_drained_s", "calls",
+                                               "requests", "failed", "cpu_ms_per_delivery")} for r in measured]
+        cpu = sorted(r["cpu_ms_per_delivery"] or 0 for r in measured)
+        median["median_cpu_ms_per_delivery"] = cpu[len(cpu) // 2]
+        results[str(batch)] = median
+    if len(runs) > 1:  # the ratio of each round, its two runs back to back under the same other load
+        first, last = min(runs), max(runs)
+        results["ratios"] = [round(b["rate_per_s"] / a["rate_per_s"], 2) if a["rate_per_s"] else None
+                             for a, b in zip(runs[first], runs[last])]
+    return results
 
 
 def e2e_phase(args, procs: Processes) -> dict:
@@ -633,7 +733,8 @@ def verdict(ok: bool) -> str:
 def print_report(results: dict) -> None:
     m = results["machine"]
     print(f"\nleadline Mango webhook — {m['cpus']} cores {m['cpu_model']}, {m['memory_gb']} GB, Python {m['python']}; "
-          f"API: {results['api_command']}; light worker concurrency {results['worker_concurrency']}")
+          f"API: {results['api_command']}; light workers {results['worker_processes']} × "
+          f"{results['worker_pool']} {results['worker_concurrency']}")
     rows = []
     for concurrency, r in results.get("accept", {}).items():
         target = ""
@@ -644,12 +745,25 @@ def print_report(results: dict) -> None:
         rows.append((f"accepted at concurrency {concurrency} ({r['generator']})",
                      f"{r['rps']:,.1f}/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, {r['non_2xx']} non-2xx{spread}",
                      target, f"{OLD_BACKEND_RPS}/s"))
-    if "backlog" in results:
-        b = results["backlog"]
-        rows.append((f"processing a backlog of {b['deliveries']:,}",
-                     f"{b['rate_per_s']:,}/s ({b['rate_wall_per_s']:,}/s from worker ready); {b['calls']:,} calls, "
-                     f"{b['requests']:,} requests",
-                     f"≥ 200/s: {verdict((b['rate_per_s'] or 0) >= 200)}", ""))
+    backlog = {k: v for k, v in results.get("backlog", {}).items() if k != "ratios"}
+    for batch, b in backlog.items():
+        rounds = b.get("rounds", [])
+        spread = "" if len(rounds) < 2 else \
+            f"; median of {len(rounds)} rounds: " + ", ".join(f"{r['rate_per_s']}" for r in rounds)
+        rows.append((f"processing a backlog of {b['deliveries']:,}, MANGO_FOLD_BATCH={batch}",
+                     f"{b['rate_per_s']:,}/s ({b['rate_wall_per_s']:,}/s from worker ready{spread}); "
+                     f"{b['calls']:,} calls, {b['requests']:,} requests; CPU {b['median_cpu_ms_per_delivery']} ms "
+                     f"a delivery (workers + PostgreSQL, median)",
+                     f"≥ 400/s: {verdict((b['rate_per_s'] or 0) >= 400)}", ""))
+    if len(backlog) > 1:
+        slowest, fastest = min(backlog, key=int), max(backlog, key=int)
+        before, after = backlog[slowest]["rate_per_s"] or 0, backlog[fastest]["rate_per_s"] or 0
+        ratios = results["backlog"].get("ratios") or []
+        cpu_before = backlog[slowest]["median_cpu_ms_per_delivery"] or 0
+        cpu_after = backlog[fastest]["median_cpu_ms_per_delivery"] or 0
+        rows.append((f"MANGO_FOLD_BATCH={fastest} against {slowest}",
+                     (f"× {after / before:.2f} (rounds: {', '.join(f'× {r}' for r in ratios)})" if before else "-")
+                     + (f"; CPU a delivery × {cpu_after / cpu_before:.2f}" if cpu_before else ""), "", ""))
     if "e2e" in results:
         e = results["e2e"]
         rows.append((f"accept → request visible at {e['achieved_rate']}/s for {e['seconds']} s",
@@ -671,10 +785,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="a Redis database the benchmark may flush")
     parser.add_argument("--api-workers", type=int, default=2 * cores + 1, help="gunicorn workers")
     parser.add_argument("--api-threads", type=int, default=1, help="> 1: gthread workers with this many threads")
-    parser.add_argument("--worker-processes", type=int, default=1, help="light worker processes")
-    parser.add_argument("--worker-concurrency", type=int, default=8,
-                        help="light worker processes (8 as in the Procfile: light tasks wait on I/O, 8 keep the "
-                             "pipeline of one worker full)")
+    parser.add_argument("--worker-processes", type=int, default=2,
+                        help="light worker processes (2, as the Procfile's light and light2)")
+    parser.add_argument("--worker-concurrency", type=int, default=4,
+                        help="threads (or pool processes) of each light worker (4, as in the Procfile)")
     parser.add_argument("--worker-pool", choices=("threads", "prefork"), default="threads",
                         help="the light worker's pool (threads, as the Procfile's light worker)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
@@ -682,6 +796,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per accept level; the median is reported")
     parser.add_argument("--backlog", type=int, default=10_000)
     parser.add_argument("--backlog-timeout", type=int, default=600)
+    parser.add_argument("--fold-batch", type=int, nargs="+", default=[1, settings.MANGO_FOLD_BATCH],
+                        help="MANGO_FOLD_BATCH of the workers in the backlog phase, each size measured "
+                             f"(default: 1, one row a task as before batches, and the default "
+                             f"{settings.MANGO_FOLD_BATCH})")
+    parser.add_argument("--rounds", type=int, default=3, help="backlog runs per size, sizes back to back")
     parser.add_argument("--rate", type=int, default=100, help="deliveries/s for the end-to-end phase")
     parser.add_argument("--e2e-seconds", type=int, default=60)
     parser.add_argument("--phases", nargs="+", default=["accept", "backlog", "e2e"],
@@ -699,7 +818,8 @@ def main(argv: list[str] | None = None) -> int:
 
     prepare_database(args.database_url)
     results: dict[str, Any] = {"started_at": datetime.now().astimezone().isoformat(timespec="seconds"),
-                               "machine": machine_info(), "worker_concurrency": args.worker_concurrency}
+                               "machine": machine_info(), "worker_concurrency": args.worker_concurrency,
+                               "worker_processes": args.worker_processes, "worker_pool": args.worker_pool}
     with tempfile.TemporaryDirectory(prefix="leadline-bench-mango-") as tmp:
         procs = Processes(args, Path(tmp))
         results["api_command"] = " ".join(procs.api_command()[2:])

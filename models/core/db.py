@@ -87,6 +87,20 @@ def unit_of_work(*, read_only: bool = False) -> Iterator[scoped_session]:
         raise
 
 
+@contextmanager
+def prepared_statements() -> Iterator[None]:
+    """The session's statements in this block are prepared by psycopg on their first run (parsed and
+    planned once per connection, not every time), for work that runs the same few statements many
+    times in a row. Plain lookups only: a generic plan is fine for them (see NEVER_AUTO_PREPARE)."""
+    dbapi_connection = Session.connection().connection.dbapi_connection
+    saved = dbapi_connection.prepare_threshold
+    dbapi_connection.prepare_threshold = 0
+    try:
+        yield
+    finally:
+        dbapi_connection.prepare_threshold = saved
+
+
 # ---- reads outside a transaction block ------------------------------------------------------------
 
 AUTOCOMMIT_READS = "leadline_autocommit_reads"

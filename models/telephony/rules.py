@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import orjson
 from sqlalchemy import select, text
@@ -236,7 +238,8 @@ CAMPAIGN = """
                            (SELECT c.id FROM advertising_campaigns c WHERE c.is_active
                             AND c.phone = COALESCE(CAST(:line_number AS varchar), calls.line_number)))"""
 # What settling a closed call needs to know.
-FACTS = "id, direction, client_phone, line_number, campaign_id, missed, started_at, ended_at, request_id"
+FACTS = ("id, direction, client_phone, line_number, campaign_id, missed, started_at, ended_at, request_id, "
+         "summary_received")
 
 # Values decided in Python fill only what is still empty (the row is locked, so they are current).
 UPDATE_CALL_FROM_EVENT = text(f"""
@@ -322,6 +325,88 @@ MERGE_LEG = text("""
 """)
 
 
+LOCK_CALLS = text("""
+    INSERT INTO calls (entry_id)
+    SELECT entry_id FROM unnest(CAST(:entry_ids AS varchar[])) WITH ORDINALITY AS wanted(entry_id, n) ORDER BY n
+    ON CONFLICT (entry_id) DO UPDATE SET entry_id = EXCLUDED.entry_id
+    RETURNING entry_id, id, direction, client_phone, line_number, campaign_id, summary_received
+""")
+"""`UPSERT_CALL` for many calls at once, in the order given."""
+
+
+class CallHead(NamedTuple):
+    """What folding an event reads of its call before changing it (UPSERT_CALL's columns)."""
+
+    id: int
+    direction: str | None
+    client_phone: str | None
+    line_number: str | None
+    campaign_id: int | None
+    summary_received: bool
+
+
+# Within a batch (`folding_batch`) the batch's calls are locked from the start, so nothing but the
+# batch itself changes them: their heads are kept here, taken from what each UPDATE returns, instead of
+# being read again with UPSERT_CALL for every event.
+_batch_calls: ContextVar[dict[str, CallHead] | None] = ContextVar("leadline_mango_batch_calls", default=None)
+
+
+@contextmanager
+def folding_batch() -> Iterator[None]:
+    """Fold several deliveries in the caller's transaction: `lock_calls` first, then `apply_event`
+    for each in the order they arrived."""
+    token = _batch_calls.set({})
+    try:
+        yield
+    finally:
+        _batch_calls.reset(token)
+
+
+def call_head(entry_id: str) -> CallHead:
+    """The call of `entry_id`, created if new and locked until the transaction ends."""
+    known = _batch_calls.get()
+    head = known.get(entry_id) if known is not None else None
+    if head is None:
+        row = Session.execute(UPSERT_CALL, {"entry_id": entry_id}).one()
+        head = CallHead(row.id, row.direction, row.client_phone, row.line_number, row.campaign_id,
+                        row.summary_received)
+        if known is not None:
+            known[entry_id] = head
+    return head
+
+
+def remember_call(entry_id: str, facts) -> None:
+    """Keep a batch's head of the call in step with what an UPDATE of it returned (FACTS)."""
+    known = _batch_calls.get()
+    if known is not None:
+        known[entry_id] = CallHead(facts.id, facts.direction, facts.client_phone, facts.line_number,
+                                   facts.campaign_id, facts.summary_received)
+
+
+# The deliveries that create and lock their call when folded.
+TYPES_WITH_A_CALL = (CALL, SUMMARY, RECORD_ADDED)
+
+
+def call_entry_id(event_type: str, payload: dict[str, Any]) -> str | None:
+    """The call a delivery will lock when folded, or None."""
+    return as_text(payload.get("entry_id"), 128) if event_type in TYPES_WITH_A_CALL else None
+
+
+def lock_calls(entry_ids: Iterable[str]) -> None:
+    """Create or lock the calls of a batch of deliveries before folding any of them, in one order
+    (sorted by entry id) for every batch: two workers folding batches that share calls then wait for
+    each other instead of each holding a call the other needs (a deadlock). A call created here for
+    a delivery that turns out not to fold is rolled back with the batch."""
+    wanted = sorted(set(entry_ids))
+    if not wanted:
+        return
+    known = _batch_calls.get()
+    for row in Session.execute(LOCK_CALLS, {"entry_ids": wanted}):
+        if known is not None:
+            known[row.entry_id] = CallHead(row.id, row.direction, row.client_phone, row.line_number,
+                                           row.campaign_id, row.summary_received)
+
+
 def lock_call(entry_id: str) -> Call:
     """The call of `entry_id` (created if new) as an ORM object, locked."""
     call_id = Session.execute(UPSERT_CALL, {"entry_id": entry_id}).one().id
@@ -397,7 +482,7 @@ def apply_call_event(payload: dict[str, Any]) -> int:
     at = as_time(payload.get("timestamp")) or now_utc()
     caller, callee = party(payload, "from"), party(payload, "to")
 
-    call = Session.execute(UPSERT_CALL, {"entry_id": entry_id}).one()
+    call = call_head(entry_id)
     merge_leg(call.id, payload, call_id, seq, at)
 
     values: dict[str, Any] = {"id": call.id, "seq": seq, "direction": None, "client_phone": None,
@@ -415,6 +500,7 @@ def apply_call_event(payload: dict[str, Any]) -> int:
         if call.line_number is None:
             values["line_number"] = external_number(callee.get("line_number"))
     facts = Session.execute(UPDATE_CALL_FROM_EVENT, values).one()
+    remember_call(entry_id, facts)
     if facts.ended_at is not None:
         settle(facts)  # a late event of a closed call: linking is idempotent
     return call.id
@@ -445,7 +531,7 @@ def classify(direction: str | None, talked: bool, reason: int | None) -> str:
 def apply_summary(payload: dict[str, Any]) -> int:
     entry_id = required_text(payload, "entry_id")
     caller, callee = party(payload, "from"), party(payload, "to")
-    call = Session.execute(UPSERT_CALL, {"entry_id": entry_id}).one()
+    call = call_head(entry_id)
 
     direction = DIRECTIONS.get(as_int(payload.get("call_direction"))) or call.direction
     created, talk, end = (as_time(payload.get(name)) for name in ("create_time", "talk_time", "end_time"))
@@ -469,6 +555,7 @@ def apply_summary(payload: dict[str, Any]) -> int:
         # Only when no leg told who answered: the summary's `to` may be the first employee who missed it.
         "operator": extension((caller if direction == "out" else callee).get("extension")) if talked else None,
     }).one()
+    remember_call(entry_id, facts)
     settle(facts)
     return call.id
 
