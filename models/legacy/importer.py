@@ -197,9 +197,9 @@ class Importer:
         The staged ids also serve the deletions check at the end (_gone)."""
         stage = f"stage_fingerprints_{table}"
         self.dst.execute(f"TRUNCATE {stage}")  # nosec B608 - fixed names
+        read = f"COPY (SELECT id, md5(t::text) FROM {table} t) TO STDOUT"  # nosec B608 - a fixed table name
         with self.src.cursor() as out, self.dst.cursor() as into:
-            with out.copy(f"COPY (SELECT id, md5(t::text) FROM {table} t) TO STDOUT") as source, \
-                    into.copy(f"COPY {stage} (old_id, fp) FROM STDIN") as sink:  # nosec B608 - fixed names
+            with out.copy(read) as source, into.copy(f"COPY {stage} (old_id, fp) FROM STDIN") as sink:  # nosec B608
                 for block in source:
                     sink.write(block)
         rows = self.dst.execute(
@@ -723,11 +723,13 @@ class Importer:
         counts = self.report.table("files")
         known = self._mapped(table)
         seen: dict[int, tuple[str, int]] = {}
-        total = self.src.execute(f"SELECT count(*) FROM ({self.FILE_SQL}) f").fetchone()[0]  # nosec B608
+        # The total (for the progress) comes with the rows: one scan of the old tables, not two.
+        select = f"SELECT f.*, count(*) OVER () FROM ({self.FILE_SQL}) f"  # nosec B608 - fixed SQL
         done = 0
-        for batch in batches(self.src, "files", self.FILE_SQL, min(self.batch_size, 1000)):
+        for batch in batches(self.src, "files", select, min(self.batch_size, 1000)):
             staged = []
-            for owner_table, owner_old, file_type, raw_path, created_at in batch:
+            total = batch[0][-1]
+            for owner_table, owner_old, file_type, raw_path, created_at, _total in batch:
                 counts.read += 1
                 relative = rules.old_relative_path(raw_path)
                 if relative is None:

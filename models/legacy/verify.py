@@ -94,14 +94,15 @@ def _new_figures() -> dict:
         figures = {
             "counts": {table: (present, refused) for table, present, refused in dst.execute(counts_sql)},
             "requests": _by_key(dst.execute(
-                REQUEST_MONEY + "FROM legacy_map m JOIN requests r ON r.id = m.new_id JOIN cities c ON c.id = r.city_id "
-                "WHERE m.old_table = 'requests' GROUP BY 1, 2", zone)),
+                REQUEST_MONEY + "FROM legacy_map m JOIN requests r ON r.id = m.new_id "
+                "JOIN cities c ON c.id = r.city_id WHERE m.old_table = 'requests' GROUP BY 1, 2", zone)),
             "cash": _by_key(dst.execute(
                 CASH + "FROM legacy_map m JOIN transactions t ON t.id = m.new_id JOIN cities c ON c.id = t.city_id "
                 "WHERE m.old_table = 'transactions' GROUP BY 1, 2")),  # nosec B608
             "logins": {(table, old_id): (login, refused) for table, old_id, login, refused in dst.execute(
                 "SELECT m.old_table, m.old_id, u.login, m.refused FROM legacy_map m "
-                "LEFT JOIN users u ON u.id = m.new_id WHERE m.old_table IN ('masters', 'employees', 'administrators')")},
+                "LEFT JOIN users u ON u.id = m.new_id "
+                "WHERE m.old_table IN ('masters', 'employees', 'administrators')")},
             "files": {key: (status, path) for key, status, path in dst.execute(
                 "SELECT m.old_id, f.status, f.storage_path FROM legacy_map m JOIN files f ON f.id = m.new_id "
                 "WHERE m.old_table = 'media'")},
