@@ -7,9 +7,11 @@ How it stays fast and safe:
   statements (INSERT ... SELECT, UPDATE ... FROM), together with its `legacy_map` rows, in one
   transaction: a run killed at any moment leaves whole batches, and the next run goes on from there.
 - `legacy_map` keeps, for every old row, the new id and the fingerprint (md5 of the old row as
-  text): an unchanged row is skipped without being sent to leadline; a changed one is updated (its
-  history gets one row per changed field); a new one is added; a row deleted in the old system since
-  the last run is deleted here too (requests and cash; users are made inactive).
+  text, computed by the old PostgreSQL). For requests and cash rows the (id, fingerprint) pairs are
+  copied into a staging table and joined against it: an unchanged row is never read whole nor
+  parsed here (lookups, campaigns and users are few and compared as they are read); a changed one
+  is updated (its history gets one row per changed field); a new one is added; a row deleted in the
+  old system since the last run is deleted here too (requests and cash; users are made inactive).
 - Requests and cash rows keep their old ids when those are free (people know requests by number),
   and the id sequences are moved past the old ids first, so a new id never takes an old one.
 - Rollups follow through their triggers (statement-level: one delta per batch); history rows are
