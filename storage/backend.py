@@ -137,6 +137,10 @@ class Storage(ABC):
         """Forget an upload that was cut off before its commit."""
         self.delete_quarantined(token)
 
+    def media_existing(self, relative_paths) -> set[str]:
+        """Which of `relative_paths` exist (as media_exists answers), for checks of many files at once."""
+        return {path for path in relative_paths if self.media_exists(path)}
+
 
 class LocalQuarantineWriter(QuarantineWriter):
     def __init__(self, root: Path, max_bytes: int):
@@ -324,6 +328,45 @@ class LocalStorage(Storage):
     def environment(self) -> dict[str, str]:
         return {"STORAGE_BACKEND": "local", "MEDIA_ROOT": str(self.media_root),
                 "QUARANTINE_ROOT": str(self.quarantine_root)}
+
+    def media_existing(self, relative_paths) -> set[str]:
+        """media_exists for many paths: each folder of the layout is checked once (lstat of every
+        component: no symlink), then each file with one lstat (a regular file, not a symlink). A path
+        open_media would refuse (malformed, through a symlink) is not in the answer."""
+        root = os.path.realpath(self.media_root)
+        folders: dict[str, bool] = {}
+        found = set()
+        for path in relative_paths:
+            try:
+                check_relative_path(path)
+            except (BadPath, PathNotFound):
+                continue
+            directory, _, name = path.rpartition("/")
+            if directory not in folders:
+                folders[directory] = self._plain_folder(root, directory)
+            if not folders[directory]:
+                continue
+            try:
+                mode = os.lstat(os.path.join(root, directory, name)).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if stat.S_ISREG(mode):
+                found.add(path)
+        return found
+
+    @staticmethod
+    def _plain_folder(root: str, directory: str) -> bool:
+        """A folder below the root reached without a symlink."""
+        current = root
+        for part in directory.split("/"):
+            current = os.path.join(current, part)
+            try:
+                mode = os.lstat(current).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+            if not stat.S_ISDIR(mode):
+                return False
+        return True
 
     def stale_temporaries(self, older_than: float) -> Iterator[Path]:
         """Half-written promotions a crashed worker left behind."""

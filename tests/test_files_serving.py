@@ -277,3 +277,24 @@ def test_there_is_no_public_media_route(client, world):
     for path in (f"/media/{stored.path}", f"/api/media/{stored.path}", f"/static/../var/media/{stored.path}"):
         response = client.get(path)
         assert response.status_code == 404 and stored.data not in response.data
+
+
+def test_media_existing_answers_as_media_exists_for_many_paths(media):
+    """The bulk check (the legacy verification's) finds exactly the files open_media would open: not
+    a symlinked file, not a file in a symlinked folder, not a folder, not a malformed path."""
+    root = media.media_root
+    for folder in ("zayvka/bso", "zayvka/zapis", "gorod/rashod"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / "zayvka/bso/11111111111111111111111111111111.jpg").write_bytes(jpeg_bytes())
+    os.symlink(root.parent / "secret.txt", root / "zayvka/bso/22222222222222222222222222222222.jpg")
+    outside = root.parent / "outside"
+    outside.mkdir()
+    (outside / "33333333333333333333333333333333.mp3").write_bytes(SECRET)
+    shutil.rmtree(root / "zayvka/zapis")
+    os.symlink(outside, root / "zayvka/zapis")
+    (root / "gorod/rashod/44444444444444444444444444444444.pdf").mkdir()
+    paths = ["zayvka/bso/11111111111111111111111111111111.jpg", "zayvka/bso/22222222222222222222222222222222.jpg",
+             "zayvka/zapis/33333333333333333333333333333333.mp3", "gorod/rashod/44444444444444444444444444444444.pdf",
+             "zayvka/bso/55555555555555555555555555555555.jpg", "zayvka/bso/../../secret.txt", "secret.txt"]
+    one_by_one = {path for path in paths if media.media_exists(path)}
+    assert media.media_existing(paths) == one_by_one == {"zayvka/bso/11111111111111111111111111111111.jpg"}

@@ -7,9 +7,11 @@ How it stays fast and safe:
   statements (INSERT ... SELECT, UPDATE ... FROM), together with its `legacy_map` rows, in one
   transaction: a run killed at any moment leaves whole batches, and the next run goes on from there.
 - `legacy_map` keeps, for every old row, the new id and the fingerprint (md5 of the old row as
-  text): an unchanged row is skipped without being sent to leadline; a changed one is updated (its
-  history gets one row per changed field); a new one is added; a row deleted in the old system since
-  the last run is deleted here too (requests and cash; users are made inactive).
+  text, computed by the old PostgreSQL). For requests and cash rows the (id, fingerprint) pairs are
+  copied into a staging table and joined against it: an unchanged row is never read whole nor
+  parsed here (lookups, campaigns and users are few and compared as they are read); a changed one
+  is updated (its history gets one row per changed field); a new one is added; a row deleted in the
+  old system since the last run is deleted here too (requests and cash; users are made inactive).
 - Requests and cash rows keep their old ids when those are free (people know requests by number),
   and the id sequences are moved past the old ids first, so a new id never takes an old one.
 - Rollups follow through their triggers (statement-level: one delta per batch); history rows are
@@ -76,6 +78,7 @@ class Importer:
         self.report.dry_run = dry_run
         self.maps: dict[str, dict[int, int]] = {}
         self.max_before: dict[str, int] = {}
+        self.bulk = False  # most of a table's rows written in this run (the first import)
         self.src: psycopg.Connection
         self.dst: psycopg.Connection
 
@@ -136,6 +139,8 @@ class Importer:
                 owner_old_id bigint, original_name text, size_bytes bigint, sha256 text, sniffed_type text,
                 status text, reject_reason text, storage_path text, created_at timestamptz);
             CREATE TEMP TABLE stage_ids (old_id bigint PRIMARY KEY);
+            CREATE TEMP TABLE stage_fingerprints_requests (old_id bigint, fp text);
+            CREATE TEMP TABLE stage_fingerprints_transactions (old_id bigint, fp text);
         """)
 
     # ---- helpers -----------------------------------------------------------------------------------
@@ -186,28 +191,46 @@ class Importer:
         for old, new in renumbered:
             self.report.note("renumbered", table, old, f"новый номер {new}")
 
-    def _changed_rows(self, table: str, columns: str, known: dict, total: int):
-        """Batches of the old rows (`columns` and their fingerprint) that are new or changed since the
-        last run. The fingerprints are read first (two short columns); when few rows changed (a delta)
-        only those rows are read whole, by id; else the table is streamed (unchanged rows included:
-        the caller skips them). Counts every row read and, for now, as skipped."""
+    def _changes(self, table: str) -> tuple[dict[int, tuple[int | None, str]], list[int]]:
+        """Which old rows are new or changed since the last run, found in leadline's database: the old
+        table's (id, fingerprint) pairs are copied as they come (COPY to COPY, no row parsed here) into
+        `stage_fingerprints_<table>` and joined against `legacy_map`. Returns the changed rows' earlier
+        legacy_map entries (old id -> (new id, fingerprint)) and the ids of every new or changed row.
+        The staged ids also serve the deletions check at the end (_gone)."""
+        stage = f"stage_fingerprints_{table}"
+        self.dst.execute(f"TRUNCATE {stage}")  # nosec B608 - fixed names
+        read = f"COPY (SELECT id, md5(t::text) FROM {table} t) TO STDOUT"  # nosec B608 - a fixed table name
+        with self.src.cursor() as out, self.dst.cursor() as into:
+            with out.copy(read) as source, into.copy(f"COPY {stage} (old_id, fp) FROM STDIN") as sink:  # nosec B608
+                for block in source:
+                    sink.write(block)
+        rows = self.dst.execute(
+            f"SELECT s.old_id, m.old_id IS NOT NULL, m.new_id, m.fingerprint FROM {stage} s "  # nosec B608
+            "LEFT JOIN legacy_map m ON m.old_table = %s AND m.old_id = s.old_id "
+            "WHERE m.fingerprint IS DISTINCT FROM s.fp ORDER BY s.old_id", (table,)).fetchall()
+        known = {old_id: (new_id, fp) for old_id, mapped, new_id, fp in rows if mapped}
+        return known, [row[0] for row in rows]
+
+    def _changed_rows(self, table: str, columns: str, wanted: list[int], total: int):
+        """Batches of the old rows (`columns` and their fingerprint) that are new or changed (`wanted`,
+        from _changes). When few rows changed (a delta) only those rows are read, by id; else the
+        table is streamed and the unchanged rows are left out here. Counts every row read and, for
+        now, as skipped."""
         counts = self.report.table(table)
-        wanted = []
-        for batch in batches(self.src, f"{table}_fingerprints", f"SELECT id, md5(t::text) FROM {table} t",  # nosec
-                             50_000):
-            wanted += [old_id for old_id, fp in batch if (known.get(old_id) or (None, None))[1] != fp]
         counts.read += total
         counts.skipped += total
         select = f"SELECT {columns}, md5(t::text) FROM {table} t"  # nosec B608 - fixed names and columns
         done = 0
         if len(wanted) > total // 2:
+            self.bulk = True
+            wanted_set = set(wanted)
             for batch in batches(self.src, table, select + " ORDER BY id", self.batch_size):
-                yield batch
                 done += len(batch)
+                yield [row for row in batch if row[0] in wanted_set]
                 self.progress(table, done, total)
             return
         for start in range(0, len(wanted), self.batch_size):
-            chunk = sorted(wanted[start:start + self.batch_size])
+            chunk = wanted[start:start + self.batch_size]
             rows = self.src.execute(select + " WHERE id = ANY(%s) ORDER BY id", (chunk,)).fetchall()
             done += len(rows)
             yield rows
@@ -479,10 +502,11 @@ class Importer:
         table = "requests"
         counts = self.report.table(table)
         total = count(self.src, table)
-        known = self._mapped(table)
+        mapped = self.dst.execute("SELECT count(*) FROM legacy_map WHERE old_table = 'requests'").fetchone()[0]
+        known, wanted = self._changes(table)
         max_old = self.src.execute("SELECT coalesce(max(id), 0) FROM requests").fetchone()[0]
         self._move_sequence(table, max_old)
-        if len(known) < total // 2:
+        if mapped < total // 2:
             # Most requests are still to come: the daily rollup's trigger idles (no zone row) and the
             # rollups are rebuilt once at the end (_finish), a scan instead of a delta per batch. A
             # run killed meanwhile leaves the row missing, and the next run rebuilds them too.
@@ -495,14 +519,12 @@ class Importer:
                    "net_amount, master_handover, ats_number, call_center_name, call_center_notes, avito_chat_id, "
                    "created_at, updated_at")
         note, refuse = self.report.note, self.report.refuse
-        for batch in self._changed_rows(table, columns, known, total):
+        for batch in self._changed_rows(table, columns, wanted, total):
             staged, refused = [], []
             for (old_id, campaign_old, city_old, type_old, phone_raw, client_name, address, meeting_date, direction_old,
                  problem, status_raw, master_old, master_notes, result, expenses, net, handover, ats, cc_name, cc_notes,
                  avito, created_at, updated_at, fp) in batch:
                 previous = known.get(old_id)
-                if previous is not None and previous[1] == fp:
-                    continue
                 city_id, type_id = cities.get(city_old), types.get(type_old)
                 if city_id is None or type_id is None:
                     reason = "город или тип заявки не перенесены"
@@ -594,18 +616,16 @@ class Importer:
         table = "transactions"
         counts = self.report.table(table)
         total = count(self.src, table)
-        known = self._mapped(table)
+        known, wanted = self._changes(table)
         max_old = self.src.execute("SELECT coalesce(max(id), 0) FROM transactions").fetchone()[0]
         self._move_sequence(table, max_old)
         cities, types = self.maps["cities"], self.maps["transaction_types"]
         is_income = dict(self.dst.execute("SELECT id, is_income FROM transaction_types").fetchall())
         columns = "id, city_id, transaction_type_id, amount, notes, specified_date, payment_reason, created_at"
-        for batch in self._changed_rows(table, columns, known, total):
+        for batch in self._changed_rows(table, columns, wanted, total):
             staged, refused = [], []
             for old_id, city_old, type_old, amount, notes, specified, reason_text, created_at, fp in batch:
                 previous = known.get(old_id)
-                if previous is not None and previous[1] == fp:
-                    continue
                 city_id, type_id = cities.get(city_old), types.get(type_old)
                 reason = None
                 if city_id is None or type_id is None:
@@ -705,11 +725,13 @@ class Importer:
         counts = self.report.table("files")
         known = self._mapped(table)
         seen: dict[int, tuple[str, int]] = {}
-        total = self.src.execute(f"SELECT count(*) FROM ({self.FILE_SQL}) f").fetchone()[0]  # nosec B608
+        # The total (for the progress) comes with the rows: one scan of the old tables, not two.
+        select = f"SELECT f.*, count(*) OVER () FROM ({self.FILE_SQL}) f"  # nosec B608 - fixed SQL
         done = 0
-        for batch in batches(self.src, "files", self.FILE_SQL, min(self.batch_size, 1000)):
+        for batch in batches(self.src, "files", select, min(self.batch_size, 1000)):
             staged = []
-            for owner_table, owner_old, file_type, raw_path, created_at in batch:
+            total = batch[0][-1]
+            for owner_table, owner_old, file_type, raw_path, created_at, _total in batch:
                 counts.read += 1
                 relative = rules.old_relative_path(raw_path)
                 if relative is None:
@@ -836,20 +858,32 @@ class Importer:
         if self.dst.execute("SELECT NOT EXISTS (SELECT 1 FROM report_rollups)").fetchone()[0]:
             for statement, params in rollups.rebuild_sql(settings.BUSINESS_TZ):
                 self.dst.execute(statement, params)
+        if self.bulk and not self.dry_run:
+            # Fresh statistics for what was just loaded (autovacuum gets there later, if it runs at
+            # all): the verification that follows and the next (delta) run plan their joins on them.
+            for table in self.ANALYZED:
+                self.dst.execute(f"ANALYZE {table}")  # nosec B608 - fixed names
         self._commit()
+
+    ANALYZED = ("requests", "transactions", "request_events", "files", "legacy_map")
 
     def _gone(self, table: str) -> None:
         """Old rows imported before and deleted in the old system since: requests and cash rows are
         deleted here too (a request's income stays, as the old system kept it); users are made
         inactive; campaigns are only reported."""
-        self.dst.execute("TRUNCATE stage_ids")
-        with self.dst.cursor() as cur, cur.copy("COPY stage_ids (old_id) FROM STDIN") as copy:
-            for batch in batches(self.src, f"ids_{table}", f"SELECT id FROM {table}", 50000):  # nosec B608
-                for (old_id,) in batch:
-                    copy.write_row((old_id,))
-        gone = self.dst.execute(
-            "SELECT old_id, new_id FROM legacy_map m WHERE m.old_table = %s "
-            "AND NOT EXISTS (SELECT 1 FROM stage_ids s WHERE s.old_id = m.old_id)", (table,)).fetchall()
+        if table in ("requests", "transactions"):  # their ids were staged with their fingerprints
+            gone = self.dst.execute(
+                "SELECT old_id, new_id FROM legacy_map m WHERE m.old_table = %s AND NOT EXISTS "  # nosec B608
+                f"(SELECT 1 FROM stage_fingerprints_{table} s WHERE s.old_id = m.old_id)", (table,)).fetchall()
+        else:
+            self.dst.execute("TRUNCATE stage_ids")
+            with self.dst.cursor() as cur, cur.copy("COPY stage_ids (old_id) FROM STDIN") as copy:
+                for batch in batches(self.src, f"ids_{table}", f"SELECT id FROM {table}", 50000):  # nosec B608
+                    for (old_id,) in batch:
+                        copy.write_row((old_id,))
+            gone = self.dst.execute(
+                "SELECT old_id, new_id FROM legacy_map m WHERE m.old_table = %s "
+                "AND NOT EXISTS (SELECT 1 FROM stage_ids s WHERE s.old_id = m.old_id)", (table,)).fetchall()
         if not gone:
             return
         new_ids = [new for _old, new in gone if new is not None]
