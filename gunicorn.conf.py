@@ -18,7 +18,11 @@ import tempfile
 from settings import settings
 
 bind = f"{settings.API_HOST}:{settings.API_PORT}"
-workers = settings.API_WORKERS  # API_WORKERS (old name WORKERS); unset: the cores + 1
+workers = settings.API_WORKERS  # API_WORKERS (old name WORKERS); unset: the cores
+# Two requests at once per worker (API_THREADS): a thread waits on PostgreSQL or Redis while the other
+# runs; 1 is the plain sync worker.
+threads = settings.API_THREADS
+worker_class = "gthread" if threads > 1 else "sync"
 timeout = 60
 graceful_timeout = 20
 # A worker is replaced after this many requests (a guard against slow leaks). Replacing one costs

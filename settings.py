@@ -108,13 +108,13 @@ PARSERS: dict[str, Callable[[str], Any]] = {
 
 
 def default_api_workers() -> int:
-    """gunicorn's default worker count: the cores this process may run on, plus one.
+    """gunicorn's default worker count: one process per core this process may run on.
 
-    The API's waits are short (PostgreSQL and Redis round trips), so one worker more than the cores
-    keeps them busy; every further worker only adds context switches and cache misses (measured in
+    Each worker serves API_THREADS requests at once (gthread), which keeps the cores busy through the
+    API's short waits (PostgreSQL and Redis round trips) as the old extra (cores + 1) sync worker did,
+    without its ~110 MB; more processes only add context switches and memory (measured in
     bench/README.md, "The production set-up")."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return cores + 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def setting(default: Any = None, *, group: str, aliases: tuple[str, ...] = (), secret: bool = False, doc: str = "",
@@ -155,8 +155,12 @@ class Settings:
     API_HOST: str = setting("127.0.0.1", group="processes")
     API_PORT: int = setting(8000, group="processes")
     API_WORKERS: int = setting(
-        default_api_workers(), group="processes", aliases=("WORKERS",), shown_default="cores + 1",
+        default_api_workers(), group="processes", aliases=("WORKERS",), shown_default="cores",
         doc="gunicorn worker processes",
+    )
+    API_THREADS: int = setting(
+        2, group="processes",
+        doc="requests one gunicorn worker serves at once (threads; 1: a sync worker, one at a time)",
     )
     FLOWER_PORT: int = setting(5555, group="processes")
     FLOWER_USER: str = setting("admin", group="processes")
@@ -508,6 +512,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         problems.append("CELERY_BROKER_URL must be a Redis (redis://, rediss://) or RabbitMQ (amqp://, amqps://) URL")
     if built.API_WORKERS < 1:
         problems.append("API_WORKERS must be at least 1")
+    if not 1 <= built.API_THREADS <= 32:
+        problems.append("API_THREADS must be between 1 and 32")
     if built.STORAGE_BACKEND not in ("local", "s3"):
         problems.append("STORAGE_BACKEND must be local or s3")
     elif built.STORAGE_BACKEND == "s3" and not built.S3_BUCKET:

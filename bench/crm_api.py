@@ -3,8 +3,8 @@
     python -m bench.crm_api --database-url postgresql://postgres@127.0.0.1:5432/leadline_bench_1m
 
 The database is one that `python -m bench.seed_bulk` loaded (its `bench_admin` signs in). For each
-gunicorn configuration (`--configs`, by default sync workers = 2 × cores + 1 and gthread workers with
-threads) the API is started on a free port of 127.0.0.1, and measured:
+gunicorn configuration (`--configs`, by default production's gthread workers, one per core with 2
+threads, then the earlier sync cores + 1) the API is started on a free port of 127.0.0.1, and measured:
 
 - the complete list `GET /api/requests/` (no paging): wall time, time to first byte, bytes, and the
   peak RSS of the workers (VmHWM from /proc, summed, and the largest growth of one worker);
@@ -845,9 +845,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=20, help="seconds per throughput scenario")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients for throughput")
     parser.add_argument("--configs", type=ServerConfig.parse, nargs="+",
-                        default=[ServerConfig("sync", default_api_workers()), ServerConfig("sync", 2 * cores + 1)],
-                        help="gunicorn configurations: sync:N, gthread:NxT (default: production's sync "
-                             "cores+1, then sync 2×cores+1 for comparison)")
+                        default=[ServerConfig("gthread", default_api_workers(), 2), ServerConfig("sync", cores + 1)],
+                        help="gunicorn configurations: sync:N, gthread:NxT (default: production's gthread "
+                             "cores × 2 threads, then the earlier sync cores+1 for comparison)")
     parser.add_argument("--load-generator", choices=("wrk", "python"),
                         default="wrk" if shutil.which("wrk") else "python")
     parser.add_argument("--full-list", choices=("auto", "always", "never"), default="auto",

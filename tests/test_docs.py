@@ -31,7 +31,7 @@ def test_the_table_has_one_row_per_setting_in_declaration_order():
     by_name = {row.split(" | ")[1].strip("`"): row for row in rows}
     assert by_name["SECRET_KEY"] == "| core | `SECRET_KEY` | — (secret) | signs sessions; old name: JWT_SECRET_KEY |"
     assert by_name["MEDIA_ROOT"] == "| files | `MEDIA_ROOT` | `./var/media` |  |"  # not this machine's path
-    assert by_name["API_WORKERS"].startswith("| processes | `API_WORKERS` | cores + 1 |")
+    assert by_name["API_WORKERS"].startswith("| processes | `API_WORKERS` | cores |")
     assert by_name["REDIS_URL"] == "| core | `REDIS_URL` | — (secret) | Redis; unset outside production = embedded |"
 
 

@@ -311,6 +311,12 @@ def test_gunicorn_takes_address_and_workers_from_settings():
                 (line.partition(" = ") for line in printed.stdout.splitlines())}
     assert resolved["workers"] == "7"
     assert resolved["bind"] == "['127.0.0.1:8123']"
+    assert (resolved["threads"], resolved["worker_class"]) == ("2", "gthread")  # API_THREADS' default
+
+    single = run(API_THREADS="1")
+    assert single.returncode == 0, single.stderr
+    assert "worker_class                  = sync" in single.stdout or "worker_class = sync" in " ".join(
+        single.stdout.split())
 
     refused = run(API_WORKERS="0")
     assert refused.returncode != 0
