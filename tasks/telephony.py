@@ -7,7 +7,7 @@ and the redelivered message (late ack) or the sweeper applies them exactly once.
 are for transient errors only (database or broker unreachable, deadlocks); a payload that cannot be
 folded is marked `failed` with its reason, for an administrator to look at and replay.
 
-Batches (MANGO_FOLD_BATCH rows, 50 by default; 1 folds one row a task). The task's own row, if it is
+Batches (MANGO_FOLD_BATCH rows; 1, the default, folds one row a task). The task's own row, if it is
 still pending and no other transaction holds it, is claimed with up to MANGO_FOLD_BATCH - 1 of the
 oldest other pending rows (`FOR UPDATE SKIP LOCKED`: rows another batch holds are left to it), and all
 of them are folded in one transaction, in the order they arrived (row id), exactly as one-by-one

@@ -127,11 +127,12 @@ def test_deliveries_while_redis_is_down_are_processed_once_it_is_back(stack, com
 
     embedded.redis_url()  # the same port and folder: the queued messages come back from the AOF
     stack.start_worker()
-    # The first queued message's batch (MANGO_FOLD_BATCH) takes the oldest pending rows, the ones never
-    # queued too: they need not wait for the sweeper, which then finds nothing left.
-    wait_for(all_processed(committed, len(before) + len(during)), timeout=60)
+    wait_for(lambda: counts_by_status(committed).get("processed") == len(before), timeout=60)
+    assert counts_by_status(committed)["pending"] == len(during)  # never queued: waiting for the sweeper
+
     time.sleep(1.2)  # older than MANGO_SWEEP_AFTER_SECONDS
-    assert "'enqueued': 0" in stack.sweep()
+    assert "'enqueued': 6" in stack.sweep()
+    wait_for(all_processed(committed, len(before) + len(during)), timeout=60)
 
     time.sleep(2.1)  # the API's publisher pauses after a failure, then queues again
     if not all(answer["queued"] for answer in stack.post(after)):
