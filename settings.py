@@ -245,8 +245,9 @@ class Settings:
         72, group="Mango Office", doc="an open callback whose last missed call is older than this expires"
     )
     MANGO_FOLD_BATCH: int = setting(
-        1, group="Mango Office",
-        doc="inbox rows one light task claims and folds in one transaction (1: one row a task)",
+        50, group="Mango Office",
+        doc="inbox rows the inbox worker claims and folds in one transaction, with the rest of their calls "
+            "(1: one row a transaction)",
     )
 
     # IMAP

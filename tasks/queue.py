@@ -12,12 +12,13 @@ Every call says what happens when the broker (Redis or RabbitMQ) cannot take the
   The broker down: the job is failed (it must not sit `queued` forever) and BrokerUnavailable raised.
 - `enqueue_debounced(task, key, seconds)`: queued `seconds` from now unless that was asked already
   within them, so a burst asks once; it never fails its caller.
-- `enqueue_inbox_event(event_id)`: the Mango webhook's path, the hottest of the API. It builds Celery's
-  message (protocol 2) itself and sends it on a connection of its own: with Redis one LPUSH (as
-  kombu's Redis transport stores it), with RabbitMQ one basic.publish that the broker confirms. It
-  fails at once when the broker is down and then pauses for a moment (the row is committed already
-  and the inbox sweeper queues it later). tests/test_telephony_webhook.py compares the message with
-  the one Celery and kombu themselves build, on both brokers.
+- `fold_inbox_soon()`: the Mango webhook's path, the hottest of the API. A delivery queues a run of
+  the inbox worker only when none is queued yet (a Redis `SET NX`), so a burst queues one message.
+  The message is built here (Celery's protocol 2) and sent on a connection of its own: with Redis one
+  LPUSH (as kombu's Redis transport stores it), with RabbitMQ one basic.publish that the broker
+  confirms. It fails at once when the broker is down and then pauses for a moment (the row is
+  committed already and the inbox sweeper queues a run later). tests/test_telephony_webhook.py
+  compares the message with the one Celery and kombu themselves build, on both brokers.
 """
 from __future__ import annotations
 
@@ -249,10 +250,33 @@ class DirectPublisher:
             return False
 
 
-inbox = DirectPublisher("telephony.process_event", LIGHT)
+FOLD_INBOX_TASK = "telephony.fold_inbox"
+FOLD_QUEUED_KEY = key("mango", "fold-queued")
+FOLD_QUEUED_SECONDS = 30  # a run whose message was lost is asked for again after this long at most
+inbox = DirectPublisher(FOLD_INBOX_TASK, LIGHT)
 
 
-def enqueue_inbox_event(event_id: int) -> bool:
-    """Queue the processing of a stored Mango delivery; False when the broker is down (it stays pending
-    and telephony.sweep_inbox queues it later)."""
-    return inbox.publish(event_id)
+def fold_inbox_soon(*, force: bool = False) -> bool:
+    """Make sure a `telephony.fold_inbox` run looks at the Mango inbox after this moment: the webhook's
+    path, once its row is committed. True when one will (queued now, or queued before and not started).
+
+    A run deletes FOLD_QUEUED_KEY before it claims anything, so while the key exists a queued run is
+    still to look and will find every row committed before: a burst of deliveries queues one message,
+    not one each (`SET NX`, one Redis round trip when a run is queued already). `force` queues a run
+    whatever the key says (the sweeper: a message may have been lost with its key still alive). False
+    when Redis or the broker is down: the row stays pending and telephony.sweep_inbox queues a run later.
+    """
+    try:
+        redis = get_redis()
+        if not redis.set(FOLD_QUEUED_KEY, "1", nx=not force, ex=FOLD_QUEUED_SECONDS):
+            return True
+    except Exception as exc:
+        log.warning("%s not queued (%s): the sweeper will queue it", FOLD_INBOX_TASK, type(exc).__name__)
+        return False
+    if inbox.publish():
+        return True
+    try:
+        redis.delete(FOLD_QUEUED_KEY)  # nothing is queued: the next delivery must try again
+    except Exception:  # noqa: BLE001 - it expires by itself
+        pass
+    return False

@@ -1,5 +1,6 @@
 """Folding a backlog in batches (MANGO_FOLD_BATCH) gives exactly what folding one delivery at a time
-gives: the same calls, legs, requests and inbox rows, through the webhook, the sweeper and a real worker."""
+gives: the same calls, legs, requests, inbox rows and report rollups, through the webhook, the sweeper
+and a real worker; concurrent batches neither split calls nor deadlock."""
 from __future__ import annotations
 
 import random
@@ -81,7 +82,8 @@ def fold_backlog(client, shuffled: list[tuple[str, dict]], batch: int) -> int:
     from tasks.telephony import sweep_once
 
     with overridden(MANGO_FOLD_BATCH=batch, MANGO_SWEEP_AFTER_SECONDS=0):
-        assert sweep_once()["enqueued"] == stored
+        swept = sweep_once()
+        assert (swept["stale"], swept["enqueued"]) == (stored, 1)  # one run of the inbox worker folds them all
 
         def done():
             pending = Session.scalar(select(func.count()).select_from(MangoEvent).where(MangoEvent.status == "pending"))
@@ -129,7 +131,29 @@ def outcome() -> dict:
     inbox_rows = {row.dedupe_key: (row.event_type, row.status, row.attempts, row.last_error)
                   for row in Session.scalars(select(MangoEvent)).all()}
     Session.rollback()
-    return {"calls": folded, "requests": requests, "inbox": inbox_rows}
+    return {"calls": folded, "requests": requests, "inbox": inbox_rows, "rollups": rollup_rows()}
+
+
+ROLLUPS = ("call_day_stats", "call_day_links", "request_day_stats")
+
+
+def rollup_rows() -> dict[str, list[tuple]]:
+    """The report rollups the folding kept (ids are the same in both runs: the tables restart them)."""
+    with get_engine().connect() as connection:
+        return {table: sorted(tuple(row) for row in connection.execute(text(f"SELECT * FROM {table}")))  # nosec B608
+                for table in ROLLUPS}
+
+
+def rebuilt_rollup_rows() -> dict[str, list[tuple]]:
+    """The rollups recomputed from the tables, in a transaction rolled back afterwards."""
+    from models.reports import rollups
+
+    with get_engine().connect() as connection:
+        rollups.rebuild(connection)
+        rebuilt = {table: sorted(tuple(row) for row in connection.execute(text(f"SELECT * FROM {table}")))  # nosec
+                   for table in ROLLUPS}
+        connection.rollback()
+    return rebuilt
 
 
 def test_batches_fold_a_shuffled_duplicated_backlog_exactly_as_one_by_one(app, committed, celery_worker_thread):
@@ -150,6 +174,9 @@ def test_batches_fold_a_shuffled_duplicated_backlog_exactly_as_one_by_one(app, c
 
     assert stored == len(shuffled) // 2
     assert batched == one_by_one
+    # The batches kept their rollup deltas aside and applied them at the end: still exact.
+    assert batched["rollups"] == rebuilt_rollup_rows()
+    assert batched["rollups"]["call_day_stats"] and batched["rollups"]["request_day_stats"]
     # What the runs produced is what the deliveries say, not just the same twice.
     assert len(one_by_one["calls"]) == 12  # the broken delivery made no call
     by_calls = one_by_one["requests"]
@@ -171,32 +198,34 @@ def test_batches_fold_a_shuffled_duplicated_backlog_exactly_as_one_by_one(app, c
     assert batch_transactions < stored / 3
 
 
-def test_a_task_whose_row_a_batch_holds_ends_at_once_and_the_batch_folds_it(committed, answered_call_rows):
-    """A batch holds its rows until it commits: the task queued for one of them returns `skipped` at
-    once instead of waiting, and the row is folded exactly once, by the batch."""
-    from tasks.telephony import process_inbox_batch
+def test_a_batch_leaves_rows_another_transaction_holds_and_takes_whole_calls(committed, answered_call_rows):
+    """A batch skips rows another transaction holds (they are its holder's) instead of waiting, takes
+    the other pending rows of the calls it picked, and the held row is folded exactly once later."""
+    from tasks.telephony import fold_next_batch
 
-    first, second = answered_call_rows
+    first, last = answered_call_rows
     holder = get_engine().connect()
     try:
-        holder.execute(text("SELECT 1 FROM mango_events WHERE id = :id FOR UPDATE"), {"id": second})
+        holder.execute(text("SELECT 1 FROM mango_events WHERE id = :id FOR UPDATE"), {"id": last})
         started = time.monotonic()
-        assert process_inbox_batch(second, 50) == "skipped"
+        assert fold_next_batch(2) == 5  # two picked, three more of the same call; the held one left
         assert time.monotonic() - started < 5
-        # A batch claimed now takes the free rows and leaves the held one to its holder.
-        assert process_inbox_batch(first, 50) == "processed"
         Session.remove()
         statuses = dict(Session.execute(select(MangoEvent.id, MangoEvent.status)).all())
         Session.rollback()
-        assert statuses[first] == "processed" and statuses[second] == "pending"
+        assert statuses[last] == "pending"
+        assert sorted(status for event_id, status in statuses.items() if event_id != last) == ["processed"] * 5
     finally:
         holder.rollback()
         holder.close()
-    assert process_inbox_batch(second, 50) == "processed"
-    assert process_inbox_batch(second, 50) == "skipped"
+    assert fold_next_batch(2) == 1
+    assert fold_next_batch(2) == 0
     Session.remove()
     rows = Session.execute(select(MangoEvent.status, MangoEvent.attempts)).all()
-    assert sorted(rows) == [("processed", 1)] * len(rows)
+    assert sorted(rows) == [("processed", 1)] * 6
+    call = Session.scalars(select(Call)).one()
+    assert call.summary_received and call.request_id is not None
+    Session.rollback()
 
 
 def store(deliveries: list[tuple[str, dict]]) -> list[int]:
@@ -222,17 +251,20 @@ def answered_call_rows(committed):
     return ids[0], ids[-1]
 
 
-def test_two_batches_sharing_calls_at_once_fold_each_delivery_once(committed, campaign_rows):
-    """Two workers fold batches whose calls overlap at the same time: the calls are locked in one order,
-    so the second batch waits for the first instead of deadlocking with it, and both commit whole."""
-    from tasks.telephony import process_inbox_batch
+def test_two_batches_sharing_client_numbers_at_once_fold_each_delivery_once(committed, campaign_rows):
+    """Two workers fold batches whose calls share client numbers at the same time. Folded row after
+    row, each batch would lock the numbers in the order of its calls (the rollup's lock when a call
+    gets its number, the request decision's when it ends): the first takes 1 and waits for 2, the second
+    takes 2 and waits for 1, a deadlock. Batches lock every number they may touch at the start, sorted,
+    so the second waits for the first and both commit whole."""
+    from tasks.telephony import fold_next_batch
 
-    ids = campaign_rows  # call a's summary, b0, b1, a0, then the rest
-    results = {}
+    ids, size = campaign_rows
+    results = []
 
-    def fold(event_id):
+    def fold():
         try:
-            results[event_id] = process_inbox_batch(event_id, 2)
+            results.append(fold_next_batch(size))
         finally:
             Session.remove()
 
@@ -244,15 +276,13 @@ def test_two_batches_sharing_calls_at_once_fold_each_delivery_once(committed, ca
 
     holder = get_engine().connect()
     try:
-        # The first batch (a's summary, then b0) stops as it settles call a; the second (b1, then a0)
-        # starts meanwhile. Folded row after row, the first would then wait for call b, which the
-        # second holds, and the second for call a, which the first holds.
+        # The first batch (a1 then b2) stops at number 1's request lock; the second (b1 then a2) starts.
         holder.execute(text("SELECT pg_advisory_lock(hashtextextended(:key, 0))"),
                        {"key": "leadline:mango:phone:79161112201"})
-        first = threading.Thread(target=fold, args=(ids[0],))
+        first = threading.Thread(target=fold)
         first.start()
         wait_for(lambda: waiting_for_locks() == 1, timeout=15)
-        second = threading.Thread(target=fold, args=(ids[2],))
+        second = threading.Thread(target=fold)
         second.start()
         wait_for(lambda: waiting_for_locks() == 2, timeout=15)
     finally:
@@ -260,29 +290,33 @@ def test_two_batches_sharing_calls_at_once_fold_each_delivery_once(committed, ca
         holder.close()
     first.join(30)
     second.join(30)
-    assert results == {ids[0]: "processed", ids[2]: "processed"}
-    for event_id in ids:
-        process_inbox_batch(event_id, 4)
-        Session.remove()
+    assert sorted(results) == [len(ids) // 2] * 2
     rows = Session.execute(select(MangoEvent.id, MangoEvent.status, MangoEvent.attempts,
                                   text("xmin::text")).order_by(MangoEvent.id)).all()
     assert [(status, attempts) for _, status, attempts, _ in rows] == [("processed", 1)] * len(ids)
-    transaction = {event_id: xmin for event_id, _, _, xmin in rows}
     # Each batch committed whole (no deadlock rolled one back to fold its rows one by one).
-    assert transaction[ids[0]] == transaction[ids[1]] != transaction[ids[2]] == transaction[ids[3]]
+    transactions = [xmin for _, _, _, xmin in rows]
+    half = len(ids) // 2
+    assert len(set(transactions[:half])) == 1 and len(set(transactions[half:])) == 1
+    assert transactions[0] != transactions[-1]
     calls = Session.scalars(select(Call)).all()
     requests = Session.scalars(select(Request)).all()
-    assert len(calls) == 2 and len(requests) == 2
+    assert len(calls) == 4 and len(requests) == 2  # each client's second call joins its first's request
     assert {call.request_id for call in calls} == {request.id for request in requests}
     Session.rollback()
+    assert rollup_rows() == rebuilt_rollup_rows()
 
 
 @pytest.fixture()
 def campaign_rows(committed):
-    """Two answered calls in the inbox: a's summary, b0, b1, a0, then the rest of both."""
+    """Four answered calls of two clients in the inbox, the first batch's calls (a1, b2) before the
+    second's (b1, a2); their ids and the batch size that picks a1 and the first row of b2 (the claim
+    adds the rest of b2)."""
     make_campaign(LINE, city_name="Казань")
     Session.commit()
     t0 = int(time.time()) - 600
-    first = incoming_answered("overlap-a", client="79161112201", t0=t0)
-    second = incoming_answered("overlap-b", client="79161112202", t0=t0 + 1)
-    return store([first[-1], second[0], second[1], *first[:-1], *second[2:]])
+    a1 = incoming_answered("numbers-a1", client="79161112201", t0=t0)
+    b2 = incoming_answered("numbers-b2", client="79161112202", t0=t0 + 1)
+    b1 = incoming_answered("numbers-b1", client="79161112202", t0=t0 + 2)
+    a2 = incoming_answered("numbers-a2", client="79161112201", t0=t0 + 3)
+    return store([*a1, *b2, *b1, *a2]), len(a1) + 1

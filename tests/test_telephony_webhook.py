@@ -5,6 +5,7 @@ import base64
 import json
 import types
 import uuid
+from typing import Iterator
 
 import pytest
 from sqlalchemy import select
@@ -12,6 +13,7 @@ from sqlalchemy import select
 import embedded
 from api.telephony.webhook import allowed_networks
 from models import MangoEvent
+from models.core.redis import get_redis
 from models.telephony import rules
 from tests.factories import create_user
 from tests.support import SPA, login
@@ -37,14 +39,17 @@ def signed():
 
 
 @pytest.fixture(autouse=True)
-def queued(monkeypatch) -> list[int]:
-    """Nothing reaches the broker from these tests: their rows live in a rolled-back transaction, and a
-    worker thread of the test session must not pick their messages up."""
+def queued(monkeypatch) -> Iterator[list[tuple]]:
+    """The runs of the inbox worker the webhook queued (their arguments). Nothing reaches the broker
+    from these tests: their rows live in a rolled-back transaction, and a worker thread of the test
+    session must not pick their messages up."""
     from tasks import queue
 
-    ids: list[int] = []
-    monkeypatch.setattr(queue.inbox, "publish", lambda event_id: ids.append(event_id) or True)
-    return ids
+    runs: list[tuple] = []
+    get_redis().delete(queue.FOLD_QUEUED_KEY)
+    monkeypatch.setattr(queue.inbox, "publish", lambda *args: runs.append(args) or True)
+    yield runs
+    get_redis().delete(queue.FOLD_QUEUED_KEY)
 
 
 def stored(db) -> list[MangoEvent]:
@@ -68,7 +73,7 @@ def test_signed_delivery_is_stored_pending_and_answered(client, db, signed, deli
     assert response.status_code == 200
     assert response.json["ok"] is True and response.json["event_id"]
     [event] = stored(db)
-    assert queued == [event.id]
+    assert queued == [()]  # a run of telephony.fold_inbox, which folds every pending row
     assert (event.event_type, event.status, event.entry_id) == ("call", "pending", payload["entry_id"])
     assert event.payload == payload
     assert event.raw_body is None and event.attempts == 0
@@ -346,6 +351,36 @@ def _published_on_rabbitmq(url: str, scratch: str, publish) -> dict:
             channel.exchange_delete(scratch)
 
 
+def test_a_burst_queues_one_run_until_the_run_starts(client, db, signed, queued):
+    """While a queued run of the inbox worker has not started, it will find every row committed
+    before it starts: further deliveries queue nothing more. Once it starts (it deletes the key
+    before claiming), the next delivery queues another run."""
+    from tasks import queue
+
+    for n in range(5):
+        response = post(client, *incoming_answered(f"burst-{n}")[1])
+        assert response.status_code == 200 and response.json["queued"] is True
+    assert queued == [()]
+    assert len(stored(db)) == 5 and get_redis().ttl(queue.FOLD_QUEUED_KEY) > 0
+
+    get_redis().delete(queue.FOLD_QUEUED_KEY)  # what a run does first
+    assert post(client, *incoming_answered("after-start")[1]).json["queued"] is True
+    assert queued == [(), ()]
+
+
+def test_a_failed_publish_leaves_no_key_behind(client, db, signed, queued, monkeypatch):
+    """The broker refused the message: the key must not claim a run is queued, so the next delivery
+    tries again (and the sweeper queues one for the rows left pending)."""
+    from tasks import queue
+
+    monkeypatch.setattr(queue.inbox, "publish", lambda *args: False)
+    assert post(client, *incoming_answered("refused")[1]).json["queued"] is False
+    assert get_redis().exists(queue.FOLD_QUEUED_KEY) == 0
+    monkeypatch.setattr(queue.inbox, "publish", lambda *args: queued.append(args) or True)
+    assert post(client, *incoming_answered("accepted")[1]).json["queued"] is True
+    assert queued == [()]
+
+
 def test_queued_message_is_the_one_celery_would_send(broker, monkeypatch):
     """The API writes Celery's message itself (one LPUSH on Redis, one publish on RabbitMQ); it must
     be the one Celery and kombu build, delivered where Celery would route it."""
@@ -356,14 +391,14 @@ def test_queued_message_is_the_one_celery_would_send(broker, monkeypatch):
     monkeypatch.setattr(inbox, "publish", types.MethodType(DirectPublisher.publish, inbox))  # the real one
 
     def by_celery():
-        message = celery_app.amqp.create_task_message("ref-id", "telephony.process_event", (42,), {},
+        message = celery_app.amqp.create_task_message("ref-id", "telephony.fold_inbox", (), {},
                                                       create_sent_event=False)
         with celery_app.connection_for_write() as connection:
-            celery_app.amqp.send_task_message(celery_app.amqp.Producer(connection), "telephony.process_event",
+            celery_app.amqp.send_task_message(celery_app.amqp.Producer(connection), "telephony.fold_inbox",
                                               message, queue=scratch, retry=False)
 
     def by_us():
-        assert DirectPublisher("telephony.process_event", scratch).publish(42)
+        assert DirectPublisher("telephony.fold_inbox", scratch).publish()
 
     read = _published_on_redis if broker.kind == "redis" else _published_on_rabbitmq
     reference = _without_volatile_fields(read(broker.url, scratch, by_celery))
@@ -371,7 +406,7 @@ def test_queued_message_is_the_one_celery_would_send(broker, monkeypatch):
     if broker.kind == "redis":
         for envelope in (reference, ours):
             envelope["body"] = json.loads(base64.b64decode(envelope["body"]))
-    assert ours["headers"]["task"] == "telephony.process_event" and ours["body"][0] == [42]
+    assert ours["headers"]["task"] == "telephony.fold_inbox" and ours["body"][0] == []
     assert ours == reference
 
 

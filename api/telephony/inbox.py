@@ -4,7 +4,8 @@
 autocommit: one round trip, no pool checkout, no ping, no BEGIN/COMMIT (the INSERT is its own
 transaction and is durable when it returns). A session bound to a single connection (the tests'
 rolled-back transaction) is used as it is instead. The delivery is then queued by the enqueue
-helper's fast path (`tasks.queue.enqueue_inbox_event`: one LPUSH, no task-sent event).
+helper's fast path (`tasks.queue.fold_inbox_soon`: one `SET NX` while a run of the inbox worker is
+queued already, else that and one LPUSH).
 """
 from __future__ import annotations
 

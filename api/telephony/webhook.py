@@ -4,7 +4,7 @@ Mango appends a sub-path to the one base address registered in its cabinet (`eve
 `events/summary`, `events/record/added`, `ping`, ...) and POSTs a form: `vpbx_api_key`, `sign`,
 `json`. The receiver does no business work: it checks where the delivery comes from and that it is
 Mango's, inserts it into `mango_events` (a repeated delivery hits the dedupe key and is ignored),
-commits, queues `telephony.process_event` and answers within milliseconds.
+commits, makes sure a run of `telephony.fold_inbox` is queued and answers within milliseconds.
 
 Answers:
 - 404, nothing stored: the webhook is switched off (MANGO_ENABLED=false), on every address.
@@ -45,7 +45,7 @@ from api.telephony.inbox import writer
 from models.core.db import Session
 from models.telephony import rules
 from settings import settings
-from tasks.queue import enqueue_inbox_event
+from tasks.queue import fold_inbox_soon
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def receive(event_type: str | None):
     if error is not None:
         log.warning("mango event %s (%s) stored as failed: malformed json", event_id, event_type)
         return json_response({"ok": True, "event_id": event_id, "status": "failed"})
-    queued = enqueue_inbox_event(event_id)
+    queued = fold_inbox_soon()
     return json_response({"ok": True, "event_id": event_id, "queued": queued})
 
 

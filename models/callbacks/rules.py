@@ -41,6 +41,8 @@ OVERRIDE_ROLES = (ADMIN, MANAGER)  # may close an item another operator holds
 # own: a statement's snapshot is taken as it starts, so what depends on other transactions' commits
 # (ANSWERED_SINCE, the upsert) must be read by later statements, after the lock was granted. What this
 # statement reads alongside is this call's own (its row is locked by the folding).
+# One folding of a number's calls at a time (the advisory lock of hashtextextended(prefix || phone, 0)).
+PHONE_LOCK_PREFIX = "leadline:callbacks:phone:"
 LOCK_AND_COUNTED = text("""
     SELECT pg_advisory_xact_lock(hashtextextended(:key, 0)),
            EXISTS (SELECT 1 FROM callback_calls WHERE call_id = :call_id) AS counted,
@@ -103,7 +105,7 @@ def after_call_folded(facts: Any, request_id: int | None) -> None:
     phone = facts.client_phone
     if not phone or facts.direction not in ("in", "out") or (facts.missed and facts.direction != "in"):
         return
-    own = Session.execute(LOCK_AND_COUNTED, {"key": f"leadline:callbacks:phone:{phone}", "call_id": facts.id}).one()
+    own = Session.execute(LOCK_AND_COUNTED, {"key": PHONE_LOCK_PREFIX + phone, "call_id": facts.id}).one()
     if facts.missed:
         if not own.counted:
             _add_missed(facts, phone, request_id)

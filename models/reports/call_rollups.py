@@ -34,6 +34,9 @@ from models.core.base import Base
 CALL_COLUMNS = "id, direction, client_phone, line_number, campaign_id, missed, answered_at, started_at, created_at"
 ALL_CALLS = f"SELECT 1 AS sign, {CALL_COLUMNS} FROM calls"  # nosec B608 # module constants
 # pg_advisory_xact_lock(ROLLUP_LOCK_CLASS, hashtext(phone)): one writer of a number's calls at a time.
+# While this transaction-local setting is 'on', the triggers keep their deltas in session tables that
+# models/reports/rollups.py's `deferred` applies before the commit.
+DEFER_SETTING = "leadline.defer_rollups"
 ROLLUP_LOCK_CLASS = 7212
 SAME_SOURCE, SAME_CITY, ANYWHERE, CALLED_BACK = 1, 2, 3, 4
 KEY = ("day", "city_id", "campaign_id", "line")
@@ -166,6 +169,40 @@ ON CONFLICT ({_LINK_KEY_SQL}) DO UPDATE SET calls = s.calls + excluded.calls
 """  # nosec B608 # module constants
 
 
+# The same deltas, kept in the session's pending tables until `flush_sql` applies them (see
+# models/reports/rollups.py, `deferred`).
+DEFERRED = f"""
+WITH p AS MATERIALIZED ({{per_call}}),
+stats AS (
+    INSERT INTO pg_temp.call_day_stats_pending ({_KEY_SQL}, {_COUNTS_SQL})
+    {STATS_DELTA}
+)
+INSERT INTO pg_temp.call_day_links_pending ({_LINK_KEY_SQL}, calls)
+{LINKS_DELTA}
+"""  # nosec B608 # module constants
+
+_SUM_COUNTS = ", ".join(f"sum({name})::int" for name in COUNTS)
+_ANY_COUNT = " OR ".join(f"sum({name}) <> 0" for name in COUNTS)
+PENDING_TABLES = ("call_day_stats", "call_day_links")
+
+
+def flush_sql() -> list[str]:
+    """Apply the pending deltas of this transaction, grouped and in key order, and empty them."""
+    return [
+        f"""WITH moved AS (DELETE FROM pg_temp.call_day_stats_pending RETURNING *)
+        INSERT INTO call_day_stats AS s ({_KEY_SQL}, {_COUNTS_SQL})
+        SELECT {_KEY_SQL}, {_SUM_COUNTS} FROM moved GROUP BY {_KEY_SQL} HAVING {_ANY_COUNT} ORDER BY {_KEY_SQL}
+        ON CONFLICT ({_KEY_SQL}) DO UPDATE SET {_ADD_COUNTS}""",  # nosec B608 # module constants
+        f"""WITH moved AS (DELETE FROM pg_temp.call_day_links_pending RETURNING *)
+        INSERT INTO call_day_links AS s ({_LINK_KEY_SQL}, calls)
+        SELECT {_LINK_KEY_SQL}, sum(calls)::int FROM moved GROUP BY {_LINK_KEY_SQL} HAVING sum(calls) <> 0
+        ORDER BY {_LINK_KEY_SQL}
+        ON CONFLICT ({_LINK_KEY_SQL}) DO UPDATE SET calls = s.calls + excluded.calls""",  # nosec B608
+        "DELETE FROM call_day_stats WHERE calls = 0",
+        "DELETE FROM call_day_links WHERE calls = 0",
+    ]
+
+
 def _numbers(operation: str) -> str:
     sources = {"INSERT": ["new_rows"], "DELETE": ["old_rows"], "UPDATE": ["old_rows", "new_rows"]}[operation]
     return " UNION ".join(f"SELECT client_phone FROM {table} WHERE client_phone IS NOT NULL"  # nosec B608
@@ -195,29 +232,59 @@ def _upsert(changed: str, zone: str) -> str:
     return UPSERT.format(per_call=per_call_sql(changed, zone))
 
 
+def _upsert_or_defer(changed: str, zone: str) -> str:
+    return (f"IF deferred THEN\n{DEFERRED.format(per_call=per_call_sql(changed, zone))};\n"
+            f"ELSE\n{_upsert(changed, zone)};\nEND IF")
+
+
+# Most updates of a call (every folded Mango event touches its row) change nothing the contributions read:
+# then the statement's delta is zero and the trigger ends before locking or recomputing anything.
+_OLD_VALUES = ", ".join(f"o.{name}" for name in CALL_COLUMNS.split(", ") if name != "id")
+_NEW_VALUES = ", ".join(f"n.{name}" for name in CALL_COLUMNS.split(", ") if name != "id")
+UNCHANGED_EXIT = (
+    "IF NOT EXISTS (SELECT 1 FROM old_rows o JOIN new_rows n ON n.id = o.id "
+    f"WHERE ({_OLD_VALUES}) IS DISTINCT FROM ({_NEW_VALUES})) THEN\n"
+    "    RETURN NULL;\n"
+    "END IF;\n"
+)  # nosec B608 # module constants
+
+
+# Calls created bare (the Mango worker inserts a call by its entry id alone, then fills it in): no number
+# and not inbound, so they count nowhere and change no other call's figures.
+BARE_EXIT = (
+    "IF NOT EXISTS (SELECT 1 FROM new_rows WHERE client_phone IS NOT NULL OR direction = 'in') THEN\n"
+    "    RETURN NULL;\n"
+    "END IF;\n"
+)
+
+
 def install_sql() -> list[str]:
     """Functions and triggers (the migration runs these after creating the tables)."""
     branches = []
     for i, operation in enumerate(("INSERT", "DELETE", "UPDATE")):
         branches.append(
             f"{'IF' if i == 0 else 'ELSIF'} TG_OP = '{operation}' THEN\n"
+            + {"INSERT": BARE_EXIT, "UPDATE": UNCHANGED_EXIT}.get(operation, "") +
             f"PERFORM pg_advisory_xact_lock({ROLLUP_LOCK_CLASS}, hashtext(n.client_phone)) "
             f"FROM ({_numbers(operation)} ORDER BY 1) AS n;\n"
-            f"{_upsert(changed_rows(operation), 'zone')};")
+            f"{_upsert_or_defer(changed_rows(operation), 'zone')};")
     apply_body = "\n".join(branches) + "\nEND IF;"
     return [
         f"""
         CREATE FUNCTION call_day_stats_apply() RETURNS trigger LANGUAGE plpgsql AS $fn$
         DECLARE
             zone text;
+            deferred boolean := coalesce(current_setting('{DEFER_SETTING}', true), '') = 'on';
         BEGIN
             SELECT time_zone INTO zone FROM report_rollups WHERE id = 1;
             IF zone IS NULL THEN
                 RETURN NULL;
             END IF;
             {apply_body}
-            DELETE FROM call_day_stats WHERE calls = 0;
-            DELETE FROM call_day_links WHERE calls = 0;
+            IF NOT deferred THEN
+                DELETE FROM call_day_stats WHERE calls = 0;
+                DELETE FROM call_day_links WHERE calls = 0;
+            END IF;
             RETURN NULL;
         END
         $fn$

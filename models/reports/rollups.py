@@ -18,8 +18,10 @@ rollups from the tables (in a new zone if it changed, and after a load that skip
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
+from typing import Iterator
 
 from sqlalchemy import CheckConstraint, Date, Index, Integer, Numeric, SmallInteger, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -135,13 +137,82 @@ SET transactions = s.transactions + excluded.transactions, income = s.income + e
 """
 
 
-def _per_operation(upsert: str, delta: str, **values: str) -> str:
+# The same delta, kept in the session's pending table until `rollups_flush()` applies it (`deferred`).
+REQUEST_PENDING = """
+INSERT INTO pg_temp.request_day_stats_pending (dimension, day, city_id, status, key_id, key_text, requests, result,
+                                               handover, net)
+{delta}
+"""
+
+REQUEST_FLUSH = """
+WITH moved AS (DELETE FROM pg_temp.request_day_stats_pending RETURNING *)
+INSERT INTO request_day_stats AS s (dimension, day, city_id, status, key_id, key_text, requests, result, handover, net)
+SELECT dimension, day, city_id, status, key_id, key_text, sum(requests)::int, sum(result), sum(handover), sum(net)
+FROM moved
+GROUP BY 1, 2, 3, 4, 5, 6
+HAVING sum(requests) <> 0 OR sum(result) <> 0 OR sum(handover) <> 0 OR sum(net) <> 0
+ORDER BY 1, 2, 3, 4, 5, 6
+ON CONFLICT (dimension, day, city_id, status, key_id, key_text) DO UPDATE
+SET requests = s.requests + excluded.requests, result = s.result + excluded.result,
+    handover = s.handover + excluded.handover, net = s.net + excluded.net
+"""
+
+DEFER_SETTING = call_rollups.DEFER_SETTING
+DEFERRED_TABLES = ("request_day_stats", *call_rollups.PENDING_TABLES)
+
+
+def _per_operation(upsert: str, delta: str, pending: str | None = None, **values: str) -> str:
     """PL/pgSQL: the upsert of the statement's delta, one static statement per operation (PL/pgSQL
-    plans each once per connection; a dynamic EXECUTE would plan it again on every write)."""
-    branches = [f"{'IF' if i == 0 else 'ELSIF'} TG_OP = '{operation}' THEN\n"
-                f"{upsert.format(delta=delta.format(changed=changed, **values))};"
-                for i, (operation, changed) in enumerate(CHANGED_ROWS.items())]
+    plans each once per connection; a dynamic EXECUTE would plan it again on every write); with
+    `pending`, the insert into the pending table instead while the rollups are deferred."""
+    branches = []
+    for i, (operation, changed) in enumerate(CHANGED_ROWS.items()):
+        rows = delta.format(changed=changed, **values)
+        statement = f"{upsert.format(delta=rows)};"
+        if pending is not None:
+            statement = f"IF deferred THEN\n{pending.format(delta=rows)};\nELSE\n{statement}\nEND IF;"
+        branches.append(f"{'IF' if i == 0 else 'ELSIF'} TG_OP = '{operation}' THEN\n{statement}")
     return "\n".join(branches) + "\nEND IF;"
+
+
+def deferral_sql() -> list[str]:
+    """`rollups_defer()` and `rollups_flush()` (see `deferred`)."""
+    creates = "\n".join(f"IF to_regclass('pg_temp.{table}_pending') IS NULL THEN "
+                        f"CREATE TEMP TABLE {table}_pending (LIKE {table}); END IF;" for table in DEFERRED_TABLES)
+    flush = ";\n".join([REQUEST_FLUSH, "DELETE FROM request_day_stats WHERE requests = 0",
+                        *call_rollups.flush_sql()])
+    return [
+        f"""
+        CREATE OR REPLACE FUNCTION rollups_defer() RETURNS void LANGUAGE plpgsql AS $fn$
+        BEGIN
+            {creates}
+            PERFORM set_config('{DEFER_SETTING}', 'on', true);
+        END
+        $fn$
+        """,  # nosec B608 # the f-string joins module constants
+        f"""
+        CREATE OR REPLACE FUNCTION rollups_flush() RETURNS void LANGUAGE plpgsql AS $fn$
+        BEGIN
+            PERFORM set_config('{DEFER_SETTING}', 'off', true);
+            {flush};
+        END
+        $fn$
+        """,  # nosec B608 # the f-string joins module constants
+    ]
+
+
+@contextmanager
+def deferred(session) -> Iterator[None]:
+    """Writes of many requests and calls in one transaction (the Mango worker's batches), with the
+    request and call rollups applied once, at the end: inside the block the triggers compute their
+    deltas as always but keep them in this session's temporary `*_pending` tables; leaving it, the
+    deltas are summed and applied in key order (`rollups_flush()`). A transaction then holds the rollup
+    rows shared by everyone (one per day and city, per campaign) only for its last moments, not from
+    its first write, and two such transactions take them in one order. The block must end the
+    transaction's writes; an error inside it must roll the transaction back (nothing was applied)."""
+    session.execute(text("SELECT rollups_defer()"))
+    yield
+    session.execute(text("SELECT rollups_flush()"))
 
 
 def install_sql() -> list[str]:
@@ -151,13 +222,16 @@ def install_sql() -> list[str]:
         CREATE FUNCTION request_day_stats_apply() RETURNS trigger LANGUAGE plpgsql AS $fn$
         DECLARE
             zone text;
+            deferred boolean := coalesce(current_setting('{DEFER_SETTING}', true), '') = 'on';
         BEGIN
             SELECT time_zone INTO zone FROM report_rollups WHERE id = 1;
             IF zone IS NULL THEN
                 RETURN NULL;
             END IF;
-            {_per_operation(REQUEST_UPSERT, REQUEST_DELTA, zone="zone")}
-            DELETE FROM request_day_stats WHERE requests = 0;
+            {_per_operation(REQUEST_UPSERT, REQUEST_DELTA, REQUEST_PENDING, zone="zone")}
+            IF NOT deferred THEN
+                DELETE FROM request_day_stats WHERE requests = 0;
+            END IF;
             RETURN NULL;
         END
         $fn$

@@ -38,6 +38,7 @@ from models.core.enums import FINAL_STATUSES, REQUEST_TYPE_FIRST, REQUEST_TYPE_R
 from models.core.phones import normalize_phone
 from models.directories.tables import AdvertisingCampaign
 from models.recordings.tables import Recording
+from models.reports.call_rollups import ROLLUP_LOCK_CLASS
 from models.requests.rules import apply_changes
 from models.requests.tables import Request
 from models.telephony.tables import Call, CallLeg
@@ -284,6 +285,7 @@ LINK_RECORDINGS = text("""
     UPDATE recordings SET request_id = :request_id, match_status = 'matched', matched_at = now()
     WHERE call_id = :id AND request_id IS NULL
 """)
+PHONE_LOCK_PREFIX = "leadline:mango:phone:"
 LOCK_PHONE = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 NEWEST_REQUEST = text("""
     SELECT id FROM requests WHERE client_phone = :phone ORDER BY created_at DESC, id DESC LIMIT 1
@@ -405,6 +407,43 @@ def lock_calls(entry_ids: Iterable[str]) -> None:
         if known is not None:
             known[row.entry_id] = CallHead(row.id, row.direction, row.client_phone, row.line_number,
                                            row.campaign_id, row.summary_received)
+
+
+# Every per-number lock folding takes (the call rollup's trigger, the request decision's, the callback
+# queue's), for many numbers, sorted, in the order a single delivery takes them.
+LOCK_PHONES = text(f"""
+    SELECT pg_advisory_xact_lock({ROLLUP_LOCK_CLASS}, hashtext(phone)),
+           pg_advisory_xact_lock(hashtextextended(:request_prefix || phone, 0)),
+           pg_advisory_xact_lock(hashtextextended(:callback_prefix || phone, 0))
+    FROM (SELECT DISTINCT phone FROM unnest(CAST(:phones AS varchar[])) AS phone ORDER BY phone) AS wanted
+""")  # nosec B608 # the f-string holds a module constant; values are bound parameters
+
+
+def lock_batch(deliveries: list[tuple[str, dict[str, Any]]]) -> None:
+    """Lock what a batch of (event type, payload) may touch before folding any of it, in one order for
+    every batch: its calls (`lock_calls`), then every client number its calls hold or its call events
+    and summaries name. Two batches then wait for each other instead of each holding what the other
+    needs (a deadlock, which would roll a batch back to be folded one delivery at a time)."""
+    lock_calls(filter(None, (call_entry_id(event_type, payload) for event_type, payload in deliveries)))
+    phones = {head.client_phone for head in (_batch_calls.get() or {}).values() if head.client_phone}
+    for event_type, payload in deliveries:
+        phones.update(client_numbers(event_type, payload))
+    if phones:
+        Session.execute(LOCK_PHONES, {"phones": sorted(phones), "request_prefix": PHONE_LOCK_PREFIX,
+                                      "callback_prefix": callbacks.PHONE_LOCK_PREFIX}).all()
+
+
+def client_numbers(event_type: str, payload: dict[str, Any]) -> set[str]:
+    """The numbers a call event or summary may make its call's client number (as folding decides it:
+    the caller of an incoming call, the callee of an outgoing one); never a tracking line."""
+    if event_type == CALL:
+        sides = {"in": ("from",), "out": ("to",)}.get(direction_evidence(payload), ())
+    elif event_type == SUMMARY:
+        direction = DIRECTIONS.get(as_int(payload.get("call_direction")))
+        sides = {"in": ("from",), "out": ("to",), "internal": ()}.get(direction, ("from", "to"))
+    else:
+        return set()
+    return {number for number in (external_number(party(payload, side).get("number")) for side in sides) if number}
 
 
 def lock_call(entry_id: str) -> Call:
@@ -585,7 +624,7 @@ def close_without_summary(call_pk: int) -> None:
 
 def lock_phone(phone: str) -> None:
     """Serialise request decisions for one client phone until the transaction ends."""
-    Session.execute(LOCK_PHONE, {"key": f"leadline:mango:phone:{phone}"})
+    Session.execute(LOCK_PHONE, {"key": PHONE_LOCK_PREFIX + phone})
 
 
 def settle(facts) -> int | None:
