@@ -462,7 +462,7 @@ def inject(ctx: Context, fault: str) -> dict[str, Any]:
         if queue:
             # Frozen (SIGSTOP) while the broker's record of what it holds is read, then killed: the
             # same as a kill at that instant, with its held messages known.
-            wanted = "files.validate" if queue == "heavy" else "telephony.process_event"
+            wanted = "files.validate" if queue == "heavy" else "telephony.fold_inbox"
             for attempt in range(40):
                 os.kill(victim, signal.SIGSTOP)
                 info["held"] = ctx.broker.held(queue)
