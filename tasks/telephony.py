@@ -103,15 +103,16 @@ def process_inbox_row(event_id: int) -> str:
 # The oldest pending rows and, with :together, every other pending row of their calls (a call's
 # deliveries arrive within minutes, so a batch holds it whole and two runs rarely share one). The
 # partial index on pending rows' received_at and the entry_id index find them however large the
-# inbox grows.
+# inbox grows. A pending row with an error failed before: its retries (`process_event`, with backoff)
+# fold it, not a run that would claim it again at once, batch after batch.
 CLAIM_NEXT = text("""
     WITH picked AS (
-        SELECT id, entry_id FROM mango_events WHERE status = 'pending'
+        SELECT id, entry_id FROM mango_events WHERE status = 'pending' AND last_error IS NULL
         ORDER BY received_at, id LIMIT :size
         FOR UPDATE SKIP LOCKED
     ), same_call AS (
         SELECT id FROM mango_events
-        WHERE :together AND status = 'pending'
+        WHERE :together AND status = 'pending' AND last_error IS NULL
           AND entry_id IN (SELECT entry_id FROM picked WHERE entry_id IS NOT NULL)
           AND id NOT IN (SELECT id FROM picked)
         FOR UPDATE SKIP LOCKED
@@ -268,12 +269,17 @@ def sweep_inbox() -> dict:
 def sweep_once() -> dict:
     cutoff = func.now() - timedelta(seconds=settings.MANGO_SWEEP_AFTER_SECONDS)
     with unit_of_work(read_only=True):
-        stale = Session.scalars(
-            select(MangoEvent.id).where(MangoEvent.status == "pending", MangoEvent.received_at < cutoff)
+        stale = Session.execute(
+            select(MangoEvent.id, MangoEvent.last_error.is_not(None))
+            .where(MangoEvent.status == "pending", MangoEvent.received_at < cutoff)
             .order_by(MangoEvent.received_at).limit(SWEEP_BATCH)
         ).all()
-    # A run is queued whatever FOLD_QUEUED_KEY says: the message it stands for may have been lost.
-    enqueued = 1 if stale and fold_inbox_soon(force=True) else 0
+    # Rows that failed before are folded alone (runs leave them to their retries); for the others a run
+    # is queued whatever FOLD_QUEUED_KEY says: the message it stands for may have been lost.
+    retrying = [event_id for event_id, failed_before in stale if failed_before]
+    enqueued = 1 if len(retrying) < len(stale) and fold_inbox_soon(force=True) else 0
+    for event_id in retrying:
+        enqueued += enqueue("telephony.process_event", event_id, if_down=LATER)
     closed = 0
     with unit_of_work(read_only=True):
         unsummarised = rules.stale_unsummarised_calls(timedelta(minutes=settings.MANGO_CLOSE_WITHOUT_SUMMARY_MIN))

@@ -389,7 +389,7 @@ NOT_IN_MATRIX = {
     ("GET", "/api/files/<int:file_id>"),
     ("GET", "/api/secure-files/view/<path:relative_path>"),
     ("GET", "/api/secure-files/download/<path:relative_path>"),
-    # A replay enqueues work outside the test transaction (tests/test_telephony_recovery.py). Mango's
+    # A replay enqueues work outside the test transaction (tests/test_telephony_batch.py). Mango's
     # webhooks (WEBHOOK_PREFIXES) are authenticated by signature and source address instead of a
     # session (tests/test_telephony_webhook.py).
     ("POST", "/api/webhook/mango/events/<int:event_id>/replay"),

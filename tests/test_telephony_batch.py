@@ -14,8 +14,8 @@ from models import AdvertisingCampaign, Call, CallLeg, City, MangoEvent, Request
 from models.core.db import Session, get_engine
 from models.directories.tables import RequestType
 from tasks.queue import inbox
-from tests.factories import make_campaign, make_request
-from tests.support import truncate_committed_data, wait_for
+from tests.factories import create_user, make_campaign, make_request
+from tests.support import SPA, login, truncate_committed_data, wait_for
 from tests.telephony_support import (
     LINE,
     OTHER_LINE,
@@ -320,3 +320,58 @@ def campaign_rows(committed):
     b1 = incoming_answered("numbers-b1", client="79161112202", t0=t0 + 2)
     a2 = incoming_answered("numbers-a2", client="79161112201", t0=t0 + 3)
     return store([*a1, *b2, *b1, *a2]), len(a1) + 1
+
+
+def test_rows_in_their_retries_are_left_to_them_and_the_sweeper_queues_them_alone(
+        committed, answered_call_rows, monkeypatch):
+    """A row whose folding failed on a transient error is pending with its error, and its own retry
+    (telephony.process_event, with backoff) folds it: a run does not claim it again at once, batch after
+    batch. Left pending past MANGO_SWEEP_AFTER_SECONDS, the sweeper queues that retry, not a run."""
+    import tasks.telephony as telephony
+    from tasks import queue
+
+    first, last = answered_call_rows
+    with get_engine().begin() as connection:  # what _finish leaves after a transient error
+        connection.execute(text("UPDATE mango_events SET attempts = 1, last_error = 'OperationalError' WHERE id = :id"),
+                           {"id": last})
+    assert telephony.fold_next_batch(50) == 5
+    assert telephony.fold_next_batch(50) == 0
+    Session.remove()
+
+    published: list[tuple] = []
+    sent: list[tuple] = []
+    monkeypatch.setattr(queue.inbox, "publish", lambda *args: published.append(args) or True)
+    monkeypatch.setattr(telephony, "enqueue", lambda task, *args, **options: sent.append((task, *args)) or True)
+    with overridden(MANGO_SWEEP_AFTER_SECONDS=0):
+        assert telephony.sweep_once()["enqueued"] == 1
+    assert sent == [("telephony.process_event", last)] and published == []
+
+
+def test_a_replayed_row_is_folded_alone_by_the_worker(app, committed, celery_worker_thread, answered_call_rows):
+    """An administrator replays a failed delivery: it goes back to pending with its old error and its
+    own task folds it (a run would leave a row with an error to its retries)."""
+    first, last = answered_call_rows
+    with get_engine().begin() as connection:
+        connection.execute(text("UPDATE mango_events SET status = 'processed' WHERE id <> :id"), {"id": last})
+        connection.execute(text("UPDATE mango_events SET status = 'failed', attempts = 1, last_error = 'нет типа' "
+                                "WHERE id = :id"), {"id": last})
+    admin, operator = create_user("admin"), create_user("callcentr")
+    Session.commit()
+    client = app.test_client()
+    login(client, operator)
+    assert client.post(f"/api/webhook/mango/events/{last}/replay", headers=SPA).status_code == 403
+    login(client, admin)
+    assert client.post("/api/webhook/mango/events/999999999/replay", headers=SPA).status_code == 404
+    response = client.post(f"/api/webhook/mango/events/{last}/replay", headers=SPA)
+    assert response.status_code == 202 and response.json["queued"] is True
+
+    def folded():
+        Session.remove()
+        row = Session.get(MangoEvent, last)
+        return row.status == "processed" and row
+
+    row = wait_for(folded, timeout=30)
+    assert (row.attempts, row.last_error) == (2, None)
+    call = Session.scalars(select(Call)).one()
+    assert call.summary_received and call.request_id is not None  # the summary, folded on its own
+    Session.rollback()

@@ -36,7 +36,7 @@ from models.people.tables import User
 from models.recordings.tables import Recording
 from models.requests.tables import Request
 from models.telephony.tables import Call, CallLeg, MangoEvent
-from tasks.queue import fold_inbox_soon
+from tasks.queue import LATER, enqueue
 
 blp = Blueprint("calls", __name__, url_prefix="/api", description="Calls (Mango Office) and the webhook inbox")
 
@@ -230,5 +230,5 @@ class InboxReplay(MethodView):
         Session.execute(update(MangoEvent).where(MangoEvent.id == event.id)
                         .values(status="pending", processed_at=None))
         Session.commit()
-        queued = fold_inbox_soon()
+        queued = enqueue("telephony.process_event", event.id, if_down=LATER)  # this row alone, as it failed
         return json_response({"id": event.id, "status": "pending", "queued": queued}, status=202)
