@@ -241,12 +241,12 @@ def _upsert_or_defer(changed: str, zone: str) -> str:
 # then the statement's delta is zero and the trigger ends before locking or recomputing anything.
 _OLD_VALUES = ", ".join(f"o.{name}" for name in CALL_COLUMNS.split(", ") if name != "id")
 _NEW_VALUES = ", ".join(f"n.{name}" for name in CALL_COLUMNS.split(", ") if name != "id")
+_CHANGED = f"WHERE ({_OLD_VALUES}) IS DISTINCT FROM ({_NEW_VALUES})"
 UNCHANGED_EXIT = (
-    "IF NOT EXISTS (SELECT 1 FROM old_rows o JOIN new_rows n ON n.id = o.id "
-    f"WHERE ({_OLD_VALUES}) IS DISTINCT FROM ({_NEW_VALUES})) THEN\n"
+    "IF NOT EXISTS (SELECT 1 FROM old_rows o JOIN new_rows n ON n.id = o.id " + _CHANGED + ") THEN\n"  # nosec B608
     "    RETURN NULL;\n"
     "END IF;\n"
-)  # nosec B608 # module constants
+)
 
 
 # Calls created bare (the Mango worker inserts a call by its entry id alone, then fills it in): no number
