@@ -137,6 +137,18 @@ class Storage(ABC):
         """Forget an upload that was cut off before its commit."""
         self.delete_quarantined(token)
 
+    def discard_quarantined(self, token: str) -> None:
+        """Delete quarantined bytes nothing needs any more (the file's decision is committed), possibly a
+        moment later: S3 sends such deletions in batches from a thread of their own. A deletion lost
+        with its process leaves bytes that files.cleanup removes, as after a crash."""
+        self.delete_quarantined(token)
+
+    def flush(self) -> None:
+        """Send now whatever discard_quarantined left for later (a process about to end calls it)."""
+
+    def warm(self) -> None:
+        """Build what the first request would otherwise pay for (called when a process starts)."""
+
     def media_existing(self, relative_paths) -> set[str]:
         """Which of `relative_paths` exist (as media_exists answers), for checks of many files at once."""
         return {path for path in relative_paths if self.media_exists(path)}

@@ -4,7 +4,8 @@
 - every decision is a conditional UPDATE of a `pending` row, so exactly one run finishes a file;
 - the media name is chosen at upload (the quarantine token), so promotion by a second run writes
   the same path with the same bytes;
-- the quarantined bytes are removed only after the final state is committed.
+- the quarantined bytes are removed only after the final state is committed (on S3 a moment later, in a
+  batch: storage.discard_quarantined; files.cleanup removes what a killed worker had not sent).
 """
 from __future__ import annotations
 
@@ -102,7 +103,7 @@ def run_validation(file_id: int, job_id: str | None = None) -> str:
               "content_type": verdict.content_type, **verdict.details}
     if not _mark_ready(file_id, verdict, relative_path, job_id, result):
         return _settle_lost_race(file_id, job_id, token)
-    storage.delete_quarantined(token)
+    storage.discard_quarantined(token)
     return "ready"
 
 
@@ -143,7 +144,7 @@ def _final(row: File) -> tuple[str, str | None, dict[str, Any]]:
 def _already_final(status: str, token: str | None, result: dict[str, Any], job_id: str | None) -> str:
     """A redelivery after the decision was committed: tidy up what the first run could not."""
     if token:
-        get_storage().delete_quarantined(token)
+        get_storage().discard_quarantined(token)
     if job_id and jobs.claim(job_id):
         jobs.succeed(job_id, result)
     return status
@@ -184,7 +185,7 @@ def _reject(file_id: int, job_id: str | None, token: str | None, rejected: Rejec
             final = _final(row) if row is not None else None
         return _already_final(*final, job_id) if final is not None else "missing"
     if token:
-        get_storage().delete_quarantined(token)
+        get_storage().discard_quarantined(token)
     log.info("file %s rejected: %s", file_id, rejected.code)
     return "rejected"
 
@@ -315,7 +316,7 @@ def run_cleanup(now: datetime | None = None) -> dict[str, int]:
         ).scalars().all()
     for token in expired:
         if token:
-            storage.delete_quarantined(token)
+            storage.discard_quarantined(token)
     counts["expired"] = len(expired)
 
     with unit_of_work(read_only=True):
@@ -323,10 +324,11 @@ def run_cleanup(now: datetime | None = None) -> dict[str, int]:
     for token, modified, finished in storage.quarantine_entries():
         if token not in pending_tokens and modified < quarantine_cutoff.timestamp():
             if finished:
-                storage.delete_quarantined(token)
+                storage.discard_quarantined(token)
             else:
                 storage.delete_unfinished(token)
             counts["quarantine_removed"] += 1
+    storage.flush()  # the deletions of both loops, in batches, sent before the counts are reported
 
     counts["temporaries_removed"] = storage.remove_stale_temporaries(now.timestamp() - MEDIA_TEMPORARY_MAX_AGE)
 
