@@ -25,6 +25,7 @@ import os
 import tempfile
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -207,6 +208,8 @@ class S3Storage(Storage):
         self._client = None
         self._client_pid = 0
         self._discarder = _Discarder(self)
+        self._copier: ThreadPoolExecutor | None = None
+        self._copier_pid = 0
 
     @property
     def client(self):
@@ -332,6 +335,14 @@ class S3Storage(Storage):
             if _missing(exc):
                 raise FileNotFoundError(errno.ENOENT, "quarantined object is gone", token) from None
             raise
+
+    def start_promotion(self, token: str, relative_path: str) -> Future[None]:
+        """The copy runs in a thread of this process while the worker prepares the file's decision (which
+        it commits only once the copy is done): the worker does not wait for S3 and PostgreSQL in turn."""
+        if self._copier is None or self._copier_pid != os.getpid():
+            self._copier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-promote")
+            self._copier_pid = os.getpid()
+        return self._copier.submit(self.promote, token, relative_path)
 
     def delete_media(self, relative_path: str) -> None:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from concurrent import futures
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -94,14 +95,15 @@ def run_validation(file_id: int, job_id: str | None = None) -> str:
 
     _, extension = check_name(original_name)
     relative_path = f"{kind.directory}/{token}.{extension}"
-    try:
-        storage.promote(token, relative_path)
-    except FileNotFoundError:  # another run finished the file and removed the quarantined bytes
-        return _settle_lost_race(file_id, job_id, token)
-
     result = {"file_id": file_id, "status": "ready", "file_path": relative_path,
               "content_type": verdict.content_type, **verdict.details}
-    if not _mark_ready(file_id, verdict, relative_path, job_id, result):
+    # S3: the server-side copy runs while the decision is prepared; `ready` is committed once it is done.
+    promotion = storage.start_promotion(token, relative_path)
+    try:
+        decided = _mark_ready(file_id, verdict, relative_path, job_id, result, promotion)
+    except FileNotFoundError:  # another run finished the file and removed the quarantined bytes
+        return _settle_lost_race(file_id, job_id, token)
+    if not decided:
         return _settle_lost_race(file_id, job_id, token)
     storage.discard_quarantined(token)
     return "ready"
@@ -191,9 +193,18 @@ def _reject(file_id: int, job_id: str | None, token: str | None, rejected: Rejec
 
 
 def _mark_ready(file_id: int, verdict: validation.Verdict, relative_path: str, job_id: str | None,
-                result: dict[str, Any]) -> bool:
-    """Commit `ready`, the link to the owner and the job's end in one unit of work; False when already
-    decided."""
+                result: dict[str, Any], promotion: futures.Future) -> bool:
+    """Commit `ready`, the link to the owner and the job's end in one unit of work, once the promotion is
+    done (its error rolls the decision back and is raised); False when already decided. Either way the
+    promotion has ended when this returns (a lost race may remove what it copied)."""
+    try:
+        return _decide_ready(file_id, verdict, relative_path, job_id, result, promotion)
+    finally:
+        futures.wait([promotion])
+
+
+def _decide_ready(file_id: int, verdict: validation.Verdict, relative_path: str, job_id: str | None,
+                  result: dict[str, Any], promotion: futures.Future) -> bool:
     # The row lock, and the owner-and-kind lock that orders promotions into the same slot, in one statement.
     owner_lock = func.pg_advisory_xact_lock(
         LOCK_NAMESPACE + case(KIND_INDEX, value=File.kind, else_=len(KIND_INDEX)),
@@ -206,6 +217,7 @@ def _mark_ready(file_id: int, verdict: validation.Verdict, relative_path: str, j
         ).first()
         row = found[0] if found else None
         if row is None or row.status != "pending":
+            promotion.result()
             return False
         owner_column, owner_id = (
             (File.request_id, row.request_id) if row.request_id is not None
@@ -221,6 +233,7 @@ def _mark_ready(file_id: int, verdict: validation.Verdict, relative_path: str, j
             _link(row, owner_column, owner_id)
         if job_id:
             jobs.mark_succeeded(job_id, result)
+        promotion.result()  # before the commit: a `ready` row never names bytes that are not there
     return True
 
 
