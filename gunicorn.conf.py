@@ -64,6 +64,12 @@ def on_exit(server):
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def post_worker_init(worker):
+    from storage.backend import get_storage  # S3: boto3 and its client built now, not by the first upload
+
+    get_storage().warm()
+
+
 def worker_exit(server, worker):
     from api.metrics import http_counts  # loaded in the worker: push its last request counts
 

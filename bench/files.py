@@ -102,9 +102,13 @@ def stop(process: subprocess.Popen | None) -> None:
 
 def start_moto(log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
+    # moto keeps an object in memory up to this size and writes a bigger one (the 5 MB MP3s) to a temporary
+    # file in Python on every PUT and every copy; the files of the bench fit in memory.
+    env = dict(os.environ)
+    env.setdefault("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", str(64 * 1024 * 1024))
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)], stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+                                   stderr=subprocess.STDOUT, start_new_session=True, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

@@ -20,6 +20,7 @@ import secrets
 import shutil
 import stat
 from abc import ABC, abstractmethod
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Iterator
 
@@ -136,6 +137,30 @@ class Storage(ABC):
     def delete_unfinished(self, token: str) -> None:
         """Forget an upload that was cut off before its commit."""
         self.delete_quarantined(token)
+
+    def start_promotion(self, token: str, relative_path: str) -> "Future[None]":
+        """promote(), possibly running while the caller prepares its decision (S3: the server-side copy in a
+        thread of this process); result() waits for it and raises what promote() would."""
+        future: Future[None] = Future()
+        try:
+            self.promote(token, relative_path)
+        except BaseException as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(None)
+        return future
+
+    def discard_quarantined(self, token: str) -> None:
+        """Delete quarantined bytes nothing needs any more (the file's decision is committed), possibly a
+        moment later: S3 sends such deletions in batches from a thread of their own. A deletion lost
+        with its process leaves bytes that files.cleanup removes, as after a crash."""
+        self.delete_quarantined(token)
+
+    def flush(self) -> None:
+        """Send now whatever discard_quarantined left for later (a process about to end calls it)."""
+
+    def warm(self) -> None:
+        """Build what the first request would otherwise pay for (called when a process starts)."""
 
     def media_existing(self, relative_paths) -> set[str]:
         """Which of `relative_paths` exist (as media_exists answers), for checks of many files at once."""

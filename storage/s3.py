@@ -9,15 +9,23 @@ One bucket, two key prefixes: `quarantine/<token>` for uploads not yet validated
   scratch folder of its own host) for the validators, and removes it afterwards;
 - promotion is a server-side copy to `media/...` (no byte passes through the worker); a PUT or a copy
   is atomic in S3, and repeating it writes the same bytes under the same key;
+- the quarantined object of a decided file is deleted a moment later, with others, in one DeleteObjects
+  request sent by a thread of the worker (`discard_quarantined`): the worker does not wait for a DELETE
+  per file; what a killed process had not sent yet is removed by files.cleanup, as after any crash;
 - serving streams the object through the API (same headers and authorization as local disk, ranges
   asked of S3 directly) or, with S3_PRESIGN_SECONDS, redirects to a short-lived presigned URL.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
+import logging
 import os
 import tempfile
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -29,11 +37,16 @@ from storage.backend import QuarantineWriter, Storage, UploadTooLarge, is_token,
 from storage.paths import BadPath, PathNotFound, check_relative_path
 from storage.rejections import Rejected
 
+log = logging.getLogger(__name__)
+
 PART_SIZE = 5 * 1024 * 1024  # S3's smallest part (but the last)
 READ_CHUNK = 1024 * 1024
 QUARANTINE_PREFIX = "quarantine/"
 MEDIA_PREFIX = "media/"
 MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
+DISCARD_BATCH = 1000  # DeleteObjects' limit
+DISCARD_LINGER = 0.5  # seconds a discarded key waits for others to share its request
+FLUSH_TIMEOUT = 30.0
 
 
 def _missing(exc: ClientError) -> bool:
@@ -105,6 +118,79 @@ class S3QuarantineWriter(QuarantineWriter):
                                                        UploadId=self.upload_id)
 
 
+class _Discarder:
+    """Quarantined keys to delete, sent in batches (DeleteObjects) by a daemon thread of this process.
+
+    A key waits at most DISCARD_LINGER for others, and flush() sends what is left (at a worker process's
+    end). Each process has its own (a forked child starts empty: the keys are its parent's to send)."""
+
+    def __init__(self, storage: "S3Storage"):
+        self.storage = storage
+        self.pid = 0
+
+    def _for_this_process(self) -> None:
+        if self.pid != os.getpid():
+            self.pid = os.getpid()
+            self.condition = threading.Condition()
+            self.keys: list[str] = []
+            self.sending = 0
+            self.thread: threading.Thread | None = None
+            atexit.register(self.flush)
+
+    def add(self, key: str) -> None:
+        self._for_this_process()
+        with self.condition:
+            self.keys.append(key)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="s3-discard", daemon=True)
+                self.thread.start()
+            self.condition.notify_all()
+
+    def pending(self) -> int:
+        self._for_this_process()
+        with self.condition:
+            return len(self.keys) + self.sending
+
+    def _run(self) -> None:
+        while True:
+            with self.condition:
+                while not self.keys:
+                    self.condition.wait()
+                deadline = time.monotonic() + DISCARD_LINGER
+                while 0 < len(self.keys) < DISCARD_BATCH and (left := deadline - time.monotonic()) > 0:
+                    self.condition.wait(left)
+                batch, self.keys = self.keys[:DISCARD_BATCH], self.keys[DISCARD_BATCH:]
+                self.sending = len(batch)
+            try:
+                self._send(batch)
+            finally:
+                with self.condition:
+                    self.sending = 0
+                    self.condition.notify_all()
+
+    def flush(self) -> None:
+        """Send every key still waiting, and wait for the batch the thread is sending."""
+        self._for_this_process()
+        with self.condition:
+            keys, self.keys = self.keys, []
+        for start in range(0, len(keys), DISCARD_BATCH):
+            self._send(keys[start:start + DISCARD_BATCH])
+        with self.condition:
+            self.condition.wait_for(lambda: not self.sending, timeout=FLUSH_TIMEOUT)
+
+    def _send(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        try:
+            answer = self.storage.client.delete_objects(
+                Bucket=self.storage.bucket, Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True})
+        except Exception:  # the storage is down: files.cleanup removes these later
+            log.warning("could not delete %d quarantined objects; files.cleanup will", len(keys), exc_info=True)
+            return
+        for error in answer.get("Errors", []):
+            log.warning("could not delete %s: %s", error.get("Key"), error.get("Code"))
+
+
 class S3Storage(Storage):
     accel_prefix = None  # nginx cannot read a bucket: the API streams or redirects
 
@@ -121,6 +207,9 @@ class S3Storage(Storage):
         self.presign_seconds = presign_seconds
         self._client = None
         self._client_pid = 0
+        self._discarder = _Discarder(self)
+        self._copier: ThreadPoolExecutor | None = None
+        self._copier_pid = 0
 
     @property
     def client(self):
@@ -193,6 +282,19 @@ class S3Storage(Storage):
         key = QUARANTINE_PREFIX + token
         self.client.delete_object(Bucket=self.bucket, Key=key)
 
+    def discard_quarantined(self, token: str) -> None:
+        if is_token(token):
+            self._discarder.add(QUARANTINE_PREFIX + token)
+
+    def flush(self) -> None:
+        self._discarder.flush()
+
+    def warm(self) -> None:
+        try:
+            _ = self.client  # boto3's import and the client's service models: ~0.3 s of CPU in each process
+        except Exception:  # a malformed setting: the first request reports it, the process still starts
+            log.warning("could not build the S3 client", exc_info=True)
+
     def _unfinished_uploads(self, prefix: str) -> Iterator[dict[str, Any]]:
         paginator = self.client.get_paginator("list_multipart_uploads")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
@@ -233,6 +335,14 @@ class S3Storage(Storage):
             if _missing(exc):
                 raise FileNotFoundError(errno.ENOENT, "quarantined object is gone", token) from None
             raise
+
+    def start_promotion(self, token: str, relative_path: str) -> Future[None]:
+        """The copy runs in a thread of this process while the worker prepares the file's decision (which
+        it commits only once the copy is done): the worker does not wait for S3 and PostgreSQL in turn."""
+        if self._copier is None or self._copier_pid != os.getpid():
+            self._copier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-promote")
+            self._copier_pid = os.getpid()
+        return self._copier.submit(self.promote, token, relative_path)
 
     def delete_media(self, relative_path: str) -> None:
         try:

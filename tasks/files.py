@@ -4,12 +4,14 @@
 - every decision is a conditional UPDATE of a `pending` row, so exactly one run finishes a file;
 - the media name is chosen at upload (the quarantine token), so promotion by a second run writes
   the same path with the same bytes;
-- the quarantined bytes are removed only after the final state is committed.
+- the quarantined bytes are removed only after the final state is committed (on S3 a moment later, in a
+  batch: storage.discard_quarantined; files.cleanup removes what a killed worker had not sent).
 """
 from __future__ import annotations
 
 import logging
 import uuid
+from concurrent import futures
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -93,16 +95,17 @@ def run_validation(file_id: int, job_id: str | None = None) -> str:
 
     _, extension = check_name(original_name)
     relative_path = f"{kind.directory}/{token}.{extension}"
-    try:
-        storage.promote(token, relative_path)
-    except FileNotFoundError:  # another run finished the file and removed the quarantined bytes
-        return _settle_lost_race(file_id, job_id, token)
-
     result = {"file_id": file_id, "status": "ready", "file_path": relative_path,
               "content_type": verdict.content_type, **verdict.details}
-    if not _mark_ready(file_id, verdict, relative_path, job_id, result):
+    # S3: the server-side copy runs while the decision is prepared; `ready` is committed once it is done.
+    promotion = storage.start_promotion(token, relative_path)
+    try:
+        decided = _mark_ready(file_id, verdict, relative_path, job_id, result, promotion)
+    except FileNotFoundError:  # another run finished the file and removed the quarantined bytes
         return _settle_lost_race(file_id, job_id, token)
-    storage.delete_quarantined(token)
+    if not decided:
+        return _settle_lost_race(file_id, job_id, token)
+    storage.discard_quarantined(token)
     return "ready"
 
 
@@ -143,7 +146,7 @@ def _final(row: File) -> tuple[str, str | None, dict[str, Any]]:
 def _already_final(status: str, token: str | None, result: dict[str, Any], job_id: str | None) -> str:
     """A redelivery after the decision was committed: tidy up what the first run could not."""
     if token:
-        get_storage().delete_quarantined(token)
+        get_storage().discard_quarantined(token)
     if job_id and jobs.claim(job_id):
         jobs.succeed(job_id, result)
     return status
@@ -184,15 +187,24 @@ def _reject(file_id: int, job_id: str | None, token: str | None, rejected: Rejec
             final = _final(row) if row is not None else None
         return _already_final(*final, job_id) if final is not None else "missing"
     if token:
-        get_storage().delete_quarantined(token)
+        get_storage().discard_quarantined(token)
     log.info("file %s rejected: %s", file_id, rejected.code)
     return "rejected"
 
 
 def _mark_ready(file_id: int, verdict: validation.Verdict, relative_path: str, job_id: str | None,
-                result: dict[str, Any]) -> bool:
-    """Commit `ready`, the link to the owner and the job's end in one unit of work; False when already
-    decided."""
+                result: dict[str, Any], promotion: futures.Future) -> bool:
+    """Commit `ready`, the link to the owner and the job's end in one unit of work, once the promotion is
+    done (its error rolls the decision back and is raised); False when already decided. Either way the
+    promotion has ended when this returns (a lost race may remove what it copied)."""
+    try:
+        return _decide_ready(file_id, verdict, relative_path, job_id, result, promotion)
+    finally:
+        futures.wait([promotion])
+
+
+def _decide_ready(file_id: int, verdict: validation.Verdict, relative_path: str, job_id: str | None,
+                  result: dict[str, Any], promotion: futures.Future) -> bool:
     # The row lock, and the owner-and-kind lock that orders promotions into the same slot, in one statement.
     owner_lock = func.pg_advisory_xact_lock(
         LOCK_NAMESPACE + case(KIND_INDEX, value=File.kind, else_=len(KIND_INDEX)),
@@ -205,6 +217,7 @@ def _mark_ready(file_id: int, verdict: validation.Verdict, relative_path: str, j
         ).first()
         row = found[0] if found else None
         if row is None or row.status != "pending":
+            promotion.result()
             return False
         owner_column, owner_id = (
             (File.request_id, row.request_id) if row.request_id is not None
@@ -220,6 +233,7 @@ def _mark_ready(file_id: int, verdict: validation.Verdict, relative_path: str, j
             _link(row, owner_column, owner_id)
         if job_id:
             jobs.mark_succeeded(job_id, result)
+        promotion.result()  # before the commit: a `ready` row never names bytes that are not there
     return True
 
 
@@ -315,7 +329,7 @@ def run_cleanup(now: datetime | None = None) -> dict[str, int]:
         ).scalars().all()
     for token in expired:
         if token:
-            storage.delete_quarantined(token)
+            storage.discard_quarantined(token)
     counts["expired"] = len(expired)
 
     with unit_of_work(read_only=True):
@@ -323,10 +337,11 @@ def run_cleanup(now: datetime | None = None) -> dict[str, int]:
     for token, modified, finished in storage.quarantine_entries():
         if token not in pending_tokens and modified < quarantine_cutoff.timestamp():
             if finished:
-                storage.delete_quarantined(token)
+                storage.discard_quarantined(token)
             else:
                 storage.delete_unfinished(token)
             counts["quarantine_removed"] += 1
+    storage.flush()  # the deletions of both loops, in batches, sent before the counts are reported
 
     counts["temporaries_removed"] = storage.remove_stale_temporaries(now.timestamp() - MEDIA_TEMPORARY_MAX_AGE)
 

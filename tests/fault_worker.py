@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+from concurrent import futures
 
 import tasks.files
 import tasks.maintenance
@@ -55,6 +56,7 @@ def _validate_after_claim(original):
 def _mark_ready_around_the_commit(original):
     @functools.wraps(original)
     def mark_ready(*args, **kwargs):
+        futures.wait([args[-1]])  # the promotion (S3: a copy running next to the decision) has ended
         _files_pause("after_promote")
         decided = original(*args, **kwargs)
         if decided:

@@ -87,7 +87,9 @@ def media_files(store: Storage) -> list[str]:
 
 
 def quarantined(store: Storage) -> list[str]:
-    """The quarantine's entries, finished or not (local: every name in the folder)."""
+    """The quarantine's entries, finished or not (local: every name in the folder), once this process has
+    sent the deletions it left for later (S3: a worker sends them within a second, in a batch)."""
+    store.flush()
     if isinstance(store, LocalStorage):
         return sorted(p.name for p in store.quarantine_root.glob("*")) if store.quarantine_root.exists() else []
     return sorted(token for token, _, _ in store.quarantine_entries())

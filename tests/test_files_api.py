@@ -641,3 +641,102 @@ def test_a_validator_crash_rejects_instead_of_trusting(client, world, db, media,
     row = validate_now(db, body)
     assert row.status == "rejected" and row.reject_reason == REASONS["check_failed"]
     assert quarantined(media) == []
+
+
+# ---- S3: the worker's deletions in batches, the copy next to the decision ----------------------------
+
+def _count_requests(store, operation: str) -> list[int]:
+    """How many `operation` requests the store's client sends from now on (a list: one item a request)."""
+    sent: list[int] = []
+    store.client.meta.events.register(f"before-call.s3.{operation}", lambda **kwargs: sent.append(1))
+    return sent
+
+
+@pytest.mark.parametrize("media", ["s3"], indirect=True)
+def test_s3_validations_delete_their_quarantined_objects_in_one_batch_without_waiting(client, world, db, media):
+    """The worker does not send a DELETE per validated file: the keys go, a moment later and from a thread
+    of its own, in one DeleteObjects request (nobody calls flush here)."""
+    login(client, create_user("admin"))
+    request_id = world["request"].id
+    bodies = [upload(client, f"/api/requests/{request_id}/upload-bso", f"{i}.jpg", jpeg_bytes(noise=True)).json
+              for i in range(4)]
+    single, batches = _count_requests(media, "DeleteObject"), _count_requests(media, "DeleteObjects")
+    rows = [validate_now(db, body) for body in bodies]
+    assert [row.status for row in rows] == ["ready"] * 4
+    assert single == []
+
+    def left() -> list[str]:
+        return [token for token, _, _ in media.quarantine_entries()]
+
+    deadline = time.monotonic() + 10
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left() == [] and single == [] and 1 <= len(batches) <= len(rows)  # one, unless the machine crawls
+    assert sorted(media_files(media)) == sorted(row.storage_path for row in rows)
+
+
+@pytest.mark.parametrize("media", ["s3"], indirect=True)
+def test_s3_deletions_a_killed_worker_had_not_sent_are_removed_by_the_cleanup(client, world, db, media):
+    """A worker process killed before its batch went out leaves the quarantined object behind (as a crash
+    between the decision and the deletion always could): files.cleanup removes it, and nothing else."""
+    login(client, create_user("admin"))
+    body = upload(client, f"/api/requests/{world['request'].id}/upload-bso", "kept.jpg", jpeg_bytes()).json
+    discarder = media._discarder
+    discarder.add = lambda key: None  # the process dies before its thread sends anything
+    row = validate_now(db, body)
+    assert row.status == "ready"
+    assert [token for token, _, _ in media.quarantine_entries()] == [row.quarantine_path]
+    del discarder.add
+
+    counts = file_tasks.run_cleanup(datetime.now(timezone.utc) + timedelta(hours=25))
+
+    assert counts["quarantine_removed"] == 1
+    assert quarantined(media) == [] and media_files(media) == [row.storage_path]
+    assert media_bytes(media, row.storage_path) == jpeg_bytes()
+
+
+@pytest.mark.parametrize("media", ["s3"], indirect=True)
+def test_s3_flush_sends_every_waiting_deletion_at_once(media):
+    """What a pool process calls at its end: every key still waiting goes now, in one request."""
+    tokens = []
+    for _ in range(3):
+        writer = media.quarantine_writer(10)
+        writer.write(b"x")
+        writer.commit()
+        tokens.append(writer.token)
+    batches = _count_requests(media, "DeleteObjects")
+    for token in tokens:
+        media.discard_quarantined(token)
+    media.discard_quarantined("../not-a-token")  # ignored, as delete_quarantined ignores it
+    media.flush()
+    assert [token for token, _, _ in media.quarantine_entries()] == [] and len(batches) == 1
+
+
+@pytest.mark.parametrize("media", ["s3"], indirect=True)
+def test_s3_a_failed_copy_rolls_back_the_decision_prepared_next_to_it(client, world, db, media, monkeypatch):
+    """The copy into media/ runs while the worker prepares `ready` (the row, the link, the request's
+    history, the job): when the copy fails, none of it is committed and the file stays pending for a
+    later run, its quarantined bytes kept."""
+    from botocore.exceptions import EndpointConnectionError
+
+    login(client, create_user("admin"))
+    request_id = world["request"].id
+    body = upload(client, f"/api/requests/{request_id}/upload-bso", "a.jpg", jpeg_bytes()).json
+
+    def unreachable(token, relative_path):
+        time.sleep(0.2)  # the decision is prepared meanwhile
+        raise EndpointConnectionError(endpoint_url="http://s3.invalid")
+
+    monkeypatch.setattr(media, "promote", unreachable)
+    with pytest.raises(EndpointConnectionError):
+        file_tasks.run_validation(body["file_id"], body["job_id"])
+    row = db.get(File, body["file_id"], populate_existing=True)
+    assert row.status == "pending" and row.storage_path is None
+    assert db.scalars(select(RequestEvent).where(RequestEvent.request_id == request_id,
+                                                 RequestEvent.field == "bso_file_path")).all() == []
+    assert db.get(Job, uuid.UUID(body["job_id"]), populate_existing=True).status != "succeeded"
+    assert quarantined(media) == [row.quarantine_path] and media_files(media) == []
+
+    monkeypatch.undo()
+    row = validate_now(db, body)  # the next run (files.sweep) finishes it
+    assert row.status == "ready" and media_files(media) == [row.storage_path] and quarantined(media) == []
