@@ -14,6 +14,8 @@ step after which a test wants a worker to stop, and reads what to do from the en
 - LEADLINE_FAULT_MANGO_SLEEP seconds and LEADLINE_FAULT_MANGO_MARKER: an inbox event of type
   LEADLINE_FAULT_MANGO_TYPE (any when unset) stops once between its folding and its commit, after
   creating the marker file with its process id.
+- LEADLINE_FAULT_LEASE_SECONDS: the worker's lease (tasks/leases.py) in seconds, so that a test waits
+  out a killed worker's lease in seconds rather than 40.
 - LEADLINE_FAULT_MAINTENANCE="<name>:<seconds>": the first run of maintenance `name` to start its work
   (its job claimed, the maintenance lock taken) publishes its process id in Redis under
   leadline:test:maintenance-fault and sleeps there; later runs go through.
@@ -30,6 +32,7 @@ import tasks.maintenance
 from models.core.redis import get_redis, key
 from models.telephony import rules as telephony_rules
 from storage import validation
+from tasks import leases
 from tasks.celery_app import celery_app as app
 
 __all__ = ["app"]
@@ -96,6 +99,13 @@ def _pause_maintenance(name: str, original):
         return original(*args, **kwargs)
     return work
 
+
+# The crash tests wait out a dead worker's lease (tasks/leases.py: 30 s, renewed every 10 s). With
+# LEADLINE_FAULT_LEASE_SECONDS their workers keep the same mechanism on a shorter clock, renewing four
+# times a lease.
+if os.environ.get("LEADLINE_FAULT_LEASE_SECONDS"):
+    leases.LEASE_SECONDS = float(os.environ["LEADLINE_FAULT_LEASE_SECONDS"])
+    leases.RENEW_SECONDS = leases.LEASE_SECONDS / 4
 
 # Installed at import, in the worker's main process: its pool processes inherit them.
 validation.validate = _validate_after_claim(validation.validate)

@@ -64,13 +64,17 @@ def stop_process_group(process, timeout: float = 30.0) -> None:
         process.wait(timeout=10)
 
 
+LEASE_SECONDS = "10"  # the crash tests' workers' lease (tests/fault_worker.py), not production's 30 s
+
+
 class FaultWorker:
     """A real `celery worker` process (prefork, one child) on queues of its own, with the faults of
     tests/fault_worker.py that `env` names; `media` (a storage.backend.Storage) where its files live."""
 
     def __init__(self, queue: str, log_dir: Path, media=None, **env: str):
         self.log = open(log_dir / f"worker-{uuid.uuid4().hex[:6]}.log", "wb")
-        environment = {**os.environ, "APP_ENV": "test", "PYTHONPATH": str(REPO), "LOG_LEVEL": "WARNING", **env}
+        environment = {**os.environ, "APP_ENV": "test", "PYTHONPATH": str(REPO), "LOG_LEVEL": "WARNING",
+                       "LEADLINE_FAULT_LEASE_SECONDS": LEASE_SECONDS, **env}
         if media is not None:
             environment.update(media.environment())
         self.process = subprocess.Popen(

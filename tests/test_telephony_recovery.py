@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 import embedded
 from models import Call, MangoEvent, Request, RequestEvent
 from tests.factories import make_campaign
-from tests.support import stop_process_group, wait_for
+from tests.support import LEASE_SECONDS, stop_process_group, wait_for
 from tests.telephony_support import KEY, LINE, SALT, form, incoming_answered, path_of
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
@@ -214,7 +214,7 @@ def test_whole_worker_killed_mid_event_is_taken_over_by_the_next_worker_within_t
     _kill_worker_in_the_middle(stack, committed, tmp_path / "paused", whole_worker=True)
     killed = time.monotonic()
     assert counts_by_status(committed) == {"processed": 5, "pending": 1}
-    stack.start_worker()
+    stack.start_worker(LEADLINE_FAULT_LEASE_SECONDS=LEASE_SECONDS)  # the lease on a shorter clock, no fault
     wait_for(all_processed(committed, 6), timeout=180)
     print(f"\nevent of a killed worker processed {time.monotonic() - killed:.1f} s after the kill")
     assert_summary_applied_once(committed)
