@@ -40,14 +40,16 @@ def signed():
 
 @pytest.fixture(autouse=True)
 def queued(monkeypatch) -> Iterator[list[tuple]]:
-    """The runs of the inbox worker the webhook queued (their arguments). Nothing reaches the broker
-    from these tests: their rows live in a rolled-back transaction, and a worker thread of the test
-    session must not pick their messages up."""
+    """The runs of the inbox worker the webhook queued (their arguments), and the tasks a replay queued
+    (name and arguments). Nothing reaches the broker from these tests: their rows live in a rolled-back
+    transaction, and a worker thread of the test session must not pick their messages up."""
+    from api.telephony import routes
     from tasks import queue
 
     runs: list[tuple] = []
     get_redis().delete(queue.FOLD_QUEUED_KEY)
     monkeypatch.setattr(queue.inbox, "publish", lambda *args: runs.append(args) or True)
+    monkeypatch.setattr(routes, "enqueue", lambda task, *args, **options: runs.append((task, *args)) or True)
     yield runs
     get_redis().delete(queue.FOLD_QUEUED_KEY)
 
@@ -426,7 +428,7 @@ def test_database_down_is_a_503_not_a_500(client, db, signed, delivery, monkeypa
 
 # ---- the inbox admin API ----------------------------------------------------------------------------
 
-def test_failed_events_are_listed_and_replayed_by_an_admin_only(client, db, signed):
+def test_failed_events_are_listed_and_replayed_by_an_admin_only(client, db, signed, queued):
     raw = '{"entry_id": broken'
     client.post(path_of("summary"), data={"vpbx_api_key": KEY, "sign": sign(raw), "json": raw})
     good = incoming_answered("e-ok")[0][1]
@@ -449,7 +451,8 @@ def test_failed_events_are_listed_and_replayed_by_an_admin_only(client, db, sign
 
     replayed = client.post(f"/api/webhook/mango/events/{event.id}/replay", headers=SPA)
     assert replayed.status_code == 202
-    assert replayed.json["status"] == "pending"
+    assert replayed.json["status"] == "pending" and replayed.json["queued"] is True
+    assert queued[-1] == ("telephony.process_event", event.id)  # that row alone (a run leaves failed rows)
     assert db.scalar(select(MangoEvent.status).where(MangoEvent.id == event.id)) == "pending"
     assert client.post("/api/webhook/mango/events/999999/replay", headers=SPA).status_code == 404
     assert client.get("/api/webhook/mango/events?status=bogus").status_code == 422
